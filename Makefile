@@ -1,0 +1,20 @@
+# Two entry points for a fresh clone: `make demo` trains the main recipe, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test clean
+
+$(BIN)/accel-trainer: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+demo: $(BIN)/accel-trainer
+	$(BIN)/accelerate launch -m accel_trainer recipes/cls.toml
+
+test: $(BIN)/accel-trainer
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) work_dirs

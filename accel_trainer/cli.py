@@ -1,0 +1,116 @@
+"""Command line: `accel-trainer RECIPE ...` trains; `accel-trainer COMMAND ...` runs a tool.
+
+User errors (RecipeError) print one line naming the problem and exit with code 2, without a
+traceback; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from .errors import RecipeError
+from .recipe import dump_toml, load_recipe, parse_override
+
+
+def _overrides(items: Sequence[str] | None) -> dict:
+    return dict(parse_override(item) for item in items or [])
+
+
+def add_recipe_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="recipe TOML file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        nargs="+",
+        action="extend",
+        help="override recipe keys, VALUE in TOML syntax: --set optimizer.lr=0.01 'data.train.root=\"/data/x\"'",
+    )
+
+
+def train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="accel-trainer",
+        description="Train from a recipe (also under `accelerate launch -m accel_trainer RECIPE`). "
+        f"Tools: accel-trainer {{{','.join(COMMANDS)}}} --help.",
+    )
+    add_recipe_args(parser)
+    parser.add_argument("--work-dir", help="output folder (default: the recipe's work_dir, else work_dirs/<recipe stem>)")
+    parser.add_argument("--print-recipe", action="store_true", help="print the fully resolved recipe as TOML and exit")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        metavar="PATH",
+        help="continue from a checkpoint folder; without PATH, the newest valid one in work_dir",
+    )
+    parser.add_argument("--load-from", metavar="PATH", help="start from these whole-model weights (sets load_from)")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate once and write work_dir/eval/metrics.json")
+    parser.add_argument(
+        "--checkpoint", metavar="PATH", help="with --eval-only: the checkpoint folder or weights file to evaluate"
+    )
+    return parser
+
+
+def run_train(args: argparse.Namespace) -> int:
+    overrides = _overrides(args.overrides)
+    if args.load_from:
+        overrides["load_from"] = args.load_from
+    recipe = load_recipe(args.recipe, overrides, args.work_dir)
+    if args.print_recipe:
+        sys.stdout.write(dump_toml(recipe.to_dict()))
+        return 0
+    if args.checkpoint and not args.eval_only:
+        raise RecipeError("--checkpoint goes with --eval-only; to continue training use --resume PATH")
+    from .trainer import Trainer
+
+    trainer = Trainer(recipe)
+    if args.eval_only:
+        from .commands.evaluate import evaluate_command
+
+        return evaluate_command(trainer, args.checkpoint)
+    trainer.fit(resume=args.resume)
+    return 0
+
+
+def schedule_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="accel-trainer schedule",
+        description="Compute a recipe's lr and momentum schedule without building the model or data.",
+    )
+    add_recipe_args(parser)
+    parser.add_argument("--iters-per-epoch", type=int, help="optimizer steps per epoch (default: from the recipe's dataset)")
+    parser.add_argument("--csv", help="write iter,epoch,lr,momentum rows to this file")
+    parser.add_argument("--png", help="plot lr and momentum to this PNG (needs the 'plot' extra)")
+    return parser
+
+
+def run_schedule(args: argparse.Namespace) -> int:
+    from .commands.schedule import schedule_command
+
+    recipe = load_recipe(args.recipe, _overrides(args.overrides))
+    return schedule_command(recipe, args.iters_per_epoch, args.csv, args.png)
+
+
+COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {
+    "schedule": (schedule_parser, run_schedule),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:
+        make_parser, run = COMMANDS[argv[0]]
+        argv = argv[1:]
+    else:
+        make_parser, run = train_parser, run_train
+    args = make_parser().parse_args(argv)
+    try:
+        return run(args)
+    except RecipeError as exc:
+        print(f"accel-trainer: error: {exc}", file=sys.stderr)
+        return RecipeError.exit_code
+    except KeyboardInterrupt:
+        print("accel-trainer: interrupted", file=sys.stderr)
+        return 130

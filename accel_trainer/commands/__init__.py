@@ -1,0 +1,1 @@
+"""The CLI's tools besides training, one module each."""

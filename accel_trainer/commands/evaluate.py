@@ -1,0 +1,31 @@
+"""`accel-trainer RECIPE --eval-only`: evaluate a checkpoint and write `work_dir/eval/`."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from .. import checkpoint
+
+logger = logging.getLogger("accel_trainer")
+
+
+def evaluate_command(trainer, weights: str | None) -> int:
+    """Evaluate `weights` (a checkpoint folder or file), else the newest checkpoint, else `load_from`."""
+    if weights is None and not trainer.recipe.load_from:
+        found = checkpoint.find_resumable(trainer.ckpt_root)
+        weights = str(found) if found else None
+    if weights:
+        trainer.load_weights(weights)
+    elif not trainer.recipe.load_from:
+        logger.warning("--eval-only: no checkpoint found under %s; evaluating freshly initialised weights", trainer.ckpt_root)
+    results = trainer.evaluate()
+    if trainer.accelerator.is_main_process:
+        out = Path(trainer.work_dir) / "eval"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_predictions = getattr(trainer.task, "write_predictions", None)
+        if write_predictions is not None:
+            write_predictions(out / "predictions.bbox.json")
+        logger.info("eval results written to %s", out)
+    return 0

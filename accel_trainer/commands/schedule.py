@@ -1,0 +1,61 @@
+"""`accel-trainer schedule`: the lr/momentum of every iteration, before any training."""
+from __future__ import annotations
+
+import logging
+import math
+
+from ..errors import RecipeError
+from ..optim import scale_lr
+from ..schedules import plot_schedule_png, schedule_rows, write_schedule_csv
+from ..schema import Recipe
+
+logger = logging.getLogger("accel_trainer")
+
+
+def base_momentum(optimizer_cfg: dict) -> float | None:
+    """The momentum the schedule scales: SGD-style `momentum` or Adam-style `betas[0]`."""
+    if "betas" in optimizer_cfg:
+        return float(optimizer_cfg["betas"][0])
+    if "momentum" in optimizer_cfg:
+        return float(optimizer_cfg["momentum"])
+    return None
+
+
+def dataset_iters_per_epoch(recipe: Recipe) -> int:
+    """Optimizer steps per epoch on one process, from the recipe's training set."""
+    from ..tasks import build_task
+
+    train, _ = build_task(recipe).build_datasets()
+    batches = math.ceil(len(train) / recipe.data.batch_size)
+    return math.ceil(batches / recipe.accelerate.gradient_accumulation_steps)
+
+
+def schedule_command(recipe: Recipe, iters_per_epoch: int | None, csv: str | None, png: str | None) -> int:
+    if iters_per_epoch is None:
+        iters_per_epoch = dataset_iters_per_epoch(recipe)
+    if iters_per_epoch <= 0:
+        raise RecipeError(f"--iters-per-epoch must be positive, got {iters_per_epoch}")
+    lr = float(recipe.optimizer["lr"])
+    if recipe.auto_scale_lr.enable:
+        lr = scale_lr(
+            lr,
+            num_processes=1,
+            batch_size=recipe.data.batch_size,
+            accumulation=recipe.accelerate.gradient_accumulation_steps,
+            base_batch_size=recipe.auto_scale_lr.base_batch_size,
+        )
+    if recipe.by_epoch:
+        max_epochs, max_iters = recipe.runner.max_epochs, recipe.runner.max_epochs * iters_per_epoch
+    else:
+        max_iters = recipe.runner.max_iters
+        max_epochs = math.ceil(max_iters / iters_per_epoch)
+    rows = schedule_rows(
+        recipe.lr_config, recipe.momentum_config, lr, base_momentum(recipe.optimizer), iters_per_epoch, max_epochs, max_iters
+    )
+    if csv:
+        write_schedule_csv(rows, csv)
+    if png:
+        plot_schedule_png(rows, iters_per_epoch, png, title=recipe.source)
+    if not csv and not png:
+        write_schedule_csv(rows, "-")
+    return 0

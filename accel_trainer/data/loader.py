@@ -1,0 +1,42 @@
+"""DataLoader construction shared by every task."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..schema import Recipe
+from .sampling import EpochSampler, SeededDataset
+
+
+def build_loader(
+    dataset: Dataset,
+    recipe: Recipe,
+    *,
+    batch_size: int,
+    train: bool,
+    collate_fn: Callable | None = None,
+) -> DataLoader:
+    """A loader over `(epoch, index)` items; Accelerate later shards its batches per process."""
+    data = recipe.data
+    extra = {}
+    if data.num_workers > 0:
+        extra = dict(
+            persistent_workers=data.persistent_workers,
+            prefetch_factor=data.prefetch_factor,
+            multiprocessing_context=recipe.mp_start_method,
+        )
+    return DataLoader(
+        SeededDataset(dataset, recipe.accelerate.seed),
+        batch_size=batch_size,
+        sampler=EpochSampler(len(dataset), recipe.accelerate.seed, shuffle=train),
+        num_workers=data.num_workers,
+        pin_memory=data.pin_memory,
+        drop_last=False,
+        collate_fn=collate_fn,
+        # Worker base seeds come from this generator, not the global RNG, so creating an
+        # iterator (one more on a resumed run) never shifts the model's random stream.
+        generator=torch.Generator().manual_seed(recipe.accelerate.seed),
+        **extra,
+    )

@@ -1,0 +1,80 @@
+"""Sampling whose randomness is a pure function of (seed, epoch, sample index).
+
+That makes a run independent of `num_workers` and lets a resumed run skip the first k batches
+and see exactly the samples and augmentations the interrupted run would have seen.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+# The sample-index slot of the permutation seed: no real sample index reaches it.
+ORDER_STREAM = 2**32 - 1
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed that differs for every (seed, epoch, index)."""
+    words = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint32)
+    return (int(words[0]) << 31) | (int(words[1]) >> 1)
+
+
+class EpochSampler(Sampler):
+    """Yields `(epoch, index)` pairs: a fresh permutation per epoch from (seed, epoch).
+
+    Accelerate shards the batches of this sampler across processes; every process draws the
+    same permutation, so shards never overlap.
+    """
+
+    def __init__(self, size: int, seed: int, shuffle: bool) -> None:
+        self.size = size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(sample_seed(self.seed, epoch, ORDER_STREAM))
+            order = torch.randperm(self.size, generator=gen).tolist()
+        else:
+            order = range(self.size)
+        return ((epoch, i) for i in order)
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset so each `(epoch, index)` item is produced under its own RNG seed.
+
+    Python's `random`, numpy's legacy global RNG and torch's CPU RNG are reseeded per sample
+    (timm and torchvision transforms draw from them) and restored afterwards.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int] | int):
+        epoch, index = item if isinstance(item, tuple) else (0, item)
+        seed = sample_seed(self.seed, epoch, index)
+        py_state, np_state = random.getstate(), np.random.get_state()
+        try:
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self.dataset[index]
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)

@@ -1,0 +1,127 @@
+"""Hooks: built-ins come from recipe sections; `custom_hooks` adds hooks by name or import path."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+from typing import Any
+
+from ..errors import RecipeError, check_choice, check_keys, did_you_mean
+from ..schema import Recipe
+from .base import PRIORITIES, Hook, resolve_priority
+from .checkpoint import CheckpointHook, SaveBestHook
+from .evaluation import EvalHook
+from .freeze import FreezeHook
+from .logger import LoggerHook, MlflowLoggerHook, TensorboardLoggerHook, TextLoggerHook, WandbLoggerHook
+from .num_class_check import NumClassCheckHook
+from .schedule import ScheduleHook
+
+__all__ = ["Hook", "PRIORITIES", "build_hooks", "tracker_names", "validate_hook_configs"]
+
+LOGGER_HOOKS: dict[str, type[LoggerHook]] = {
+    "TextLoggerHook": TextLoggerHook,
+    "TensorboardLoggerHook": TensorboardLoggerHook,
+    "WandbLoggerHook": WandbLoggerHook,
+    "MlflowLoggerHook": MlflowLoggerHook,
+}
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+CUSTOM_HOOKS: dict[str, type[Hook]] = {"NumClassCheckHook": NumClassCheckHook}
+LOGGER_KEYS = ("interval", "ignore_last", "reset_flag", "by_epoch")
+
+
+def _hook_class(type_name: Any, path: str) -> type[Hook]:
+    """A built-in custom hook by name, or a user's class by `package.module:ClassName`."""
+    if not isinstance(type_name, str) or not type_name:
+        raise RecipeError(f"{path}.type must be a hook name or 'package.module:ClassName', got {type_name!r}")
+    if ":" not in type_name:
+        check_choice(type_name, CUSTOM_HOOKS, f"{path}.type")
+        return CUSTOM_HOOKS[type_name]
+    module_name, _, class_name = type_name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RecipeError(f"{path}.type = {type_name!r}: cannot import module {module_name!r} ({exc})") from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        names = [n for n, v in vars(module).items() if isinstance(v, type)]
+        raise RecipeError(f"{path}.type = {type_name!r}: no class {class_name!r} in {module_name}{did_you_mean(class_name, names)}")
+    if not (isinstance(cls, type) and issubclass(cls, Hook)):
+        raise RecipeError(f"{path}.type = {type_name!r} is not a subclass of accel_trainer.Hook")
+    return cls
+
+
+def _check_kwargs(cls: type, kwargs: dict, path: str) -> None:
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = [n for n in params if n != "self"]
+    for key in kwargs:
+        if key not in allowed:
+            raise RecipeError(
+                f"unknown key {path}.{key}{did_you_mean(key, allowed)}: {cls.__name__} takes "
+                f"{', '.join(allowed) or 'no arguments'}"
+            )
+
+
+def _custom_hook(cfg: dict, path: str) -> Hook:
+    cfg = dict(cfg)
+    cls = _hook_class(cfg.pop("type", None), path)
+    priority = resolve_priority(cfg.pop("priority", "NORMAL"), f"{path}.priority")
+    _check_kwargs(cls, cfg, path)
+    hook = cls(**cfg)
+    hook.priority = priority
+    return hook
+
+
+def _logger_hook(cfg: dict, recipe: Recipe, path: str) -> LoggerHook:
+    cfg = dict(cfg)
+    name = cfg.pop("type", None)
+    check_choice(name, LOGGER_HOOKS, f"{path}.type")
+    check_keys(cfg, LOGGER_KEYS, path)
+    lc = recipe.log_config
+    args = dict(interval=lc.interval, ignore_last=lc.ignore_last, reset_flag=lc.reset_flag, by_epoch=lc.by_epoch)
+    args.update(cfg)
+    return LOGGER_HOOKS[name](**args)
+
+
+def tracker_names(recipe: Recipe) -> list[str]:
+    """Accelerate `log_with` names of the tracker logger hooks in `log_config.hooks`."""
+    names = []
+    for cfg in recipe.log_config.hooks:
+        cls = LOGGER_HOOKS.get(cfg.get("type"))
+        tracker = getattr(cls, "tracker", "")
+        if tracker and tracker not in names:
+            names.append(tracker)
+    return names
+
+
+def validate_hook_configs(recipe: Recipe) -> None:
+    """Check hook tables and tracker packages without starting anything."""
+    for i, cfg in enumerate(recipe.log_config.hooks):
+        _logger_hook(cfg, recipe, f"log_config.hooks[{i}]")
+    for tracker in tracker_names(recipe):
+        if importlib.util.find_spec(TRACKER_PACKAGES[tracker]) is None:
+            raise RecipeError(
+                f"log_config.hooks asks for the {tracker} tracker but the package is not installed: "
+                f"pip install {TRACKER_PACKAGES[tracker]}"
+            )
+    for i, cfg in enumerate(recipe.custom_hooks):
+        _custom_hook(cfg, f"custom_hooks[{i}]")
+
+
+def build_hooks(recipe: Recipe) -> list[Hook]:
+    """The hooks a recipe asks for, built from its sections."""
+    hooks: list[Hook] = [ScheduleHook(recipe.lr_config, recipe.momentum_config)]
+    if recipe.freeze.epochs:
+        hooks.append(FreezeHook(recipe.freeze.modules, recipe.freeze.epochs, recipe.freeze.batch_size))
+    if not any(phase == "val" for phase, _ in recipe.workflow):
+        ev = recipe.evaluation
+        hooks.append(EvalHook(ev.interval, ev.start, ev.by_epoch if recipe.by_epoch else False))
+    ck = recipe.checkpoint_config
+    hooks.append(CheckpointHook(ck.interval, ck.by_epoch, ck.save_optimizer, ck.max_keep_ckpts, ck.save_last))
+    ev = recipe.evaluation
+    if ev.save_best:
+        hooks.append(SaveBestHook(ev.save_best, ev.rule, ev.greater_keys, ev.less_keys))
+    hooks += [_logger_hook(cfg, recipe, f"log_config.hooks[{i}]") for i, cfg in enumerate(recipe.log_config.hooks)]
+    hooks += [_custom_hook(cfg, f"custom_hooks[{i}]") for i, cfg in enumerate(recipe.custom_hooks)]
+    return hooks

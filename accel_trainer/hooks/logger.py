@@ -1,0 +1,186 @@
+"""Logger hooks: the text/JSON log and the experiment trackers (through Accelerate's tracker API).
+
+mmcv semantics: every `interval` iterations (per epoch when `by_epoch`) the window is averaged
+and each logger writes it; with `ignore_last = false` the short window at an epoch's end is
+written too; the last logger hook clears the window (`reset_flag`).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import resource
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .base import PRIORITIES, Hook
+
+if TYPE_CHECKING:
+    from ..trainer import Trainer
+
+logger = logging.getLogger("accel_trainer")
+
+
+def _memory_mb(device: torch.device) -> int:
+    """Peak memory: CUDA allocator peak on GPU, process peak RSS on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device) / 2**20)
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+class LoggerHook(Hook):
+    """Decides when a window is written; subclasses decide where."""
+
+    priority = PRIORITIES["VERY_LOW"]
+
+    def __init__(self, interval: int = 50, ignore_last: bool = True, reset_flag: bool = False, by_epoch: bool = True):
+        self.interval = interval
+        self.ignore_last = ignore_last
+        self.reset_flag = reset_flag
+        self.by_epoch = by_epoch
+
+    def write_train(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def write_val(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def before_run(self, trainer: "Trainer") -> None:
+        last = [h for h in trainer.hooks if isinstance(h, LoggerHook)][-1]
+        last.reset_flag = True
+
+    def before_train_epoch(self, trainer: "Trainer") -> None:
+        trainer.log_buffer.clear()
+
+    def after_train_iter(self, trainer: "Trainer") -> None:
+        buffer = trainer.log_buffer
+        due = (
+            self.every_n_inner_iters(trainer, self.interval)
+            if self.by_epoch
+            else self.every_n_iters(trainer, self.interval)
+        )
+        if not buffer.ready and (due or (self.end_of_epoch(trainer) and not self.ignore_last)):
+            buffer.average(trainer.accelerator)
+        self._write_window(trainer)
+
+    def after_train_epoch(self, trainer: "Trainer") -> None:
+        self._write_window(trainer)
+
+    def _write_window(self, trainer: "Trainer") -> None:
+        buffer = trainer.log_buffer
+        if not buffer.ready:
+            return
+        if trainer.accelerator.is_main_process:
+            self.write_train(trainer, self.train_record(trainer, buffer.output))
+        if self.reset_flag:
+            buffer.clear_output()
+
+    def after_val_epoch(self, trainer: "Trainer") -> None:
+        if trainer.accelerator.is_main_process:
+            record = {"mode": "val", "epoch": trainer.epoch, "iter": trainer.iter, "lr": trainer.current_lr()}
+            record.update(trainer.val_results)
+            self.write_val(trainer, record)
+
+    def train_record(self, trainer: "Trainer", window: dict[str, float]) -> dict[str, Any]:
+        record: dict[str, Any] = {"mode": "train", "epoch": trainer.epoch + 1}
+        record["iter"] = trainer.inner_iter if self.by_epoch else trainer.iter
+        record["lr"] = trainer.current_lr()
+        record["memory"] = _memory_mb(trainer.accelerator.device)
+        record.update(window)
+        return record
+
+
+class TextLoggerHook(LoggerHook):
+    """Console and `work_dir/<timestamp>.log` lines in the seeds' style, plus `<timestamp>.log.json`."""
+
+    def before_run(self, trainer: "Trainer") -> None:
+        super().before_run(trainer)
+        self.json_path = Path(trainer.work_dir) / f"{trainer.timestamp}.log.json"
+        self.start_time = time.perf_counter()
+        self.start_iter = trainer.iter
+
+    def _append_json(self, record: dict[str, Any]) -> None:
+        with self.json_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def write_train(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+        self._append_json(record)
+        if self.by_epoch:
+            where = f"Epoch [{record['epoch']}][{record['iter']}/{trainer.iters_per_epoch}]"
+        else:
+            where = f"Iter [{record['iter']}/{trainer.max_iters}]"
+        done = max(trainer.iter - self.start_iter, 1)
+        per_iter = (time.perf_counter() - self.start_time) / done
+        eta = datetime.timedelta(seconds=int(per_iter * (trainer.max_iters - trainer.iter)))
+        parts = [f"lr: {record['lr']:.3e}", f"eta: {eta}"]
+        parts += [f"{k}: {v:.3f}" for k, v in record.items() if k in ("time", "data_time")]
+        parts.append(f"memory: {record['memory']}")
+        parts += [_fmt(k, v) for k, v in record.items() if k not in _TRAIN_META]
+        logger.info("%s %s", where, ", ".join(parts))
+
+    def write_val(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+        self._append_json(record)
+        parts = [_fmt(k, v) for k, v in record.items() if k not in ("mode", "epoch", "iter", "lr")]
+        where = f"Epoch(val) [{record['epoch']}]" if trainer.by_epoch else f"Iter(val) [{record['iter']}]"
+        logger.info("%s %s", where, ", ".join(parts))
+
+
+_TRAIN_META = ("mode", "epoch", "iter", "lr", "memory", "time", "data_time")
+
+
+def _fmt(key: str, value: Any) -> str:
+    return f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}"
+
+
+class TrackerLoggerHook(LoggerHook):
+    """Scalars to an Accelerate tracker (`train/loss`, `train/lr`, `val/top1`, ...)."""
+
+    tracker = ""
+
+    def before_run(self, trainer: "Trainer") -> None:
+        super().before_run(trainer)
+        if not getattr(trainer, "_trackers_started", False):
+            trainer.accelerator.init_trackers("tf_logs", config=flat_hparams(trainer.recipe.to_dict()))
+            trainer._trackers_started = True
+
+    def write_train(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+        values = {f"train/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k not in ("epoch", "iter")}
+        trainer.accelerator.get_tracker(self.tracker).log(values, step=trainer.iter)
+
+    def write_val(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+        values = {f"val/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k not in ("epoch", "iter")}
+        trainer.accelerator.get_tracker(self.tracker).log(values, step=trainer.iter)
+
+    def after_run(self, trainer: "Trainer") -> None:
+        if getattr(trainer, "_trackers_started", False):
+            trainer.accelerator.end_training()
+            trainer._trackers_started = False
+
+
+class TensorboardLoggerHook(TrackerLoggerHook):
+    tracker = "tensorboard"
+
+
+class WandbLoggerHook(TrackerLoggerHook):
+    tracker = "wandb"
+
+
+class MlflowLoggerHook(TrackerLoggerHook):
+    tracker = "mlflow"
+
+
+def flat_hparams(data: dict, prefix: str = "") -> dict[str, Any]:
+    """Flatten the recipe to `a.b.c` scalars (lists as text) for trackers' hyperparameter tables."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_hparams(value, name + "."))
+        elif isinstance(value, (int, float, str, bool)):
+            out[name] = value
+        else:
+            out[name] = json.dumps(value)
+    return out

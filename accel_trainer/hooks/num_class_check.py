@@ -1,0 +1,24 @@
+"""Stops a run whose dataset has a different number of classes than the model's head."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import RecipeError
+from .base import PRIORITIES, Hook
+
+if TYPE_CHECKING:
+    from ..trainer import Trainer
+
+
+class NumClassCheckHook(Hook):
+    priority = PRIORITIES["VERY_HIGH"]
+
+    def before_run(self, trainer: "Trainer") -> None:
+        expected = trainer.recipe.model.num_classes
+        for split, dataset in (("train", trainer.train_dataset), ("val", trainer.val_dataset)):
+            found = trainer.task.num_dataset_classes(dataset)
+            if found is not None and found != expected:
+                raise RecipeError(
+                    f"model.num_classes = {expected} but the {split} dataset has {found} classes "
+                    f"({trainer.task.describe_data(split)}); set model.num_classes = {found}"
+                )

@@ -1,0 +1,88 @@
+"""Logging setup and the buffer that keeps per-iteration values on the device until logged."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+LOGGER_NAME = "accel_trainer"
+
+
+class _SeedStyleFormatter(logging.Formatter):
+    """`[11/22 14:30:25] message`, the seeds' console style."""
+
+    def __init__(self) -> None:
+        super().__init__("[%(asctime)s] %(message)s", datefmt="%m/%d %H:%M:%S")
+
+
+def setup_logging(log_file: Path, level: str, is_main: bool) -> logging.Logger:
+    """Console on every process at WARNING and above; INFO console and the text log on the main one."""
+    log = logging.getLogger(LOGGER_NAME)
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    log.setLevel(level if is_main else "WARNING")
+    log.propagate = False
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(_SeedStyleFormatter())
+    log.addHandler(console)
+    if is_main:
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setFormatter(_SeedStyleFormatter())
+        log.addHandler(file_handler)
+    return log
+
+
+class LogBuffer:
+    """Values of the current log window, shared by the logger hooks (mmcv's `runner.log_buffer`).
+
+    Device values are summed without a sync; `average` syncs once per log interval and sets
+    `output`, which every logger hook then writes; the last one clears it.
+    """
+
+    def __init__(self) -> None:
+        self._sums: dict[str, torch.Tensor] = {}
+        self._count = 0
+        self._host: dict[str, float] = {}
+        self._host_count = 0
+        self.output: dict[str, float] = {}
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.output)
+
+    def update(self, values: dict[str, torch.Tensor]) -> None:
+        """Add one batch's values (tensors, kept on the device)."""
+        for key, value in values.items():
+            value = value.detach().float()
+            self._sums[key] = self._sums[key] + value if key in self._sums else value
+        self._count += 1
+
+    def update_host(self, values: dict[str, float]) -> None:
+        """Add one iteration's host-side values (timings)."""
+        for key, value in values.items():
+            self._host[key] = self._host.get(key, 0.0) + value
+        self._host_count += 1
+
+    def average(self, accelerator) -> dict[str, float]:
+        """Mean of the window, device values averaged across processes; starts a new window."""
+        out: dict[str, float] = {}
+        if self._host_count:
+            out.update({k: v / self._host_count for k, v in self._host.items()})
+        if self._sums:
+            keys = list(self._sums)
+            stacked = torch.stack([self._sums[k] for k in keys]) / self._count
+            if accelerator.num_processes > 1:
+                stacked = accelerator.reduce(stacked, reduction="mean")
+            out.update(zip(keys, stacked.tolist()))
+        self._sums, self._count, self._host, self._host_count = {}, 0, {}, 0
+        self.output = out
+        return out
+
+    def clear_output(self) -> None:
+        self.output = {}
+
+    def clear(self) -> None:
+        self._sums, self._count, self._host, self._host_count, self.output = {}, 0, {}, 0, {}

@@ -1,0 +1,303 @@
+"""Build the optimizer from the recipe's `[optimizer]` table, keeping mmcv 1.x semantics.
+
+`type` names a `torch.optim` class (preferred on a name clash) or a `timm.optim` class
+(`"timm.<Name>"` picks timm's explicitly); every other key except `paramwise_cfg` and
+`constructor` is passed to its constructor. `paramwise_cfg` follows mmcv 1.x's
+DefaultOptimizerConstructor rule for rule, with two deliberate differences:
+
+* tensors that end up with the same rule, lr and weight decay share one param group (mmcv makes
+  one group per tensor, which slows every optimizer step), and each group is described by a
+  `GroupInfo` for the log;
+* parameters with `requires_grad=False` get the same rules as trainable ones (mmcv gives them
+  the optimizer defaults), because the freeze hook makes them trainable again later. Shared
+  parameters always appear once, at their first occurrence, whatever `bypass_duplicate` says
+  (mmcv without it would hand torch a duplicate, which torch rejects).
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import timm.layers
+import timm.optim
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
+
+from .errors import RecipeError, check_choice, check_keys, did_you_mean, join_path
+
+PARAMWISE_KEYS = (
+    "custom_keys", "bias_lr_mult", "bias_decay_mult", "norm_decay_mult", "dwconv_decay_mult", "bypass_duplicate",
+)
+CUSTOM_KEY_KEYS = ("lr_mult", "decay_mult")
+DECAY_MULT_KEYS = ("bias_decay_mult", "norm_decay_mult", "dwconv_decay_mult")
+
+# timm norm layers that do not inherit from a torch norm class (BatchNormAct2d, GroupNormAct,
+# LayerNorm2d, ... do, and are caught through torch's classes); their subclasses follow.
+_TIMM_NORM_NAMES = (
+    "RmsNorm", "RmsNorm2d", "RmsNormFp32", "RmsNorm2dFp32",
+    "SimpleNorm", "SimpleNorm2d", "SimpleNormFp32", "SimpleNorm2dFp32",
+    "EvoNorm2dB0", "EvoNorm2dB1", "EvoNorm2dB2", "EvoNorm2dS0", "EvoNorm2dS1", "EvoNorm2dS2",
+    "FilterResponseNormAct2d", "FilterResponseNormTlu2d", "FrozenBatchNormAct2d",
+)
+NORM_TYPES: tuple[type, ...] = (
+    _BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm,
+    *(getattr(timm.layers, name) for name in _TIMM_NORM_NAMES if hasattr(timm.layers, name)),
+)
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """One optimizer param group as the log shows it: which rule made it and its settings."""
+
+    pattern: str
+    num_tensors: int
+    num_params: int
+    lr: float
+    weight_decay: float | None
+
+
+def _check_number(value: object, path: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise RecipeError(f"{path} = {value!r}: expected a number")
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else '"' + key.replace('"', '\\"') + '"'
+
+
+def _check_paramwise_cfg(pw: Mapping, base_wd: float | None, path: str) -> None:
+    """Reject what mmcv would reject (or silently ignore), naming the offending key."""
+    if "dcn_offset_lr_mult" in pw:
+        raise RecipeError(
+            f"{path}.dcn_offset_lr_mult is not supported: it only acts on mmcv's deformable convolutions "
+            "(mmcv.ops), which timm models do not contain; remove it"
+        )
+    check_keys(pw, PARAMWISE_KEYS, path)
+    for key in ("bias_lr_mult", *DECAY_MULT_KEYS):
+        if key in pw:
+            _check_number(pw[key], f"{path}.{key}")
+    if "bypass_duplicate" in pw and not isinstance(pw["bypass_duplicate"], bool):
+        raise RecipeError(f"{path}.bypass_duplicate = {pw['bypass_duplicate']!r}: expected true or false")
+    wd_path = join_path(path.rpartition(".")[0], "weight_decay")
+    for key in DECAY_MULT_KEYS:
+        if key in pw and base_wd is None:
+            raise RecipeError(f"{path}.{key} needs {wd_path} to be set (it multiplies it)")
+    custom = pw.get("custom_keys", {})
+    if not isinstance(custom, Mapping):
+        raise RecipeError(f"{path}.custom_keys must be a table of key = {{lr_mult = ..., decay_mult = ...}}")
+    for key, mults in custom.items():
+        key_path = f"{path}.custom_keys.{_toml_key(key)}"
+        if not isinstance(mults, Mapping):
+            raise RecipeError(f"{key_path} = {mults!r}: expected a table like {{lr_mult = 0.1, decay_mult = 1.0}}")
+        check_keys(mults, CUSTOM_KEY_KEYS, key_path)
+        for name, value in mults.items():
+            _check_number(value, f"{key_path}.{name}")
+        if "decay_mult" in mults and base_wd is None:
+            raise RecipeError(f"{key_path}.decay_mult needs {wd_path} to be set (it multiplies it)")
+
+
+def _param_rule(
+    pw: Mapping, sorted_keys: list[str], module: nn.Module, name: str, match_name: str,
+    base_lr: float, base_wd: float | None,
+) -> tuple[str, float, float | None]:
+    """mmcv's per-tensor decision: (pattern, lr, weight_decay).
+
+    A custom key found in the name wins outright. Otherwise `bias_lr_mult` scales the lr of a
+    module's own `bias` unless the module is a norm layer, and at most one decay rule applies,
+    checked in mmcv's order: norm layer (weight and bias), depthwise conv (weight and bias),
+    then a plain `bias`.
+    """
+    for key in sorted_keys:
+        if key in match_name:
+            mults = pw["custom_keys"][key]
+            lr = base_lr * mults.get("lr_mult", 1.0)
+            wd = base_wd * mults["decay_mult"] if "decay_mult" in mults else base_wd
+            return f"custom_keys[{key!r}]", lr, wd
+    is_norm = isinstance(module, NORM_TYPES)
+    is_dwconv = isinstance(module, nn.Conv2d) and module.in_channels == module.groups
+    is_bias = name == "bias" and not is_norm
+    tags: list[str] = []
+    lr, wd = base_lr, base_wd
+    decay_rule = "norm" if is_norm else "dwconv" if is_dwconv else "bias" if is_bias else None
+    if decay_rule and f"{decay_rule}_decay_mult" in pw:
+        wd = base_wd * pw[f"{decay_rule}_decay_mult"]
+        tags.append(decay_rule)
+    if is_bias and "bias_lr_mult" in pw:
+        lr = base_lr * pw["bias_lr_mult"]
+        if "bias" not in tags:
+            tags.append("bias")
+    return " + ".join(tags) or "default", lr, wd
+
+
+def build_param_groups(
+    model: nn.Module,
+    base_lr: float,
+    base_wd: float | None,
+    paramwise_cfg: Mapping | None,
+    path: str = "optimizer.paramwise_cfg",
+) -> tuple[list[dict], list[GroupInfo]]:
+    """Apply mmcv's paramwise rules and merge tensors with the same (rule, lr, weight decay).
+
+    Every parameter of the model, frozen or not, lands in exactly one group; groups keep the order
+    in which their first tensor appears in `model.named_modules()`. `weight_decay` is left out of
+    the groups when `base_wd` is None, so the optimizer's default applies (as in mmcv).
+    """
+    pw = {} if paramwise_cfg is None else paramwise_cfg
+    if not isinstance(pw, Mapping):
+        raise RecipeError(f"{path} = {pw!r}: expected a table, e.g. {{norm_decay_mult = 0.0}}")
+    _check_paramwise_cfg(pw, base_wd, path)
+    custom = pw.get("custom_keys", {})
+    # mmcv's order: alphabetical, then (stable) longest first, so the longest matching key wins
+    sorted_keys = sorted(sorted(custom), key=len, reverse=True)
+
+    seen: set[int] = set()
+    merged: dict[tuple[str, float, float | None], list[nn.Parameter]] = {}
+    for module_name, module in model.named_modules():
+        for name, param in module.named_parameters(recurse=False):
+            if id(param) in seen:
+                continue
+            seen.add(id(param))
+            # mmcv matches custom keys against f"{prefix}.{name}", i.e. ".weight" at the top level
+            rule = _param_rule(pw, sorted_keys, module, name, f"{module_name}.{name}", base_lr, base_wd)
+            merged.setdefault(rule, []).append(param)
+
+    groups: list[dict] = []
+    infos: list[GroupInfo] = []
+    for (pattern, lr, wd), params in merged.items():
+        group: dict[str, Any] = {"params": params, "lr": lr}
+        if wd is not None:
+            group["weight_decay"] = wd
+        groups.append(group)
+        infos.append(GroupInfo(pattern, len(params), sum(p.numel() for p in params), lr, wd))
+    return groups, infos
+
+
+def _optimizer_classes(module: Any) -> dict[str, type[torch.optim.Optimizer]]:
+    """Optimizer classes a module exports that take `params` first (wrappers like Lookahead do not)."""
+    found = {}
+    for name in dir(module):
+        obj = getattr(module, name)
+        if inspect.isclass(obj) and issubclass(obj, torch.optim.Optimizer) and obj is not torch.optim.Optimizer:
+            arguments = list(inspect.signature(obj.__init__).parameters)
+            if arguments[1:2] == ["params"]:
+                found[name] = obj
+    return found
+
+
+@functools.cache
+def _torch_and_timm_optimizers() -> tuple[dict[str, type], dict[str, type]]:
+    """torch.optim's classes, and the timm.optim classes whose names torch does not use."""
+    torch_classes = _optimizer_classes(torch.optim)
+    timm_classes = _optimizer_classes(timm.optim)
+    return torch_classes, {name: cls for name, cls in timm_classes.items() if name not in torch_classes}
+
+
+def optimizer_registry() -> dict[str, type[torch.optim.Optimizer]]:
+    """Name -> class: torch.optim's names win; "timm.<Name>" reaches every timm.optim class."""
+    torch_classes, timm_extra = _torch_and_timm_optimizers()
+    timm_all = {f"timm.{name}": cls for name, cls in _optimizer_classes(timm.optim).items()}
+    return {**torch_classes, **timm_extra, **timm_all}
+
+
+def resolve_optimizer(name: object, path: str = "optimizer.type") -> type[torch.optim.Optimizer]:
+    """Look a recipe's optimizer name up case-sensitively; suggest the closest name when it misses."""
+    registry = optimizer_registry()
+    if isinstance(name, str) and name in registry:
+        return registry[name]
+    torch_classes, timm_extra = _torch_and_timm_optimizers()
+    text = str(name)
+    same_case = [n for n in registry if n.lower() == text.lower()]
+    hint = f' (did you mean "{same_case[0]}"?)' if same_case else did_you_mean(text, registry)
+    raise RecipeError(
+        f"{path} = {name!r} is not a known optimizer{hint}; torch.optim: {', '.join(sorted(torch_classes))}; "
+        f"timm.optim: {', '.join(sorted(timm_extra))} (\"timm.<Name>\" picks timm's class where torch has the name too)"
+    )
+
+
+def _to_tuples(value: Any) -> Any:
+    """TOML has arrays only; torch optimizers want tuples (betas, etas, step_sizes)."""
+    return tuple(_to_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def _check_arguments(cls: type, kwargs: Mapping[str, Any], path: str) -> None:
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    params = list(inspect.signature(cls.__init__).parameters.values())[2:]  # self, params
+    accepted = [p.name for p in params if p.kind not in variadic]
+    for key in kwargs:
+        if key not in accepted:
+            raise RecipeError(
+                f"unknown key '{path}.{key}': {cls.__name__} has no argument {key!r}{did_you_mean(key, accepted)}; "
+                f"{cls.__name__} accepts: {', '.join(accepted)}"
+            )
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """Match parameter names without the `module.` prefix of a (D)DP wrapper, as mmcv does."""
+    wrappers = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    return model.module if isinstance(model, wrappers) else model
+
+
+def build_optimizer(
+    model: nn.Module, cfg: Mapping[str, Any], path: str = "optimizer"
+) -> tuple[torch.optim.Optimizer, list[GroupInfo]]:
+    """Build the optimizer a recipe's `[optimizer]` table describes, with one GroupInfo per param group.
+
+    The GroupInfos carry the lr and weight decay the optimizer really uses, defaults included.
+    """
+    if not isinstance(cfg, Mapping):
+        raise RecipeError(f"{path} must be a table with at least type and lr")
+    kwargs = {key: _to_tuples(value) for key, value in cfg.items()}
+    if "type" not in kwargs:
+        raise RecipeError(f'{path}.type is missing, e.g. type = "SGD"')
+    cls = resolve_optimizer(kwargs.pop("type"), f"{path}.type")
+    check_choice(kwargs.pop("constructor", "DefaultOptimizerConstructor"), ("DefaultOptimizerConstructor",),
+                 f"{path}.constructor")
+    paramwise_cfg = kwargs.pop("paramwise_cfg", None)
+    _check_arguments(cls, kwargs, path)
+    if "lr" not in kwargs:
+        raise RecipeError(f"{path}.lr is missing, e.g. lr = 0.01")
+    _check_number(kwargs["lr"], f"{path}.lr")
+    base_wd = kwargs.get("weight_decay")
+    if base_wd is not None:
+        _check_number(base_wd, f"{path}.weight_decay")
+    groups, infos = build_param_groups(_unwrap(model), kwargs["lr"], base_wd, paramwise_cfg, f"{path}.paramwise_cfg")
+    try:
+        optimizer = cls(groups, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise RecipeError(f"{path}: {cls.__name__} rejected the settings: {e}") from e
+    infos = [
+        replace(info, lr=group["lr"], weight_decay=group.get("weight_decay"))
+        for info, group in zip(infos, optimizer.param_groups)
+    ]
+    return optimizer, infos
+
+
+def format_param_group_table(infos: list[GroupInfo]) -> str:
+    """A plain-text table of the param groups, so a wrong paramwise_cfg shows up in the log."""
+
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.6g}"
+
+    header = ("pattern", "#tensors", "#params", "lr", "weight_decay")
+    rows = [(i.pattern, str(i.num_tensors), f"{i.num_params:,}", number(i.lr), number(i.weight_decay)) for i in infos]
+    rows.append(("total", str(sum(i.num_tensors for i in infos)), f"{sum(i.num_params for i in infos):,}", "", ""))
+    widths = [max(len(row[c]) for row in (header, *rows)) for c in range(len(header))]
+
+    def line(row: tuple[str, ...]) -> str:
+        cells = [row[0].ljust(widths[0]), *(cell.rjust(width) for cell, width in zip(row[1:], widths[1:]))]
+        return "  ".join(cells).rstrip()
+
+    return "\n".join(line(row) for row in (header, *rows))
+
+
+def scale_lr(lr: float, *, num_processes: int, batch_size: int, accumulation: int, base_batch_size: int) -> float:
+    """mmcv's auto_scale_lr (linear scaling rule): the lr was tuned for `base_batch_size` images per step."""
+    if base_batch_size <= 0:
+        raise RecipeError(f"auto_scale_lr.base_batch_size = {base_batch_size}: expected a positive number")
+    return lr * (num_processes * batch_size * accumulation) / base_batch_size

@@ -1,0 +1,144 @@
+"""Reading recipes: TOML files with `_base_` inheritance, `_delete_` tables and `--set` overrides.
+
+The result of `load_recipe` is a validated `Recipe` (see `schema.py`); nothing is built here.
+"""
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+import tomli_w
+
+from .errors import RecipeError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+BASE_KEY = "_base_"
+DELETE_KEY = "_delete_"
+
+
+def read_toml(path: Path) -> dict:
+    """Parse one TOML file; a syntax error names the file and tomllib's line/column."""
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {path}")
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path}: invalid TOML: {exc}") from None
+
+
+def merge(base: dict, override: Mapping) -> dict:
+    """Recursively merge `override` into a copy of `base`; later wins.
+
+    A table with `_delete_ = true` replaces the inherited table instead of merging into it,
+    as in mmcv configs.
+    """
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping):
+            value = dict(value)
+            replace = value.pop(DELETE_KEY, False)
+            if not replace and isinstance(out.get(key), dict):
+                out[key] = merge(out[key], value)
+            else:
+                out[key] = merge({}, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _strip_delete(table: dict) -> dict:
+    """Drop `_delete_` markers left in tables that had nothing to replace."""
+    return {k: _strip_delete(v) if isinstance(v, dict) else v for k, v in table.items() if k != DELETE_KEY}
+
+
+def load_raw(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
+    """Load a recipe file with its `_base_` files merged in (paths relative to the file)."""
+    path = Path(path).resolve()
+    if path in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain, path))
+        raise RecipeError(f"_base_ files include each other: {cycle}")
+    data = read_toml(path)
+    bases = data.pop(BASE_KEY, [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise RecipeError(f"{path}: {BASE_KEY} must be a file path or a list of file paths, got {bases!r}")
+    merged: dict = {}
+    for base in bases:
+        base_path = path.parent / base
+        if not base_path.is_file():
+            raise RecipeError(f"{path}: {BASE_KEY} file not found: {base} (looked for {base_path})")
+        merged = merge(merged, load_raw(base_path, (*_chain, path)))
+    return merge(merged, data)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Split 'a.b.c=VALUE' and parse VALUE as a TOML value."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise RecipeError(f"--set {item!r}: expected KEY=VALUE, e.g. optimizer.lr=0.01")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        raise RecipeError(
+            f"--set {item!r}: {text!r} is not a TOML value; strings need quotes, "
+            f"e.g. {key}='\"{text}\"'"
+        ) from None
+    return key, value
+
+
+def apply_overrides(data: dict, overrides: Mapping[str, Any]) -> dict:
+    """Set dotted keys (`{"runner.max_epochs": 3}`), creating tables on the way."""
+    out = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        table = out
+        for depth, part in enumerate(parts[:-1]):
+            nxt = table.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                where = ".".join(parts[: depth + 1])
+                raise RecipeError(f"cannot set {dotted!r}: {where!r} is a value, not a table")
+            table = nxt
+        table[parts[-1]] = copy.deepcopy(value)
+    return out
+
+
+def load_recipe(
+    path: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    work_dir: str | Path | None = None,
+) -> "Recipe":
+    """Load, merge, override and validate a recipe file."""
+    from .schema import Recipe
+
+    path = Path(path)
+    data = _strip_delete(apply_overrides(load_raw(path), overrides or {}))
+    if work_dir is not None:
+        data["work_dir"] = str(work_dir)
+    if not data.get("work_dir"):
+        data["work_dir"] = str(Path("work_dirs") / path.stem)
+    return Recipe.from_dict(data, source=str(path))
+
+
+def dump_toml(data: Mapping) -> str:
+    """Render a plain dict as TOML text (tables after plain keys, stable order)."""
+    return tomli_w.dumps(dict(data))
+
+
+def flatten(data: Mapping, prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}}` -> `{"a.b": 1}`, for reporting differences between recipes."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

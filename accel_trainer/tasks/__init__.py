@@ -1,0 +1,15 @@
+"""Tasks: what differs between classification and detection (model, data, loss, metrics)."""
+from __future__ import annotations
+
+from ..schema import Recipe
+
+
+def build_task(recipe: Recipe):
+    """The task object for `model.task` (imported lazily: detection pulls in pycocotools)."""
+    if recipe.model.task == "detection":
+        from .detection import DetectionTask
+
+        return DetectionTask(recipe)
+    from .classification import ClassificationTask
+
+    return ClassificationTask(recipe)

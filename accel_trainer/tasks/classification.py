@@ -1,0 +1,126 @@
+"""Image classification: a timm model, ImageFolder data with timm transforms, top-1/top-5."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from timm.data import Mixup, create_transform
+from timm.loss import SoftTargetCrossEntropy
+from torch import nn
+from torchvision.datasets import ImageFolder
+
+from ..errors import RecipeError
+from ..schema import Recipe
+
+
+class ClassificationTask:
+    """Builds the parts of a classification run and computes its losses and metrics."""
+
+    metric_keys = ("top1", "top5")
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe = recipe
+        aug = recipe.data.augment
+        self.mixup = None
+        if aug.mixup > 0 or aug.cutmix > 0:
+            self.mixup = Mixup(
+                mixup_alpha=aug.mixup,
+                cutmix_alpha=aug.cutmix,
+                label_smoothing=aug.label_smoothing,
+                num_classes=recipe.model.num_classes,
+            )
+            self.criterion: nn.Module = SoftTargetCrossEntropy()
+        else:
+            self.criterion = nn.CrossEntropyLoss(label_smoothing=aug.label_smoothing)
+        self.reset_metrics()
+
+    def build_model(self) -> nn.Module:
+        m = self.recipe.model
+        kwargs = dict(num_classes=m.num_classes, drop_rate=m.drop_rate, drop_path_rate=m.drop_path_rate)
+        try:
+            if m.pretrained:
+                return timm.create_model(
+                    m.backbone, pretrained=True, pretrained_cfg_overlay=dict(file=str(Path(m.pretrained))), **kwargs
+                )
+            return timm.create_model(m.backbone, pretrained=False, **kwargs)
+        except RuntimeError as exc:
+            if "Unknown model" in str(exc):
+                raise RecipeError(f"model.backbone = {m.backbone!r} is not a timm model ({exc})") from None
+            raise
+
+    def build_datasets(self) -> tuple[ImageFolder, ImageFolder]:
+        d = self.recipe.data
+        aug = d.augment
+        train_tf = create_transform(
+            d.img_size,
+            is_training=True,
+            scale=tuple(aug.scale),
+            hflip=aug.hflip,
+            color_jitter=aug.color_jitter,
+            auto_augment=aug.auto_augment or None,
+        )
+        val_tf = create_transform(d.img_size, is_training=False, crop_pct=d.crop_pct)
+        train_root, val_root = self._roots()
+        return ImageFolder(str(train_root), transform=train_tf), ImageFolder(str(val_root), transform=val_tf)
+
+    def _roots(self) -> tuple[Path, Path]:
+        d = self.recipe.data
+        if d.type == "shapes":
+            from ..data.shapes import ShapesSpec, ensure_shapes_classification
+
+            s = d.shapes
+            spec = ShapesSpec(num_train=s.num_train, num_val=s.num_val, image_size=s.image_size, seed=s.seed)
+            return ensure_shapes_classification(spec)
+        if d.type != "imagefolder":
+            raise RecipeError(f'data.type = "{d.type}" is for detection; classification takes "imagefolder" or "shapes"')
+        return Path(d.train.root), Path(d.val.root)
+
+    @staticmethod
+    def num_dataset_classes(dataset) -> int | None:
+        """Number of classes of an ImageFolder-like dataset; None when it does not say."""
+        classes = getattr(dataset, "classes", None)
+        return None if classes is None else len(classes)
+
+    def describe_data(self, split: str) -> str:
+        if self.recipe.data.type == "shapes":
+            return "built-in shapes data"
+        return f"data.{split}.root = {getattr(self.recipe.data, split).root}"
+
+    def train_loss(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        images, targets = batch
+        if self.mixup is not None:
+            images, targets = self.mixup(images, targets)
+        loss = self.criterion(model(images), targets)
+        return loss, {"loss": loss.detach()}
+
+    def reset_metrics(self) -> None:
+        self._parts: list[torch.Tensor] = []
+
+    def val_step(self, model: nn.Module, batch, accelerator) -> None:
+        """Per-sample loss and hits, gathered so every val sample counts exactly once."""
+        images, targets = batch
+        logits = model(images)
+        loss = F.cross_entropy(logits.float(), targets, reduction="none")
+        k = min(5, logits.shape[1])
+        hits = logits.topk(k, dim=1).indices.eq(targets[:, None])
+        per_sample = torch.stack([loss, hits[:, :1].any(1).float(), hits.any(1).float()], dim=1)
+        self._parts.append(accelerator.gather_for_metrics(per_sample).detach())
+
+    def compute_metrics(self) -> dict[str, float]:
+        allv = torch.cat(self._parts) if self._parts else torch.zeros(0, 3)
+        n = allv.shape[0]
+        sums = allv.sum(0).tolist() if n else [0.0, 0.0, 0.0]
+        self._parts = []
+        return {
+            "loss": sums[0] / max(n, 1),
+            "num_samples": n,
+            "top1": 100.0 * sums[1] / max(n, 1),
+            "top5": 100.0 * sums[2] / max(n, 1),
+        }
+
+    def build_loader(self, dataset, *, batch_size: int, train: bool):
+        from ..data.loader import build_loader
+
+        return build_loader(dataset, self.recipe, batch_size=batch_size, train=train)

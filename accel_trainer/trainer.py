@@ -1,0 +1,409 @@
+"""The training loop: workflow phases over an epoch- or iteration-based runner, driven by hooks.
+
+Accelerate owns devices, DDP, mixed precision, gradient accumulation and metric gathering; this
+file owns the order of things (see the stage diagram in `hooks/base.py`). The counters
+`epoch`, `iter` and `inner_iter` count completed work: they advance just before the `after_*`
+hooks of the epoch / iteration they count, so a `before_*` hook sees the 0-based index of what
+is about to run and an `after_*` hook sees how many are done.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+from torch import nn
+from torch.utils.data import Dataset
+
+from . import checkpoint
+from .errors import RecipeError
+from .hooks import Hook, build_hooks, tracker_names
+from .hooks.base import STAGES
+from .log import LogBuffer, setup_logging
+from .optim import build_optimizer, format_param_group_table, scale_lr
+from .recipe import dump_toml, flatten, load_recipe, tomllib
+from .schema import Recipe
+from .tasks import build_task
+
+logger = logging.getLogger("accel_trainer")
+
+
+class Trainer:
+    """Trains and evaluates one recipe.
+
+    `Trainer(recipe)` builds everything from the recipe; pass `model`, `train_dataset` or
+    `val_dataset` to bring your own parts (datasets yield what the recipe's task expects).
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        *,
+        model: nn.Module | None = None,
+        train_dataset: Dataset | None = None,
+        val_dataset: Dataset | None = None,
+        hooks: Iterable[Hook] = (),
+    ) -> None:
+        self.recipe = recipe
+        self.work_dir = Path(recipe.work_dir)
+        acc = recipe.accelerate
+        # Accelerate keeps precision settings in a process-wide singleton; a second Trainer in
+        # the same process (a notebook, a test) gets its own. The process group is kept.
+        AcceleratorState._reset_state(reset_partial_state=False)
+        self.accelerator = Accelerator(
+            cpu=acc.cpu,
+            mixed_precision=acc.mixed_precision,
+            gradient_accumulation_steps=acc.gradient_accumulation_steps,
+            log_with=tracker_names(recipe) or None,
+            project_config=ProjectConfiguration(project_dir=str(self.work_dir), logging_dir=str(self.work_dir)),
+            step_scheduler_with_optimizer=False,
+            # Parameters frozen for a stage produce no gradients; DDP must not wait for them.
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=bool(recipe.freeze.epochs))],
+        )
+        self.timestamp = time.strftime("%Y%m%d_%H%M%S")
+        if self.accelerator.is_main_process:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            (self.work_dir / "recipe.toml").write_text(dump_toml(recipe.to_dict()))
+        setup_logging(self.work_dir / f"{self.timestamp}.log", recipe.log_level, self.accelerator.is_main_process)
+        set_seed(acc.seed, deterministic=acc.deterministic)
+        logger.info(
+            "accelerate: %s, %d processes, device %s, mixed_precision %s, gradient_accumulation_steps %d",
+            self.accelerator.distributed_type.value, self.accelerator.num_processes, self.accelerator.device,
+            self.accelerator.mixed_precision, self.accelerator.gradient_accumulation_steps,
+        )
+
+        self.task = build_task(recipe)
+        self.model = model if model is not None else self.task.build_model()
+        if train_dataset is None or val_dataset is None:
+            built_train, built_val = self.task.build_datasets()
+            train_dataset = train_dataset if train_dataset is not None else built_train
+            val_dataset = val_dataset if val_dataset is not None else built_val
+        self.train_dataset, self.val_dataset = train_dataset, val_dataset
+
+        self.optimizer = self._build_optimizer()
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.train_loader = self.build_train_loader(recipe.data.batch_size)
+        self.val_loader = self.accelerator.prepare(
+            self.task.build_loader(self.val_dataset, batch_size=recipe.data.batch_size, train=False)
+        )
+        self.grad_clip = recipe.optimizer_config.grad_clip
+        if recipe.load_from:
+            self.load_weights(recipe.load_from)
+
+        self.epoch = 0
+        self.iter = 0
+        self.inner_iter = 0
+        self.resume_inner_iter = 0
+        self.val_results: dict[str, Any] = {}
+        self.best: dict[str, Any] = {}
+        self.last_checkpoint = ""
+        self.log_buffer = LogBuffer()
+        self.iter_time = self.data_time = 0.0
+        self._batches: Iterator | None = None
+        self.hooks: list[Hook] = []
+        for hook in (*build_hooks(recipe), *hooks):
+            self.register_hook(hook)
+
+    @classmethod
+    def from_recipe(
+        cls,
+        path: str | Path,
+        overrides: Mapping[str, Any] | None = None,
+        work_dir: str | Path | None = None,
+        **parts: Any,
+    ) -> "Trainer":
+        return cls(load_recipe(path, overrides, work_dir), **parts)
+
+    # ----------------------------------------------------------------- construction
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        cfg = dict(self.recipe.optimizer)
+        scale = self.recipe.auto_scale_lr
+        if scale.enable:
+            lr = scale_lr(
+                cfg["lr"],
+                num_processes=self.accelerator.num_processes,
+                batch_size=self.recipe.data.batch_size,
+                accumulation=self.recipe.accelerate.gradient_accumulation_steps,
+                base_batch_size=scale.base_batch_size,
+            )
+            logger.info(
+                "auto_scale_lr: lr %.6g -> %.6g (%d processes x batch %d x accumulation %d / base %d)",
+                cfg["lr"], lr, self.accelerator.num_processes, self.recipe.data.batch_size,
+                self.recipe.accelerate.gradient_accumulation_steps, scale.base_batch_size,
+            )
+            cfg["lr"] = lr
+        optimizer, infos = build_optimizer(self.model, cfg)
+        logger.info("optimizer %s param groups:\n%s", type(optimizer).__name__, format_param_group_table(infos))
+        return optimizer
+
+    def build_train_loader(self, batch_size: int):
+        """(Re)build the prepared train loader, e.g. when a freeze stage changes the batch size."""
+        loader = self.task.build_loader(self.train_dataset, batch_size=batch_size, train=True)
+        self.train_batch_size = batch_size
+        return self.accelerator.prepare(loader)
+
+    def register_hook(self, hook: Hook) -> None:
+        """Insert by priority; equal priorities keep registration order."""
+        at = len(self.hooks)
+        while at > 0 and self.hooks[at - 1].priority > hook.priority:
+            at -= 1
+        self.hooks.insert(at, hook)
+        self._stage_hooks = {
+            stage: [getattr(h, stage) for h in self.hooks if getattr(type(h), stage) is not getattr(Hook, stage)]
+            for stage in STAGES
+        }
+
+    def call(self, stage: str) -> None:
+        for fn in self._stage_hooks[stage]:
+            fn(self)
+
+    # ----------------------------------------------------------------- progress
+
+    @property
+    def by_epoch(self) -> bool:
+        return self.recipe.by_epoch
+
+    @property
+    def iters_per_epoch(self) -> int:
+        """Optimizer steps per epoch (batches per process / gradient accumulation, rounded up)."""
+        return math.ceil(len(self.train_loader) / self.accelerator.gradient_accumulation_steps)
+
+    @property
+    def max_epochs(self) -> int:
+        if self.by_epoch:
+            return self.recipe.runner.max_epochs
+        return math.ceil(self.recipe.runner.max_iters / self.iters_per_epoch)
+
+    @property
+    def max_iters(self) -> int:
+        if self.by_epoch:
+            return self.recipe.runner.max_epochs * self.iters_per_epoch
+        return self.recipe.runner.max_iters
+
+    @property
+    def unwrapped_model(self) -> nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    def current_lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def _done(self) -> bool:
+        return self.epoch >= self.max_epochs if self.by_epoch else self.iter >= self.max_iters
+
+    # ----------------------------------------------------------------- the loop
+
+    def fit(self, resume: str | Path | bool | None = None) -> None:
+        """Run the workflow phases until the runner's budget is spent.
+
+        `resume`: a checkpoint path, True for the newest valid one in work_dir, None for the
+        recipe's `resume_from`.
+        """
+        if resume is None and self.recipe.resume_from:
+            resume = self.recipe.resume_from
+        if resume:
+            self.resume(None if resume is True else resume)
+        self.call("before_run")
+        while not self._done():
+            for phase, count in self.recipe.workflow:
+                if phase == "train":
+                    self._train_phase(count)
+                else:
+                    for _ in range(count):
+                        self.validate()
+        self.call("after_run")
+        self.accelerator.wait_for_everyone()
+
+    def _train_phase(self, count: int) -> None:
+        """`count` epochs (epoch runner) or `count` iterations (iteration runner)."""
+        if self.by_epoch:
+            for _ in range(count):
+                if self._done():
+                    return
+                self._begin_epoch()
+                self._run_iterations(None)
+            return
+        target = min(self.iter + count, self.max_iters)
+        while self.iter < target:
+            if self._batches is None:
+                self._begin_epoch()
+            self._run_iterations(target - self.iter)
+
+    def _begin_epoch(self) -> None:
+        """Start the epoch's batches; after a mid-epoch resume, skip the iterations already done.
+
+        `before_train_epoch` runs first, so a hook may swap `train_loader` (freeze stages do).
+        """
+        self.set_train_mode()
+        self.call("before_train_epoch")
+        self.train_loader.set_epoch(self.epoch)
+        loader = self.train_loader
+        self.inner_iter, self.resume_inner_iter = self.resume_inner_iter, 0
+        if self.inner_iter:
+            done_batches = self.inner_iter * self.accelerator.gradient_accumulation_steps
+            loader = self.accelerator.skip_first_batches(loader, done_batches)
+        self.accelerator.step = 0
+        self._batches = iter(loader)
+
+    def _run_iterations(self, limit: int | None) -> None:
+        """Train until `limit` optimizer steps ran or the epoch's batches are used up."""
+        accelerator, model, optimizer = self.accelerator, self.model, self.optimizer
+        steps, in_window = 0, False
+        tick = time.perf_counter()
+        for batch in self._batches:
+            if not in_window:
+                in_window = True
+                self.data_time = time.perf_counter() - tick
+                self.call("before_train_iter")
+            with accelerator.accumulate(model):
+                loss, outputs = self.task.train_loss(model, batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and self.grad_clip:
+                    outputs["grad_norm"] = accelerator.clip_grad_norm_(
+                        model.parameters(), self.grad_clip["max_norm"], self.grad_clip.get("norm_type", 2)
+                    )
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            self.log_buffer.update(outputs)
+            if accelerator.sync_gradients:
+                in_window = False
+                self.iter_time = time.perf_counter() - tick
+                self.log_buffer.update_host({"time": self.iter_time, "data_time": self.data_time})
+                self.iter += 1
+                self.inner_iter += 1
+                self.call("after_train_iter")
+                steps += 1
+                tick = time.perf_counter()
+                if limit is not None and steps >= limit:
+                    return
+        self._batches = None
+        self.epoch += 1
+        self.call("after_train_epoch")
+
+    def set_train_mode(self) -> None:
+        """Put the model in training mode; hooks (freeze, norm_eval) may keep parts in eval."""
+        self.model.train()
+        for hook in self.hooks:
+            adjust = getattr(hook, "adjust_train_mode", None)
+            if adjust is not None:
+                adjust(self)
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, Any]:
+        """One pass over the val set: loss and metrics, every sample counted once across processes."""
+        self.model.eval()
+        self.call("before_val_epoch")
+        self.task.reset_metrics()
+        for batch in self.val_loader:
+            self.call("before_val_iter")
+            self.task.val_step(self.model, batch, self.accelerator)
+            self.call("after_val_iter")
+        self.val_results = self.task.compute_metrics()
+        self.call("after_val_epoch")
+        self.set_train_mode()
+        return self.val_results
+
+    # ----------------------------------------------------------------- checkpoints
+
+    @property
+    def ckpt_root(self) -> Path:
+        out_dir = self.recipe.checkpoint_config.out_dir
+        return (Path(out_dir) / self.work_dir.name if out_dir else self.work_dir) / "checkpoints"
+
+    def protected_checkpoints(self) -> set[str]:
+        return {name for name in (self.best.get("name"), self.last_checkpoint) if name}
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "iter": self.iter,
+            "inner_iter": self.inner_iter,
+            "by_epoch": self.by_epoch,
+            "best": self.best,
+            "num_processes": self.accelerator.num_processes,
+            "train_batch_size": self.train_batch_size,
+            "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler else None,
+            "versions": {"accel_trainer": __import__("accel_trainer").__version__, "torch": torch.__version__},
+        }
+
+    def save_checkpoint(self, name: str, *, save_optimizer: bool = True, update_latest: bool = True) -> None:
+        """Write a complete checkpoint (main process), every process waiting for it."""
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            checkpoint.save_checkpoint(
+                self.ckpt_root,
+                name,
+                model_state=self.unwrapped_model.state_dict(),
+                trainer_state=self.trainer_state(),
+                recipe_text=dump_toml(self.recipe.to_dict()),
+                optimizer=self.optimizer.optimizer if save_optimizer else None,
+                update_latest=update_latest,
+            )
+            logger.info("saved checkpoint %s", self.ckpt_root / name)
+        if update_latest:
+            self.last_checkpoint = name
+        self.accelerator.wait_for_everyone()
+
+    def resume(self, path: str | Path | None = None) -> None:
+        """Continue from a checkpoint: weights, optimizer state, counters, best metric and RNG.
+
+        `None` picks the newest checkpoint in `work_dir` that verifies. The param groups'
+        hyperparameters (lr, momentum) come from the recipe, so a changed lr is honoured.
+        """
+        if path is None:
+            path = checkpoint.find_resumable(self.ckpt_root)
+            if path is None:
+                raise RecipeError(f"--resume: no complete checkpoint under {self.ckpt_root}")
+        ckpt = checkpoint.load_checkpoint(Path(path))
+        self.unwrapped_model.load_state_dict(ckpt.model_state)
+        if ckpt.optimizer_state is None:
+            raise RecipeError(f"{path}: saved without optimizer state (save_optimizer = false); use --load-from for weights")
+        fresh = [{k: g[k] for k in ("lr", "momentum", "betas") if k in g} for g in self.optimizer.param_groups]
+        self.optimizer.optimizer.load_state_dict(ckpt.optimizer_state)
+        for group, values in zip(self.optimizer.param_groups, fresh):
+            group.update(values)
+            group.pop("initial_lr", None)
+            group.pop("initial_momentum", None)
+        state = ckpt.trainer_state
+        if state["by_epoch"] != self.by_epoch:
+            raise RecipeError(f"{path}: saved by an {'epoch' if state['by_epoch'] else 'iteration'}-based run; runner.type differs")
+        self.epoch, self.iter, self.resume_inner_iter = state["epoch"], state["iter"], state["inner_iter"]
+        self.best = state.get("best") or {}
+        if self.accelerator.scaler is not None and state.get("scaler"):
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+        self._report_recipe_changes(ckpt.recipe_text, path)
+        checkpoint.restore_rng_state(*ckpt.rng)
+        self.last_checkpoint = Path(path).name
+        logger.info("resumed from %s at epoch %d, iter %d", path, self.epoch, self.iter)
+
+    def _report_recipe_changes(self, saved_text: str, path: str | Path) -> None:
+        saved = flatten(tomllib.loads(saved_text))
+        now = flatten(self.recipe.to_dict())
+        changed = sorted(k for k in saved.keys() | now.keys() if k != "work_dir" and saved.get(k) != now.get(k))
+        if changed:
+            lines = [f"  {k}: {saved.get(k, '(unset)')!r} -> {now.get(k, '(unset)')!r}" for k in changed]
+            logger.warning("the recipe changed since %s was saved:\n%s", path, "\n".join(lines))
+
+    def load_weights(self, path: str | Path) -> None:
+        """Whole-model weights (`load_from`): no optimizer state, no counters."""
+        result = self.unwrapped_model.load_state_dict(checkpoint.load_weights(path), strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            logger.warning(
+                "load_from %s: %d missing keys %s, %d unexpected keys %s", path, len(result.missing_keys),
+                result.missing_keys[:5], len(result.unexpected_keys), result.unexpected_keys[:5],
+            )
+        logger.info("loaded weights from %s", path)
+
+    def evaluate(self) -> dict[str, Any]:
+        """Evaluate the current weights once and return the val results."""
+        self.call("before_run")
+        results = self.validate()
+        self.call("after_run")
+        return results

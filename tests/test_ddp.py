@@ -1,0 +1,33 @@
+"""Real two-process DDP on CPU (gloo) through `accelerate launch`."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import REPO
+
+
+def launch(recipe: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+        "-m", "accel_trainer", str(recipe), *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+
+
+def test_two_process_ddp_counts_every_val_sample_once(tiny_recipe):
+    proc = launch(tiny_recipe, "--set", "runner.max_epochs=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    work = tiny_recipe.parent / "work"
+    log_text = next(work.glob("*.log")).read_text()
+    assert "MULTI_CPU, 2 processes" in log_text
+    records = [json.loads(line) for line in next(work.glob("*.log.json")).read_text().splitlines()]
+    val = [r for r in records if r["mode"] == "val"]
+    assert len(val) == 1 and val[0]["num_samples"] == 21
+    train = [r for r in records if r["mode"] == "train"]
+    assert train[-1]["iter"] == 4

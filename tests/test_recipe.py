@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import pytest
+
+from accel_trainer import RecipeError, load_recipe
+from accel_trainer.recipe import apply_overrides, dump_toml, load_raw, merge, parse_override
+
+from .conftest import write_recipe
+
+
+def test_merge_is_recursive_and_later_wins():
+    base = {"optimizer": {"type": "SGD", "lr": 0.02, "momentum": 0.9}, "workflow": [["train", 1]]}
+    out = merge(base, {"optimizer": {"lr": 0.01}})
+    assert out["optimizer"] == {"type": "SGD", "lr": 0.01, "momentum": 0.9}
+    assert base["optimizer"]["lr"] == 0.02
+
+
+def test_delete_replaces_inherited_table():
+    base = {"optimizer_config": {"grad_clip": {"max_norm": 10}, "other": 1}}
+    out = merge(base, {"optimizer_config": {"_delete_": True, "grad_clip": {"max_norm": 35, "norm_type": 2}}})
+    assert out["optimizer_config"] == {"grad_clip": {"max_norm": 35, "norm_type": 2}}
+
+
+def test_base_files_relative_and_ordered(tmp_path):
+    (tmp_path / "_base_").mkdir()
+    (tmp_path / "_base_/a.toml").write_text('work_dir = "a"\n[optimizer]\ntype = "SGD"\nlr = 0.1\nmomentum = 0.9\n')
+    (tmp_path / "_base_/b.toml").write_text('[optimizer]\nlr = 0.2\n')
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub/r.toml").write_text('_base_ = ["../_base_/a.toml", "../_base_/b.toml"]\n[optimizer]\nmomentum = 0.5\n')
+    data = load_raw(tmp_path / "sub/r.toml")
+    assert data["optimizer"] == {"type": "SGD", "lr": 0.2, "momentum": 0.5}
+    assert data["work_dir"] == "a"
+    assert "_base_" not in data
+
+
+def test_delete_across_files(tmp_path):
+    (tmp_path / "base.toml").write_text('[lr_config]\npolicy = "step"\nstep = [8, 11]\nwarmup = "linear"\n')
+    (tmp_path / "r.toml").write_text('_base_ = "base.toml"\n[lr_config]\n_delete_ = true\npolicy = "fixed"\n')
+    assert load_raw(tmp_path / "r.toml")["lr_config"] == {"policy": "fixed"}
+
+
+def test_base_cycle_and_missing(tmp_path):
+    (tmp_path / "a.toml").write_text('_base_ = "b.toml"\n')
+    (tmp_path / "b.toml").write_text('_base_ = "a.toml"\n')
+    with pytest.raises(RecipeError, match="include each other"):
+        load_raw(tmp_path / "a.toml")
+    (tmp_path / "c.toml").write_text('_base_ = "nope.toml"\n')
+    with pytest.raises(RecipeError, match="nope.toml"):
+        load_raw(tmp_path / "c.toml")
+
+
+@pytest.mark.parametrize(
+    "item, key, value",
+    [
+        ("optimizer.lr=0.01", "optimizer.lr", 0.01),
+        ('data.train.root="/data/x"', "data.train.root", "/data/x"),
+        ('workflow=[["train",1],["val",1]]', "workflow", [["train", 1], ["val", 1]]),
+        ("accelerate.deterministic=true", "accelerate.deterministic", True),
+    ],
+)
+def test_parse_override(item, key, value):
+    assert parse_override(item) == (key, value)
+
+
+def test_override_errors():
+    with pytest.raises(RecipeError, match="strings need quotes"):
+        parse_override("data.train.root=/data/x")
+    with pytest.raises(RecipeError, match="KEY=VALUE"):
+        parse_override("optimizer.lr")
+    with pytest.raises(RecipeError, match="'optimizer.lr' is a value"):
+        apply_overrides({"optimizer": {"lr": 0.1}}, {"optimizer.lr.x": 1})
+
+
+def test_overrides_reach_recipe(tiny_recipe):
+    r = load_recipe(tiny_recipe, {"optimizer.lr": 0.5, "runner.max_epochs": 3})
+    assert r.optimizer["lr"] == 0.5 and r.runner.max_epochs == 3
+
+
+def test_default_work_dir_is_recipe_stem(tmp_path):
+    path = write_recipe(tmp_path, name="my_exp.toml")
+    text = path.read_text().replace(f'work_dir = "{tmp_path / "work"}"\n', "")
+    path.write_text(text)
+    assert load_recipe(path).work_dir == "work_dirs/my_exp"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"optimizr": {"lr": 1}}, "unknown key 'optimizr' (did you mean \"optimizer\"?)"),
+        ({"runner.max_epoch": 3}, "unknown key 'runner.max_epoch' (did you mean \"max_epochs\"?)"),
+        ({"data.augment.hflp": 0.5}, "unknown key 'data.augment.hflp' (did you mean \"hflip\"?)"),
+        ({"data.batch_size": "32"}, "data.batch_size = '32' has the wrong type: expected int"),
+        ({"accelerate.deterministic": 1}, "accelerate.deterministic = 1 has the wrong type: expected bool"),
+        ({"accelerate.mixed_precision": "fp8"}, "accelerate.mixed_precision = 'fp8' is not allowed"),
+        ({"runner.type": "EpochRunner"}, 'did you mean "EpochBasedRunner"'),
+        ({"lr_config.policy": "cosine_annealing"}, "lr_config.policy"),
+        ({"optimizer.type": "SDG"}, "optimizer.type"),
+        ({"optimizer.momentun": 0.9}, "optimizer.momentun"),
+        ({"workflow": [["train", 1], ["test", 1]]}, "workflow[1]"),
+        ({"runner.max_epochs": 0}, "runner.max_epochs = 0 must be > 0"),
+        ({"model.pretrained": "/nonexistent/w.safetensors"}, "model.pretrained: file not found: /nonexistent/w.safetensors"),
+        ({"data.type": "imagefolder", "data.train.root": "/nonexistent/train"}, "folder not found: /nonexistent/train"),
+        ({"custom_hooks": [{"type": "NumClassChekHook"}]}, 'did you mean "NumClassCheckHook"'),
+        ({"custom_hooks": [{"type": "no_such_module_xyz:Hook"}]}, "cannot import module 'no_such_module_xyz'"),
+        ({"log_config.hooks": [{"type": "TextLogerHook"}]}, 'did you mean "TextLoggerHook"'),
+        ({"optimizer_config.grad_clip": {"max_norm": 35, "norm": 2}}, "optimizer_config.grad_clip.norm"),
+    ],
+)
+def test_recipe_errors_name_the_key(tiny_recipe, override, message):
+    with pytest.raises(RecipeError) as info:
+        load_recipe(tiny_recipe, override)
+    assert message in str(info.value)
+
+
+def test_broken_toml_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('work_dir = "x"\n[model]\nbackbone = resnest\n')
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert str(path) in str(info.value) and "line 3" in str(info.value)
+
+
+def test_resolved_recipe_round_trips(tiny_recipe, tmp_path):
+    first = dump_toml(load_recipe(tiny_recipe).to_dict())
+    again = tmp_path / "again.toml"
+    again.write_text(first)
+    assert dump_toml(load_recipe(again).to_dict()) == first
+    assert "[checkpoint_config]" in first and "interval = 5" in first

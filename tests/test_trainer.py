@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from accel_trainer import Hook, Trainer, load_recipe
+
+
+def read_records(work_dir: Path) -> list[dict]:
+    (log_json,) = sorted(Path(work_dir).glob("*.log.json"))
+    return [json.loads(line) for line in log_json.read_text().splitlines()]
+
+
+def test_two_epoch_run_lowers_loss_and_writes_logs(tiny_recipe):
+    trainer = Trainer.from_recipe(tiny_recipe, overrides={"runner.max_epochs": 3})
+    trainer.fit()
+    work = Path(trainer.work_dir)
+    records = read_records(work)
+    train = [r for r in records if r["mode"] == "train"]
+    val = [r for r in records if r["mode"] == "val"]
+    assert len(val) == 3 and [r["epoch"] for r in val] == [1, 2, 3]
+    assert all(r["num_samples"] == 21 for r in val)
+    assert {"loss", "top1", "top5", "iter", "lr"} <= set(val[0])
+    assert {"loss", "lr", "time", "data_time", "memory", "epoch", "iter"} <= set(train[0])
+    assert train[-1]["loss"] < train[0]["loss"]
+    text_log = next(work.glob("*.log")).read_text()
+    assert "Epoch [1][4/8] lr: 1.000e-03, eta:" in text_log
+    assert "Epoch(val) [3]" in text_log and "top1:" in text_log
+    assert (work / "recipe.toml").is_file()
+    assert trainer.iter == 24 and trainer.epoch == 3
+
+
+def test_val_first_workflow(tiny_recipe):
+    trainer = Trainer.from_recipe(
+        tiny_recipe, overrides={"workflow": [["val", 1], ["train", 2]], "runner.max_epochs": 2}
+    )
+    trainer.fit()
+    records = read_records(trainer.work_dir)
+    assert records[0]["mode"] == "val" and records[0]["epoch"] == 0
+    assert [r["mode"] for r in records].count("val") == 1
+    assert trainer.epoch == 2
+
+
+def test_train_only_workflow_evaluates_by_interval(tiny_recipe):
+    trainer = Trainer.from_recipe(
+        tiny_recipe, overrides={"workflow": [["train", 1]], "runner.max_epochs": 2, "evaluation.interval": 2}
+    )
+    trainer.fit()
+    val = [r for r in read_records(trainer.work_dir) if r["mode"] == "val"]
+    assert [r["epoch"] for r in val] == [2]
+
+
+def test_iter_based_runner(tiny_recipe):
+    trainer = Trainer.from_recipe(
+        tiny_recipe,
+        overrides={
+            "runner": {"type": "IterBasedRunner", "max_iters": 6},
+            "workflow": [["train", 3], ["val", 1]],
+            "log_config.by_epoch": False,
+            "log_config.interval": 2,
+        },
+    )
+    trainer.fit()
+    records = read_records(trainer.work_dir)
+    assert [r["iter"] for r in records if r["mode"] == "val"] == [3, 6]
+    assert [r["iter"] for r in records if r["mode"] == "train"] == [2, 4, 6]
+    assert trainer.iter == 6 and trainer.epoch == 0 and trainer.inner_iter == 6
+
+
+def test_custom_hook_loaded_by_path(tiny_recipe, tmp_path, monkeypatch):
+    (tmp_path / "my_hooks.py").write_text(
+        "from accel_trainer import Hook\n"
+        "class CountingHook(Hook):\n"
+        "    def __init__(self, tag='x'):\n"
+        "        self.tag, self.iters, self.epochs = tag, 0, []\n"
+        "    def after_train_iter(self, trainer):\n"
+        "        self.iters += 1\n"
+        "    def after_train_epoch(self, trainer):\n"
+        "        self.epochs.append(trainer.epoch)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    trainer = Trainer.from_recipe(
+        tiny_recipe,
+        overrides={"custom_hooks": [{"type": "my_hooks:CountingHook", "priority": "LOW", "tag": "t"}]},
+    )
+    trainer.fit()
+    (hook,) = [h for h in trainer.hooks if type(h).__name__ == "CountingHook"]
+    assert hook.tag == "t" and hook.priority == 70
+    assert hook.iters == 16 and hook.epochs == [1, 2]
+
+
+def test_num_class_check_stops_a_mismatched_head(tiny_recipe):
+    from accel_trainer import RecipeError
+
+    trainer = Trainer.from_recipe(tiny_recipe, overrides={"model.num_classes": 7})
+    with pytest.raises(RecipeError, match="model.num_classes = 7 but the train dataset has 4 classes"):
+        trainer.fit()
+
+
+class _Blobs(Dataset):
+    """Deterministic 3x8x8 inputs with 4 classes, no augmentation."""
+
+    classes = ["a", "b", "c", "d"]
+
+    def __init__(self, n: int) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 3, 8, 8, generator=g)
+        self.y = torch.arange(n) % 4
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
+
+
+def _no_bn_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+
+
+def _run_blobs(tiny_recipe, batch_size: int, accumulation: int, extra: dict | None = None) -> dict:
+    overrides = {
+        "data.batch_size": batch_size,
+        "accelerate.gradient_accumulation_steps": accumulation,
+        "workflow": [["train", 1]],
+        "evaluation.interval": 100,
+        "runner.max_epochs": 2,
+        "optimizer": {"type": "SGD", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4},
+    }
+    overrides.update(extra or {})
+    recipe = load_recipe(tiny_recipe, overrides)
+    trainer = Trainer(recipe, model=_no_bn_model(), train_dataset=_Blobs(64), val_dataset=_Blobs(8))
+    trainer.fit()
+    return {k: v.detach().clone() for k, v in trainer.unwrapped_model.state_dict().items()}, trainer
+
+
+def test_gradient_accumulation_matches_big_batch(tiny_recipe):
+    small, t_small = _run_blobs(tiny_recipe, 8, 2)
+    big, t_big = _run_blobs(tiny_recipe, 16, 1)
+    assert t_small.iter == t_big.iter == 8
+    for key in big:
+        torch.testing.assert_close(small[key], big[key], rtol=0, atol=1e-5)
+    assert not torch.equal(big["3.weight"], _no_bn_model().state_dict()["3.weight"])
+
+
+def test_bf16_mixed_precision_runs_on_cpu(tiny_recipe):
+    weights, trainer = _run_blobs(tiny_recipe, 16, 1, {"accelerate.mixed_precision": "bf16"})
+    assert trainer.accelerator.mixed_precision == "bf16"
+    assert all(torch.isfinite(v).all() for v in weights.values())

@@ -93,8 +93,24 @@ def run_schedule(args: argparse.Namespace) -> int:
     return schedule_command(recipe, args.iters_per_epoch, args.csv, args.png)
 
 
+def export_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="accel-trainer export", description="Write a checkpoint's weights as one safetensors file.")
+    parser.add_argument("checkpoint", help="checkpoint folder, e.g. work_dirs/cls/checkpoints/epoch_8")
+    parser.add_argument("--out", required=True, help="output .safetensors file")
+    parser.add_argument("--backbone-only", action="store_true", help="only the timm backbone, loadable by timm.create_model")
+    parser.add_argument("--ema", action="store_true", help="export the EMA weights instead of the raw ones")
+    return parser
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .commands.export import export_command
+
+    return export_command(args.checkpoint, args.out, args.backbone_only, args.ema)
+
+
 COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {
     "schedule": (schedule_parser, run_schedule),
+    "export": (export_parser, run_export),
 }
 
 

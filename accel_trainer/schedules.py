@@ -16,6 +16,7 @@ What the closed form reproduces of mmcv's stepping:
 - OneCycle lr ignores the groups' lr: its base is max_lr / div_factor per group. OneCycle momentum
   ignores the groups' momentum: it runs between base_momentum and max_momentum per group.
 """
+
 from __future__ import annotations
 
 import csv
@@ -420,7 +421,15 @@ class _OneCycle(_OneCycleBase):
 
     @classmethod
     def keys(cls, kind: str) -> tuple[str, ...]:
-        return ("max_lr", "total_steps", "pct_start", "anneal_strategy", "div_factor", "final_div_factor", "three_phase")
+        return (
+            "max_lr",
+            "total_steps",
+            "pct_start",
+            "anneal_strategy",
+            "div_factor",
+            "final_div_factor",
+            "three_phase",
+        )
 
     def __init__(self, t: _Table, kind: str, by_epoch: bool) -> None:
         super().__init__(t, kind, by_epoch)
@@ -570,7 +579,7 @@ class _Schedule:
         kind = t.choice("warmup", WARMUPS, None)
         iters = t.integer("warmup_iters", 0, lambda v: v >= 0, "a non-negative integer")
         ratio = t.number("warmup_ratio", cls.warmup_ratio_default)
-        by_epoch = t.boolean("warmup_by_epoch", False) if "warmup_by_epoch" in cls.common_keys else False
+        by_epoch = t.boolean("warmup_by_epoch", False)  # check_keys has rejected it for momentum
         if kind is None:
             return None
         if iters <= 0:
@@ -597,7 +606,7 @@ class LrSchedule(_Schedule):
     warmup_ratio_default = 0.1
 
     @classmethod
-    def from_config(cls, cfg: Mapping | None, path: str = "lr_config", *, iter_based: bool = False) -> "LrSchedule":
+    def from_config(cls, cfg: Mapping | None, path: str = "lr_config", *, iter_based: bool = False) -> LrSchedule:
         """Validate and build. None or {} keeps every group at its initial lr.
 
         `iter_based`: the run uses IterBasedRunner, whose mmcv registration defaults by_epoch to False.
@@ -621,7 +630,7 @@ class MomentumSchedule(_Schedule):
     warmup_ratio_default = 0.9
 
     @classmethod
-    def from_config(cls, cfg: Mapping | None, path: str = "momentum_config") -> "MomentumSchedule | None":
+    def from_config(cls, cfg: Mapping | None, path: str = "momentum_config") -> MomentumSchedule | None:
         """Validate and build; None or {} means momentum is left alone."""
         if not cfg:
             return None
@@ -725,7 +734,7 @@ def plot_schedule_png(rows: Sequence[Row], iters_per_epoch: int, path: str | Pat
     iters = [r[0] for r in rows]
     series = [("lr", [r[2] for r in rows])]
     if any(r[3] is not None for r in rows):
-        series.append(("momentum", [r[3] for r in rows]))
+        series.append(("momentum", [math.nan if r[3] is None else r[3] for r in rows]))
     fig = Figure(figsize=(10, 3 * len(series) + 0.5), layout="constrained")
     axes = fig.subplots(len(series), 1, sharex=True, squeeze=False)[:, 0]
     boundaries = list(range(iters_per_epoch, len(rows), iters_per_epoch))

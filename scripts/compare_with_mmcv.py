@@ -14,6 +14,7 @@ Ours runs `apply_schedules` with the same counters. Every group's lr and momentu
 compared at every iteration; the script prints the largest relative error per case and exits 1
 if any exceeds the tolerance.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -172,9 +173,7 @@ def compare(case: Case) -> None:
         rows = schedule_rows(
             case.lr, case.momentum, 0.1, base_momentum, case.iters_per_epoch, case.max_epochs, case.max_iters
         )
-        case.errors["rows"] = max(
-            max(rel_err(row[2], r[0]), rel_err(row[3], m[0])) for row, (r, m) in zip(rows, ref)
-        )
+        case.errors["rows"] = max(max(rel_err(row[2], r[0]), rel_err(row[3], m[0])) for row, (r, m) in zip(rows, ref))
 
 
 SHAPES = {
@@ -247,7 +246,13 @@ ITER_ONLY_LR = {
         "anneal_strategy": "linear",
         "pct_start": 0.25,
     },
-    "onecycle-total": {"policy": "OneCycle", "max_lr": 0.3, "total_steps": 120, "div_factor": 10, "final_div_factor": 100},
+    "onecycle-total": {
+        "policy": "OneCycle",
+        "max_lr": 0.3,
+        "total_steps": 120,
+        "div_factor": 10,
+        "final_div_factor": 100,
+    },
 }
 
 
@@ -280,25 +285,53 @@ SEEDS = [
     Case(
         "seed-a step+linear 12ep",
         {"policy": "step", "warmup": "linear", "warmup_iters": 500, "warmup_ratio": 0.001, "step": [8, 11]},
-        None, "sgd", 100, 12, 1200,
+        None,
+        "sgd",
+        100,
+        12,
+        1200,
     ),
-    Case("seed-b poly iter", {"policy": "poly", "power": 0.9, "min_lr": 1e-4, "by_epoch": False}, None, "sgd", 250, 8, 2000),
+    Case(
+        "seed-b poly iter",
+        {"policy": "poly", "power": 0.9, "min_lr": 1e-4, "by_epoch": False},
+        None,
+        "sgd",
+        250,
+        8,
+        2000,
+    ),
     Case(
         "seed-c cos+linear",
-        {"policy": "CosineAnnealing", "warmup": "linear", "warmup_iters": 1000, "warmup_ratio": 0.1, "min_lr_ratio": 1e-5},
-        None, "sgd", 200, 12, 2400,
+        {
+            "policy": "CosineAnnealing",
+            "warmup": "linear",
+            "warmup_iters": 1000,
+            "warmup_ratio": 0.1,
+            "min_lr_ratio": 1e-5,
+        },
+        None,
+        "sgd",
+        200,
+        12,
+        2400,
     ),
     Case(
         "seed-d cyclic+m-cyclic sgd",
         {"policy": "cyclic", "target_ratio": [10, 1e-4], "cyclic_times": 1, "step_ratio_up": 0.4},
         {"policy": "cyclic", "target_ratio": [0.85 / 0.95, 1], "cyclic_times": 1, "step_ratio_up": 0.4},
-        "sgd", 100, 10, 1000,
+        "sgd",
+        100,
+        10,
+        1000,
     ),
     Case(
         "seed-d cyclic+m-cyclic adamw",
         {"policy": "cyclic", "target_ratio": [10, 1e-4], "cyclic_times": 1, "step_ratio_up": 0.4},
         {"policy": "cyclic", "target_ratio": [0.85 / 0.95, 1], "cyclic_times": 1, "step_ratio_up": 0.4},
-        "adam", 100, 10, 1000,
+        "adam",
+        100,
+        10,
+        1000,
     ),
 ]
 
@@ -318,13 +351,41 @@ def cases() -> list[Case]:
                     mom = cfg | {"by_epoch": by_epoch} | warm
                     lr = {"policy": "CosineAnnealing", "min_lr": 0, "by_epoch": by_epoch}
                     for opt in ("sgd", "adam"):
-                        out.append(Case(f"{shape} {name}{wname} by_epoch={by_epoch} {opt}", lr, mom, opt, ipe, epochs, iters))
+                        out.append(
+                            Case(f"{shape} {name}{wname} by_epoch={by_epoch} {opt}", lr, mom, opt, ipe, epochs, iters)
+                        )
     out += [
         Case("no lr_config", None, None, "sgd", 7, 12, 84),
-        Case("resume@5 step", {"policy": "step", "step": [4, 9], "warmup": "linear", "warmup_iters": 40}, None, "sgd", 7, 12, 84, 5),
-        Case("resume@3 onecycle+m-onecycle adamw", ITER_ONLY_LR["onecycle"], ITER_ONLY_MOMENTUM["m-onecycle"], "adam", 7, 12, 84, 3),
+        Case(
+            "resume@5 step",
+            {"policy": "step", "step": [4, 9], "warmup": "linear", "warmup_iters": 40},
+            None,
+            "sgd",
+            7,
+            12,
+            84,
+            5,
+        ),
+        Case(
+            "resume@3 onecycle+m-onecycle adamw",
+            ITER_ONLY_LR["onecycle"],
+            ITER_ONLY_MOMENTUM["m-onecycle"],
+            "adam",
+            7,
+            12,
+            84,
+            3,
+        ),
         Case("resume@6 cyclic+m-cyclic", ITER_ONLY_LR["cyclic"], ITER_ONLY_MOMENTUM["m-cyclic"], "sgd", 7, 12, 84, 6),
-        Case("onecycle+m-onecycle-3ph adamw", ITER_ONLY_LR["onecycle-list-3ph-lin"], ITER_ONLY_MOMENTUM["m-onecycle-3ph-list"], "adam", 7, 12, 84),
+        Case(
+            "onecycle+m-onecycle-3ph adamw",
+            ITER_ONLY_LR["onecycle-list-3ph-lin"],
+            ITER_ONLY_MOMENTUM["m-onecycle-3ph-list"],
+            "adam",
+            7,
+            12,
+            84,
+        ),
     ]
     return out
 

@@ -1,8 +1,10 @@
 """lr / momentum schedules: mmcv 1.7.2 updater semantics at boundary iterations, validation, CSV and PNG."""
+
 from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from types import SimpleNamespace
 
 import pytest
@@ -36,12 +38,14 @@ def cos_mix(start: float, end: float, fraction: float) -> float:
     return end + (start - end) * (1 + math.cos(math.pi * fraction)) / 2
 
 
-def sgd(lrs_: list[float] = BASES, momentums: list[float] = [0.9, 0.8]) -> torch.optim.SGD:
-    groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr, "momentum": m} for lr, m in zip(lrs_, momentums)]
+def sgd(lrs_: Sequence[float] = BASES, momentums: Sequence[float] = (0.9, 0.8)) -> torch.optim.SGD:
+    groups = [
+        {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr, "momentum": m} for lr, m in zip(lrs_, momentums)
+    ]
     return torch.optim.SGD(groups, lr=lrs_[0])
 
 
-def adamw(betas: list[tuple[float, float]] = [(0.9, 0.999), (0.8, 0.99)]) -> torch.optim.AdamW:
+def adamw(betas: Sequence[tuple[float, float]] = ((0.9, 0.999), (0.8, 0.99))) -> torch.optim.AdamW:
     groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr, "betas": b} for lr, b in zip(BASES, betas)]
     return torch.optim.AdamW(groups)
 
@@ -118,7 +122,9 @@ def test_seed_a_step_with_linear_warmup(it, expected):
 
 def test_seed_a_warmup_multiplies_the_stepped_lr_when_a_step_falls_inside_warmup():
     # 50 iterations per epoch: epoch 8 starts at iteration 400, still inside the 500-iteration warmup
-    assert lrs(SEED_A, at(400, 50, 12)) == pytest.approx([0.01 * (1 - 0.2 * 0.999), 0.001 * (1 - 0.2 * 0.999)], rel=1e-12)
+    assert lrs(SEED_A, at(400, 50, 12)) == pytest.approx(
+        [0.01 * (1 - 0.2 * 0.999), 0.001 * (1 - 0.2 * 0.999)], rel=1e-12
+    )
     assert lrs(SEED_A, at(500, 50, 12)) == pytest.approx([0.01, 0.001], rel=1e-12)
 
 
@@ -132,7 +138,13 @@ def test_seed_b_poly_per_iteration_has_one_absolute_floor(it, coeff):
     assert lrs(SEED_B, p) == pytest.approx(expected, rel=1e-12)
 
 
-SEED_C = {"policy": "CosineAnnealing", "warmup": "linear", "warmup_iters": 1000, "warmup_ratio": 0.1, "min_lr_ratio": 1e-5}
+SEED_C = {
+    "policy": "CosineAnnealing",
+    "warmup": "linear",
+    "warmup_iters": 1000,
+    "warmup_ratio": 0.1,
+    "min_lr_ratio": 1e-5,
+}
 
 
 @pytest.mark.parametrize(
@@ -176,10 +188,14 @@ def test_seed_d_cyclic_lr_and_momentum(make, it, lr_factor, momentum_factor):
     g0, g1 = optimizer.param_groups
     assert [g0["lr"], g1["lr"]] == pytest.approx([0.1 * lr_factor, 0.01 * lr_factor], rel=1e-12)
     if "betas" in g0:
-        assert [g0["betas"][0], g1["betas"][0]] == pytest.approx([0.9 * momentum_factor, 0.8 * momentum_factor], rel=1e-12)
+        assert [g0["betas"][0], g1["betas"][0]] == pytest.approx(
+            [0.9 * momentum_factor, 0.8 * momentum_factor], rel=1e-12
+        )
         assert (g0["betas"][1], g1["betas"][1]) == (0.999, 0.99)
     else:
-        assert [g0["momentum"], g1["momentum"]] == pytest.approx([0.9 * momentum_factor, 0.8 * momentum_factor], rel=1e-12)
+        assert [g0["momentum"], g1["momentum"]] == pytest.approx(
+            [0.9 * momentum_factor, 0.8 * momentum_factor], rel=1e-12
+        )
 
 
 # ------------------------------------------------------------------------------- the other lr policies
@@ -270,6 +286,13 @@ def test_cyclic_several_cycles_with_gamma_and_linear_anneal():
     assert lrs(cfg, p(85)) == pytest.approx([0.1 * half_way_down, 0.01 * half_way_down], rel=1e-12)
 
 
+def test_cyclic_up_phase_length_is_truncated():
+    cfg = {"policy": "cyclic", "target_ratio": [10, 1e-4], "step_ratio_up": 0.25}
+    # int(0.25 * 30) = 7: iteration 7 already starts the way down, at the peak
+    assert lrs(cfg, Progress(0, 7, 30, 1, 30)) == pytest.approx([1.0, 0.1], rel=1e-12)
+    assert lrs(cfg, Progress(0, 6, 30, 1, 30))[0] == pytest.approx(cos_mix(0.1, 1.0, 6 / 7), rel=1e-12)
+
+
 @pytest.mark.parametrize(
     "it, expected",
     [
@@ -292,7 +315,9 @@ def test_one_cycle_three_phase_and_total_steps():
     cfg = {"policy": "OneCycle", "max_lr": 1.0, "pct_start": 0.25, "three_phase": True, "anneal_strategy": "linear"}
     schedule = LrSchedule.from_config(cfg)
     assert schedule.values([0.3], Progress(1, 8, 5, 4, 20)) == pytest.approx([0.04], rel=1e-12)
-    assert schedule.values([0.3], Progress(2, 12, 5, 4, 20)) == pytest.approx([0.04 + (4e-6 - 0.04) * 4 / 11], rel=1e-12)
+    assert schedule.values([0.3], Progress(2, 12, 5, 4, 20)) == pytest.approx(
+        [0.04 + (4e-6 - 0.04) * 4 / 11], rel=1e-12
+    )
     longer = LrSchedule.from_config(cfg | {"total_steps": 40})
     assert longer.values([0.3], Progress(1, 9, 5, 4, 20)) == pytest.approx([1.0], rel=1e-12)
     with pytest.raises(RecipeError, match=r"lr_config\.total_steps = 10: expected at least the run's 20"):
@@ -328,8 +353,8 @@ def test_iteration_runner_defaults_lr_by_epoch_to_false():
 # ------------------------------------------------------------------------------- momentum
 
 
-def momentums(cfg: dict, p: Progress, bases: list[float] = [0.9, 0.8]) -> list[float]:
-    return MomentumSchedule.from_config(cfg).values(bases, p)
+def momentums(cfg: dict, p: Progress, bases: Sequence[float] = (0.9, 0.8)) -> list[float]:
+    return MomentumSchedule.from_config(cfg).values(list(bases), p)
 
 
 def test_no_momentum_config_leaves_momentum_alone():
@@ -378,6 +403,13 @@ def test_one_cycle_momentum_runs_between_its_own_bounds(make):
         assert [g["betas"][1] for g in optimizer.param_groups] == [0.999, 0.99]
 
 
+@pytest.mark.parametrize("it, expected", [(0, 0.95), (4, 0.85), (6, 0.9), (8, 0.95), (12, 0.95), (19, 0.95)])
+def test_one_cycle_momentum_three_phase_ends_flat_at_max(it, expected):
+    cfg = {"policy": "OneCycle", "pct_start": 0.25, "three_phase": True, "anneal_strategy": "linear"}
+    # phases end at 0.25 * 20 - 1 = 4, 2 * 0.25 * 20 - 2 = 8 and 19
+    assert momentums(cfg, Progress(it // 5, it, 5, 4, 20)) == pytest.approx([expected, expected], rel=1e-12)
+
+
 def test_momentum_needs_momentum_or_betas():
     optimizer = SimpleNamespace(param_groups=[{"lr": 0.1}])
     momentum = MomentumSchedule.from_config({"policy": "step", "step": 1})
@@ -394,6 +426,7 @@ def test_momentum_needs_momentum_or_betas():
         ({"policy": "stepp", "step": 3}, ["lr_config.policy = 'stepp'", 'did you mean "step"', "CosineAnnealing"]),
         ({"policy": "STEP", "step": 3}, ["lr_config.policy = 'STEP'"]),  # only all-lowercase names are title-cased
         ({"policy": "cosineannealing", "min_lr": 0}, ['did you mean "CosineAnnealing"']),
+        ({"policy": "cosineAnnealing", "min_lr": 0}, ["lr_config.policy = 'cosineAnnealing'"]),  # mixed case: kept
         ({"policy": 3}, ["lr_config.policy = 3"]),
         ({"step": 3}, ["lr_config.policy is missing"]),
         ({"policy": "CosineAnnealing", "min_lrr": 0}, ["lr_config.min_lrr", 'did you mean "min_lr"']),
@@ -409,12 +442,21 @@ def test_momentum_needs_momentum_or_betas():
         ({"policy": "OneCycle", "max_lr": "1"}, ["lr_config.max_lr = '1'"]),
         ({"policy": "cyclic", "target_ratio": [1, 2, 3]}, ["lr_config.target_ratio = [1, 2, 3]"]),
         ({"policy": "cyclic", "step_ratio_up": 1.0}, ["lr_config.step_ratio_up = 1.0", "[0, 1)"]),
-        ({"policy": "cyclic", "anneal_strategy": "cosine"}, ["lr_config.anneal_strategy = 'cosine'", 'did you mean "cos"']),
-        ({"policy": "fixed", "warmup": "linaer", "warmup_iters": 5}, ["lr_config.warmup = 'linaer'", 'did you mean "linear"']),
+        (
+            {"policy": "cyclic", "anneal_strategy": "cosine"},
+            ["lr_config.anneal_strategy = 'cosine'", 'did you mean "cos"'],
+        ),
+        (
+            {"policy": "fixed", "warmup": "linaer", "warmup_iters": 5},
+            ["lr_config.warmup = 'linaer'", 'did you mean "linear"'],
+        ),
         ({"policy": "fixed", "warmup": "linear"}, ["lr_config.warmup_iters is missing", "positive integer"]),
         ({"policy": "fixed", "warmup": "linear", "warmup_iters": 5, "warmup_ratio": 0}, ["lr_config.warmup_ratio = 0"]),
         ({"policy": "fixed", "by_epoch": 1}, ["lr_config.by_epoch = 1", "true or false"]),
-        ({"policy": "CosineRestart", "periods": [5], "restart_weights": [1, 1], "min_lr": 0}, ["lr_config.restart_weights"]),
+        (
+            {"policy": "CosineRestart", "periods": [5], "restart_weights": [1, 1], "min_lr": 0},
+            ["lr_config.restart_weights"],
+        ),
         ({"policy": "FlatCosineAnnealing", "start_percent": 1.5, "min_lr": 0}, ["lr_config.start_percent = 1.5"]),
     ],
 )

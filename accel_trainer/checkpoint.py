@@ -1,0 +1,425 @@
+"""Checkpoints that never run code on load and are never seen half-written.
+
+A checkpoint is a folder of safetensors, JSON and TOML files plus `manifest.json` (the sha256 of
+every other file, written last). It is built in a hidden temporary sibling, fsynced and renamed
+into place; only then does `<ckpt_root>/latest` move to it. Loading checks every digest first.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import json
+import logging
+import os
+import pickle
+import random
+import re
+import shutil
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import RecipeError
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+LATEST = "latest"
+MODEL, OPTIMIZER, RNG = "model.safetensors", "optimizer.safetensors", "rng.safetensors"
+OPTIMIZER_JSON, RNG_JSON, TRAINER_STATE, RECIPE = "optimizer.json", "rng.json", "trainer_state.json", "recipe.toml"
+RESERVED = {"model", "optimizer", "rng"}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]*")
+_CHUNK = 1 << 20
+
+
+class CheckpointError(RecipeError):
+    """A checkpoint folder is incomplete or damaged; the message names the file."""
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    model_state: dict[str, torch.Tensor]
+    trainer_state: dict[str, Any]
+    optimizer_state: dict[str, Any] | None
+    extra_tensors: dict[str, dict[str, torch.Tensor]]
+    rng: tuple[dict[str, torch.Tensor], dict[str, Any]]
+    recipe_text: str
+
+
+def _sha256(path: Path) -> str:
+    """Stream the file through sha256 (hashlib releases the GIL, so files hash in parallel)."""
+    digest, buf = hashlib.sha256(), bytearray(_CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's data or a folder's entries to disk (a folder fsync makes renames durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_files(folder: Path, files: dict[str, str | dict[str, torch.Tensor]]) -> dict[str, str]:
+    """Write text or tensor files in parallel threads; each is hashed from the page cache while its fsync runs."""
+    with ThreadPoolExecutor(len(files)) as pool, ThreadPoolExecutor(len(files)) as syncs:
+
+        def job(name: str, content: str | dict[str, torch.Tensor]) -> str:
+            path = folder / name
+            if isinstance(content, str):
+                path.write_text(content, encoding="utf-8")
+            else:
+                save_file(_savable(content), path, metadata={"format": "pt"})
+            synced = syncs.submit(_fsync, path)
+            digest = _sha256(path)
+            synced.result()
+            return digest
+
+        futures = {name: pool.submit(job, name, content) for name, content in files.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _savable(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, no two tensors in one storage (safetensors' rules), copying only where needed."""
+    out, seen = {}, set()
+    for key, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{key}: expected a tensor, got {type(tensor).__name__}")
+        tensor = tensor.detach().cpu().contiguous()
+        ptr = tensor.untyped_storage().data_ptr()
+        if ptr and ptr in seen:
+            tensor = tensor.clone()
+        seen.add(ptr)
+        out[key] = tensor
+    return out
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _install(tmp: Path, final: Path) -> None:
+    """Move the finished folder to its name; an existing one is swapped out, then deleted."""
+    if not final.exists():
+        os.rename(tmp, final)
+    elif not _exchange(tmp, final):
+        aside = final.with_name(f".old-{final.name}-{os.getpid()}")
+        os.rename(final, aside)
+        os.rename(tmp, final)
+        tmp = aside
+    _fsync(final.parent)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_durable(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_latest(root: Path, name: str) -> None:
+    """Replace `latest` atomically: readers see the old name or the new one, never a partial file."""
+    tmp = root / f".tmp-{LATEST}-{os.getpid()}"
+    _write_durable(tmp, name + "\n")
+    os.replace(tmp, root / LATEST)
+    _fsync(root)
+
+
+def _remove(path: Path) -> None:
+    """Hide the folder with one rename first, so a crash mid-delete leaves nothing that looks like a checkpoint."""
+    hidden = path.with_name(f".del-{path.name}-{os.getpid()}")
+    os.rename(path, hidden)
+    shutil.rmtree(hidden, ignore_errors=True)
+
+
+def _encode(value: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """JSON for a state dict: tensors move to `tensors` under their dotted path; tuples and int keys are tagged."""
+    if isinstance(value, torch.Tensor):
+        tensors[path] = value
+        return {"__tensor__": path}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(v, f"{path}.{i}", tensors) for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [_encode(v, f"{path}.{i}", tensors) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        items = [(k, _encode(v, f"{path}.{k}" if path else str(k), tensors)) for k, v in value.items()]
+        if all(isinstance(k, str) and not k.startswith("__") for k in value):
+            return dict(items)
+        return {"__items__": [list(item) for item in items]}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"{path}: cannot store a {type(value).__name__} in a checkpoint")
+
+
+def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, list):
+        return [_decode(v, tensors) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "__tensor__" in value:
+        return tensors[value["__tensor__"]]
+    if "__tuple__" in value:
+        return tuple(_decode(v, tensors) for v in value["__tuple__"])
+    if "__items__" in value:
+        return {k: _decode(v, tensors) for k, v in value["__items__"]}
+    return {k: _decode(v, tensors) for k, v in value.items()}
+
+
+def capture_rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Python `random`, numpy's legacy global RNG, torch CPU and every CUDA device already in use."""
+    py_version, py_state, gauss_next = random.getstate()
+    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    tensors = {
+        "python": torch.tensor(py_state, dtype=torch.int64),
+        "numpy": torch.from_numpy(np_keys.astype(np.int64)),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    meta = {"python_version": py_version, "python_gauss_next": gauss_next, "numpy_pos": int(np_pos),
+            "numpy_has_gauss": int(np_has_gauss), "numpy_cached_gaussian": float(np_gauss)}
+    return tensors, meta
+
+
+def restore_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Undo `capture_rng_state`; parts that were not captured (e.g. CUDA on a CPU run) are left alone."""
+    if "python" in tensors:
+        state = tuple(int(x) for x in tensors["python"].tolist())
+        random.setstate((meta["python_version"], state, meta["python_gauss_next"]))
+    if "numpy" in tensors:
+        keys = tensors["numpy"].numpy().astype(np.uint32)
+        np.random.set_state(("MT19937", keys, meta["numpy_pos"], meta["numpy_has_gauss"], meta["numpy_cached_gaussian"]))
+    if "torch" in tensors:
+        torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k[5:]))]
+    if cuda and torch.cuda.is_available():
+        if len(cuda) != torch.cuda.device_count():
+            logger.warning("checkpoint has CUDA RNG states for %d devices, this machine has %d",
+                           len(cuda), torch.cuda.device_count())
+        for device, state in enumerate(cuda[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, device)
+
+
+def save_checkpoint(ckpt_root: Path, name: str, *, model_state: dict[str, torch.Tensor], trainer_state: dict,
+                    recipe_text: str, optimizer: torch.optim.Optimizer | None = None,
+                    extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None, rng: bool = True,
+                    update_latest: bool = True) -> Path:
+    """Write `<ckpt_root>/<name>/` completely or not at all, then point `latest` at it (if `update_latest`).
+
+    `extra_tensors` maps a file stem (e.g. "ema") to tensors written as `<stem>.safetensors`.
+    """
+    if not _NAME.fullmatch(name) or name == LATEST:
+        raise ValueError(f"checkpoint name {name!r}: use letters, digits and _.+=- (not starting with '.')")
+    extras = extra_tensors or {}
+    for stem in extras:
+        if not _NAME.fullmatch(stem) or stem in RESERVED:
+            raise ValueError(f"extra_tensors name {stem!r} is not allowed")
+    files: dict[str, str | dict[str, torch.Tensor]] = {
+        MODEL: model_state, TRAINER_STATE: json.dumps(trainer_state, indent=2), RECIPE: recipe_text,
+    }
+    if optimizer is not None:
+        opt_tensors: dict[str, torch.Tensor] = {}
+        structure = _encode(optimizer.state_dict(), "", opt_tensors)
+        files[OPTIMIZER], files[OPTIMIZER_JSON] = opt_tensors, json.dumps(structure)
+    for stem, tensors in extras.items():
+        files[f"{stem}.safetensors"] = tensors
+    if rng:
+        rng_tensors, rng_meta = capture_rng_state()
+        files[RNG], files[RNG_JSON] = rng_tensors, json.dumps(rng_meta)
+
+    ckpt_root = Path(ckpt_root)
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    tmp, final = ckpt_root / f".tmp-{name}-{os.getpid()}", ckpt_root / name
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        digests = _write_files(tmp, files)
+        _write_durable(tmp / MANIFEST, json.dumps({"sha256": digests}, indent=2))
+        _fsync(tmp)
+        _install(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if update_latest:
+        _write_latest(ckpt_root, name)
+    return final
+
+
+def _read_manifest(path: Path) -> dict[str, str]:
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a checkpoint folder")
+    try:
+        digests = json.loads((path / MANIFEST).read_text(encoding="utf-8"))["sha256"]
+    except FileNotFoundError:
+        raise CheckpointError(f"{path / MANIFEST}: missing, so the checkpoint is incomplete") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path / MANIFEST}: damaged ({e})") from None
+    for name in digests:
+        if not isinstance(name, str) or Path(name).name != name or name.startswith("."):
+            raise CheckpointError(f"{path / MANIFEST}: lists {name!r}, which is not a file of this folder")
+    return digests
+
+
+def verify_checkpoint(path: Path, names: Iterable[str] | None = None) -> dict[str, str]:
+    """Recompute the sha256 of the given files (default: all in the manifest) in parallel; returns the manifest."""
+    path = Path(path)
+    expected = _read_manifest(path)
+    names = list(expected if names is None else names)
+    for name in names:
+        if name not in expected:
+            raise CheckpointError(f"{path / name}: not listed in {MANIFEST}")
+        if not (path / name).is_file():
+            raise CheckpointError(f"{path / name}: missing (listed in {MANIFEST})")
+    with ThreadPoolExecutor(min(8, len(names) or 1)) as pool:
+        actual = dict(zip(names, pool.map(_sha256, (path / n for n in names))))
+    for name in names:
+        if actual[name] != expected[name]:
+            raise CheckpointError(f"{path / name}: sha256 mismatch, the file is damaged or was changed after saving")
+    return expected
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not readable JSON ({e})") from None
+
+
+def load_checkpoint(path: Path, *, verify: bool = True) -> Checkpoint:
+    """Read a checkpoint folder; with `verify`, every file must match its manifest digest first."""
+    path = Path(path)
+    names = set(verify_checkpoint(path) if verify else _read_manifest(path))
+    optimizer_state = None
+    if OPTIMIZER_JSON in names:
+        optimizer_state = _decode(_read_json(path / OPTIMIZER_JSON), _read_tensors(path / OPTIMIZER))
+    rng = (_read_tensors(path / RNG), _read_json(path / RNG_JSON)) if RNG in names else ({}, {})
+    extras = {n[: -len(".safetensors")]: _read_tensors(path / n) for n in sorted(names)
+              if n.endswith(".safetensors") and n[: -len(".safetensors")] not in RESERVED}
+    try:
+        recipe_text = (path / RECIPE).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path / RECIPE}: not readable ({e})") from None
+    return Checkpoint(path=path, model_state=_read_tensors(path / MODEL), trainer_state=_read_json(path / TRAINER_STATE),
+                      optimizer_state=optimizer_state, extra_tensors=extras, rng=rng, recipe_text=recipe_text)
+
+
+def _order(path: Path) -> tuple[int, bool]:
+    """Newest first: the saved iteration (else the last number in the name), then having optimizer state."""
+    try:
+        step = int(json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))["iter"])
+    except (OSError, ValueError, KeyError, TypeError):
+        numbers = re.findall(r"\d+", path.name)
+        step = int(numbers[-1]) if numbers else -1
+    return step, (path / OPTIMIZER).exists()
+
+
+def find_resumable(ckpt_root: Path) -> Path | None:
+    """The newest checkpoint that verifies: `latest` first, then the others; damaged ones are skipped with a warning."""
+    ckpt_root = Path(ckpt_root)
+    if not ckpt_root.is_dir():
+        return None
+    latest_file = ckpt_root / LATEST
+    latest = latest_file.read_text(encoding="utf-8").strip() if latest_file.is_file() else ""
+    candidates = [ckpt_root / latest] if _NAME.fullmatch(latest) else []
+    others = [p for p in ckpt_root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != latest]
+    for path in candidates + sorted(others, key=_order, reverse=True):
+        try:
+            verify_checkpoint(path)
+        except CheckpointError as e:
+            logger.warning("skipping checkpoint %s: %s", path, e)
+            continue
+        return path
+    return None
+
+
+def remove_old_checkpoints(ckpt_root: Path, prefix: str, keep: int, protect: set[str], exact: bool = False) -> None:
+    """mmcv's max_keep_ckpts: keep the newest `keep` `<prefix>_N` folders (keep <= 0: all), never those in `protect`.
+
+    With `exact`, `prefix` names one folder, which is removed unless protected (`keep` is not used).
+    """
+    ckpt_root = Path(ckpt_root)
+    if exact:
+        doomed = [ckpt_root / prefix] if (ckpt_root / prefix).is_dir() else []
+    elif keep <= 0:
+        return
+    else:
+        pattern = re.compile(re.escape(prefix) + r"_(\d+)")
+        numbered = [(int(m[1]), p) for p in ckpt_root.iterdir() if p.is_dir() and (m := pattern.fullmatch(p.name))]
+        doomed = [p for _, p in sorted(numbered, reverse=True)[keep:]]
+    for path in doomed:
+        if path.name not in protect:
+            _remove(path)
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """Find the state dict inside common containers ({'state_dict': ...}, {'model': ...}, DDP's 'module.')."""
+    while isinstance(obj, dict) and any(isinstance(obj.get(k), dict) for k in ("state_dict", "model")):
+        obj = next(obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), dict))
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)} if isinstance(obj, dict) else {}
+    if not tensors:
+        raise RecipeError(f"{path}: holds no tensors to load as weights")
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    return tensors
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Model weights from a safetensors file, a plain torch weights file or one of our checkpoint folders.
+
+    Pickle-based files go only through torch's weights-only unpickler, so loading them never runs code.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / MODEL).is_file():
+            raise RecipeError(f"{path}: a folder without {MODEL} is not a checkpoint")
+        if (path / MANIFEST).exists():
+            verify_checkpoint(path, [MODEL])
+        return _read_tensors(path / MODEL)
+    if not path.is_file():
+        raise RecipeError(f"{path}: no such file")
+    if path.suffix == ".safetensors":
+        return _unwrap(_read_tensors(path), path)
+    if path.suffix not in (".pth", ".pt", ".bin"):
+        raise RecipeError(f"{path}: unsupported weights file; expected .safetensors, .pth, .pt, .bin or a checkpoint folder")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise RecipeError(
+            f"{path}: not a plain weights file; it needs arbitrary code to unpickle, so it was refused "
+            f"(no code was run). Convert it to .safetensors where it came from. ({str(e).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        raise RecipeError(f"{path}: cannot read as torch weights ({e})") from None
+    return _unwrap(obj, path)

@@ -1,0 +1,362 @@
+"""Object detection: a timm trunk + FPN under torchvision's FCOS, RetinaNet or Faster R-CNN,
+COCO data, and pycocotools bbox metrics under mmdet's key names.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
+from pycocotools.coco import COCO
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
+from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
+
+from ..data.coco import (
+    BBOX_METRIC_KEYS,
+    CocoDetection,
+    RandomRescale,
+    collate_detection,
+    coco_bbox_metrics,
+    detection_transforms,
+    load_coco,
+)
+from ..errors import RecipeError
+from ..schema import ModelCfg, Recipe
+
+logger = logging.getLogger("accel_trainer")
+
+FPN_CHANNELS = 256
+# torchvision's loss names -> mmdet's, so logs read the same as the seeds'.
+LOSS_NAMES = {
+    "classification": "loss_cls",
+    "bbox_regression": "loss_bbox",
+    "bbox_ctrness": "loss_centerness",
+    "loss_classifier": "loss_cls",
+    "loss_box_reg": "loss_bbox",
+    "loss_objectness": "loss_rpn_cls",
+    "loss_rpn_box_reg": "loss_rpn_bbox",
+}
+# Post-processing keys: FCOS and RetinaNet take torchvision's plain names, Faster R-CNN's box head
+# takes them with a `box_` prefix and has no `topk_candidates`.
+POSTPROCESS_KEYS = ("score_thresh", "nms_thresh", "detections_per_img", "topk_candidates")
+
+
+class DetectorBackbone(nn.Module):
+    """timm trunk (`features_only`) + FPN, returning the OrderedDict torchvision's heads expect.
+
+    `train()` re-applies mmdet's ResNet rules each time it runs: the stem and the first
+    `frozen_stages` stages get `requires_grad=False` and stay in eval mode, and with `norm_eval`
+    every BatchNorm of the trunk stays in eval mode (running stats frozen, affine still trained).
+    Re-applying on every `train()` keeps frozen stages frozen after a `[freeze]` stage thaws the
+    backbone, since the freeze hook resets train mode after changing `requires_grad`.
+    """
+
+    def __init__(self, body: nn.Module, fpn: FeaturePyramidNetwork, frozen: list[str], norm_eval: bool) -> None:
+        super().__init__()
+        self.body = body
+        self.fpn = fpn
+        self.out_channels = FPN_CHANNELS
+        self.frozen = frozen
+        self.norm_eval = norm_eval
+        self._apply_frozen()
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(self.body(x))))
+
+    def _apply_frozen(self) -> None:
+        for name in self.frozen:
+            module = self.body.get_submodule(name)
+            module.eval()
+            module.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "DetectorBackbone":
+        super().train(mode)
+        self._apply_frozen()
+        if mode and self.norm_eval:
+            for m in self.body.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+
+def frozen_children(body: nn.Module, frozen_stages: int) -> list[str]:
+    """Top-level trunk modules up to the end of stage `frozen_stages` (0: the stem only).
+
+    Stages are timm's feature levels at stride >= 4 (ResNet's layer1..layer4); everything
+    before stage 1 is the stem.
+    """
+    if frozen_stages < 0:
+        return []
+    stages = [info["module"].replace(".", "_") for info in body.feature_info.info if info["reduction"] >= 4]
+    if frozen_stages > len(stages):
+        raise RecipeError(f"model.frozen_stages = {frozen_stages} but the backbone has {len(stages)} stages")
+    children = [name for name, _ in body.named_children()]
+    if not all(s in children for s in stages):
+        raise RecipeError(f"model.frozen_stages: cannot find the stages {stages} among the backbone's modules {children}")
+    end = children.index(stages[frozen_stages - 1]) + 1 if frozen_stages else children.index(stages[0])
+    return children[:end]
+
+
+def build_body(m: ModelCfg, num_levels: int) -> nn.Module:
+    """The timm trunk returning its last `num_levels` feature maps; `pretrained` is a local file
+    (timm loads it into the full model before cutting it to features, dropping the classifier)."""
+    kwargs: dict[str, Any] = dict(features_only=True, out_indices=num_levels)
+    if m.drop_path_rate:
+        kwargs["drop_path_rate"] = m.drop_path_rate
+    if m.pretrained:
+        kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(Path(m.pretrained))))
+    try:
+        return timm.create_model(m.backbone, **kwargs)
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc):
+            raise RecipeError(f"model.backbone = {m.backbone!r} is not a timm model ({exc})") from None
+        if m.pretrained:
+            raise RecipeError(f"model.pretrained = {m.pretrained!r} does not fit {m.backbone}: {exc}") from None
+        raise
+
+
+def head_kwargs(m: ModelCfg, image_mean: list[float], image_std: list[float], skip_resize: bool) -> dict[str, Any]:
+    """torchvision constructor arguments from the `[model]` keys that are set."""
+    kwargs: dict[str, Any] = dict(min_size=m.min_size, max_size=m.max_size, image_mean=image_mean, image_std=image_std)
+    if skip_resize:
+        kwargs["_skip_resize"] = True
+    for key in POSTPROCESS_KEYS:
+        value = getattr(m, key)
+        if value is None:
+            continue
+        if m.head == "faster_rcnn":
+            if key == "topk_candidates":
+                raise RecipeError('model.topk_candidates is an FCOS/RetinaNet setting; head = "faster_rcnn" has none')
+            key = f"box_{key}"
+        kwargs[key] = value
+    return kwargs
+
+
+def build_detector(m: ModelCfg, skip_resize: bool = False) -> nn.Module:
+    """The torchvision detector named by `model.head` on a timm trunk + FPN.
+
+    FCOS and RetinaNet use the last 3 trunk levels plus P6/P7 (FCOS from P5, RetinaNet from C5,
+    as mmdet's `add_extra_convs`); Faster R-CNN uses the last 4 plus a max-pooled level for the
+    RPN. Anchor sizes follow torchvision's defaults expressed per stride, so any trunk works.
+    """
+    two_stage = m.head == "faster_rcnn"
+    body = build_body(m, 4 if two_stage else 3)
+    channels, strides = body.feature_info.channels(), body.feature_info.reduction()
+    if two_stage:
+        extra = LastLevelMaxPool()
+        strides = [*strides, strides[-1] * 2]
+    else:
+        extra = LastLevelP6P7(FPN_CHANNELS if m.head == "fcos" else channels[-1], FPN_CHANNELS)
+        strides = [*strides, strides[-1] * 2, strides[-1] * 4]
+    fpn = FeaturePyramidNetwork(channels, FPN_CHANNELS, extra_blocks=extra)
+    backbone = DetectorBackbone(body, fpn, frozen_children(body, m.frozen_stages), m.norm_eval)
+    cfg = body.pretrained_cfg
+    kwargs = head_kwargs(m, list(cfg["mean"]), list(cfg["std"]), skip_resize)
+    if m.head == "fcos":
+        anchors = AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * len(strides))
+        return FCOS(backbone, m.num_classes, anchor_generator=anchors, **kwargs)
+    if m.head == "retinanet":
+        sizes = tuple(tuple(int(4 * s * 2 ** (k / 3)) for k in range(3)) for s in strides)
+        anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(strides))
+        return RetinaNet(backbone, m.num_classes, anchor_generator=anchors, **kwargs)
+    anchors = AnchorGenerator(tuple((8 * s,) for s in strides), ((0.5, 1.0, 2.0),) * len(strides))
+    roi_pool = MultiScaleRoIAlign([str(i) for i in range(len(channels))], output_size=7, sampling_ratio=2)
+    return FasterRCNN(backbone, m.num_classes + 1, rpn_anchor_generator=anchors, box_roi_pool=roi_pool, **kwargs)
+
+
+@contextlib.contextmanager
+def loss_mode(model: nn.Module, device: torch.device) -> Iterator[None]:
+    """Training-mode forward, so torchvision returns losses, without touching any running stats.
+
+    Every norm layer with running stats is put in eval mode, the detector resizes as in eval
+    (not leaving it to a training pipeline), and the RNG (Faster R-CNN samples RoIs) runs on a
+    fixed, forked seed: the val loss is deterministic and the training random stream unchanged.
+    The model is left in eval mode.
+    """
+    transform = model.transform
+    skip_resize = transform._skip_resize
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(0)
+        model.train()
+        for m in model.modules():
+            if isinstance(m, _NormBase):
+                m.eval()
+        transform._skip_resize = False
+        try:
+            yield
+        finally:
+            transform._skip_resize = skip_resize
+            model.eval()
+
+
+class DetectionTask:
+    """Builds the parts of a detection run and computes its losses and COCO metrics.
+
+    Val loss: each val batch runs twice, once in training mode with every norm layer in eval
+    mode (`loss_mode`: losses, no running-stat update) and once in eval mode (detections). The
+    batch's mean losses are credited to each of its images, so the reported loss is the mean
+    over val images. Metrics come from pycocotools COCOeval on the val annotation file, computed
+    on the main process and broadcast to every process.
+    """
+
+    metric_keys = BBOX_METRIC_KEYS
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe = recipe
+        self.label_offset = 1 if recipe.model.head == "faster_rcnn" else 0
+        self.rescale = list(recipe.data.augment.scale) != [1.0, 1.0]
+        self._paths: dict[str, Path] | None = None
+        self._val_gt: COCO | None = None
+        self.predictions: list[dict] = []
+        self.reset_metrics()
+
+    # ----------------------------------------------------------------- parts
+
+    def build_model(self) -> nn.Module:
+        return build_detector(self.recipe.model, skip_resize=self.rescale)
+
+    def data_paths(self) -> dict[str, Path]:
+        """Image folders and annotation files of both splits (the shapes set is generated once)."""
+        if self._paths is None:
+            d = self.recipe.data
+            if d.type == "shapes":
+                from ..data.shapes import ShapesSpec, ensure_shapes_detection
+
+                s = d.shapes
+                spec = ShapesSpec(num_train=s.num_train, num_val=s.num_val, image_size=s.image_size, seed=s.seed)
+                self._paths = ensure_shapes_detection(spec)
+            elif d.type == "coco":
+                self._paths = {}
+                for split in ("train", "val"):
+                    cfg = getattr(d, split)
+                    if not cfg.root or not cfg.ann_file:
+                        raise RecipeError(f'data.type = "coco" needs data.{split}.root (images) and data.{split}.ann_file')
+                    self._paths[f"{split}_images"] = Path(cfg.root)
+                    self._paths[f"{split}_ann"] = Path(cfg.ann_file)
+            else:
+                raise RecipeError(f'data.type = "{d.type}" is for classification; detection takes "coco" or "shapes"')
+        return self._paths
+
+    def build_datasets(self) -> tuple[CocoDetection, CocoDetection]:
+        d, m = self.recipe.data, self.recipe.model
+        paths = self.data_paths()
+        rescale = RandomRescale(m.min_size, m.max_size, d.augment.scale) if self.rescale else None
+        train_tf = detection_transforms(
+            train=True, hflip=d.augment.hflip, color_jitter=d.augment.color_jitter, rescale=rescale
+        )
+        skip = d.skip_bad_images
+        train = CocoDetection(paths["train_images"], paths["train_ann"], train_tf, skip_bad_images=skip)
+        val = CocoDetection(paths["val_images"], paths["val_ann"], detection_transforms(train=False), skip_bad_images=skip)
+        return train, val
+
+    def build_loader(self, dataset, *, batch_size: int, train: bool):
+        from ..data.loader import build_loader
+
+        return build_loader(dataset, self.recipe, batch_size=batch_size, train=train, collate_fn=collate_detection)
+
+    @staticmethod
+    def num_dataset_classes(dataset) -> int | None:
+        """Number of categories of a COCO dataset; None when it does not say."""
+        classes = getattr(dataset, "classes", None)
+        return None if classes is None else len(classes)
+
+    def describe_data(self, split: str) -> str:
+        if self.recipe.data.type == "shapes":
+            return "built-in shapes data"
+        return f"data.{split}.ann_file = {getattr(self.recipe.data, split).ann_file}"
+
+    # ----------------------------------------------------------------- training
+
+    def _model_targets(self, targets: list[dict]) -> list[dict[str, torch.Tensor]]:
+        return [{"boxes": t["boxes"], "labels": t["labels"] + self.label_offset} for t in targets]
+
+    @staticmethod
+    def _named_losses(losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        named = {LOSS_NAMES.get(k, k): v for k, v in losses.items()}
+        return {"loss": sum(named.values()), **named}
+
+    def train_loss(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        images, targets = batch
+        kept = [(image, t) for image, t in zip(images, targets) if image is not None]
+        if not kept:
+            # Every image of the batch was unreadable (skip_bad_images): a zero step keeps DDP in step.
+            loss = sum(p.sum() for p in model.parameters()) * 0.0
+            return loss, {"loss": loss.detach()}
+        images, targets = map(list, zip(*kept))
+        named = self._named_losses(model(images, self._model_targets(targets)))
+        return named["loss"], {k: v.detach() for k, v in named.items()}
+
+    # ----------------------------------------------------------------- evaluation
+
+    def reset_metrics(self) -> None:
+        self._records: list[dict] = []
+
+    def _results(self, image_id: int, detections: dict[str, torch.Tensor], cat_ids: list[int]) -> list[dict]:
+        """One image's detections in COCO results format (xywh, the file's category ids)."""
+        boxes = detections["boxes"].float().cpu()
+        boxes[:, 2:] -= boxes[:, :2]
+        labels = (detections["labels"].cpu() - self.label_offset).tolist()
+        return [
+            {"image_id": image_id, "category_id": cat_ids[label], "bbox": box, "score": score}
+            for box, label, score in zip(boxes.tolist(), labels, detections["scores"].float().cpu().tolist())
+        ]
+
+    def val_step(self, model: nn.Module, batch, accelerator) -> None:
+        """Losses and detections per image, gathered so every val image counts exactly once."""
+        images, targets = batch
+        model = accelerator.unwrap_model(model)
+        kept = [i for i, image in enumerate(images) if image is not None]
+        per_image: list[dict[str, Any]] = [{"image_id": int(t["image_id"]), "skipped": True} for t in targets]
+        if kept:
+            kept_images = [images[i] for i in kept]
+            with loss_mode(model, accelerator.device):
+                losses = self._named_losses(model(kept_images, self._model_targets([targets[i] for i in kept])))
+            losses = {k: float(v) for k, v in losses.items()}
+            cat_ids = sorted(self.val_gt().getCatIds())
+            for i, detections in zip(kept, model(kept_images)):
+                image_id = per_image[i]["image_id"]
+                per_image[i] = {"image_id": image_id, "losses": losses, "results": self._results(image_id, detections, cat_ids)}
+        self._records.extend(accelerator.gather_for_metrics(per_image, use_gather_object=True))
+
+    def val_gt(self) -> COCO:
+        """The val annotation file's pycocotools index (the ground truth of COCOeval)."""
+        if self._val_gt is None:
+            self._val_gt = load_coco(self.data_paths()["val_ann"])
+        return self._val_gt
+
+    def compute_metrics(self) -> dict[str, float]:
+        records, self._records = self._records, []
+        evaluated = [r for r in records if not r.get("skipped")]
+        if len(evaluated) < len(records):
+            logger.warning("val: %d unreadable images left out of the metrics", len(records) - len(evaluated))
+        n = len(evaluated)
+        out: dict[str, float] = {}
+        for key in evaluated[0]["losses"] if evaluated else ("loss",):
+            out[key] = sum(r["losses"][key] for r in evaluated) / max(n, 1)
+        out["num_samples"] = n
+        self.predictions = [det for r in evaluated for det in r["results"]]
+        payload: list[Any] = [None]
+        if PartialState().is_main_process:
+            metrics, summary = coco_bbox_metrics(self.val_gt(), self.predictions, [r["image_id"] for r in evaluated])
+            logger.info("COCO bbox evaluation of %d images, %d detections:\n%s", n, len(self.predictions), summary)
+            payload = [metrics]
+        broadcast_object_list(payload)
+        out.update(payload[0])
+        return out
+
+    def write_predictions(self, path: str | Path) -> None:
+        """The last evaluation's detections as a COCO results JSON (what COCO.loadRes reads)."""
+        Path(path).write_text(json.dumps(self.predictions))

@@ -1,0 +1,259 @@
+"""Checkpoints: exact round trips, crash safety, tamper detection, and no code run on load."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import random
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from accel_trainer import checkpoint
+from accel_trainer.checkpoint import CheckpointError, find_resumable, load_checkpoint, load_weights, save_checkpoint
+from accel_trainer.errors import RecipeError
+
+
+def tiny_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 3))
+    model.register_buffer("flag", torch.tensor(True))
+    model.register_buffer("fp16", torch.arange(3, dtype=torch.float16))
+    return model
+
+
+def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: int, seed: int = 1) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(torch.randn(6, 4, generator=gen)).square().mean().backward()
+        optimizer.step()
+
+
+def save(root, name, model, optimizer=None, **kw):
+    return save_checkpoint(root, name, model_state=model.state_dict(), trainer_state={"iter": int(name.split("_")[-1])},
+                           recipe_text="[model]\nbackbone = 'x'\n", optimizer=optimizer, **kw)
+
+
+OPTIMIZERS = {
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4),
+    "adamw": lambda params, lr: torch.optim.AdamW(params, lr=lr, betas=(0.8, 0.95), weight_decay=0.05),
+}
+
+
+@pytest.mark.parametrize("kind", OPTIMIZERS)
+def test_round_trip_gives_bit_identical_next_step(tmp_path, kind):
+    model = tiny_model()
+    optimizer = OPTIMIZERS[kind](model.parameters(), 0.01)
+    train(model, optimizer, 3)
+    path = save(tmp_path, "iter_3", model, optimizer)
+
+    fresh = tiny_model()
+    fresh_opt = OPTIMIZERS[kind](fresh.parameters(), 0.5)  # different lr: the saved hyperparameters must win
+    loaded = load_checkpoint(path)
+    fresh.load_state_dict(loaded.model_state)
+    fresh_opt.load_state_dict(loaded.optimizer_state)
+
+    assert loaded.trainer_state == {"iter": 3}
+    assert loaded.recipe_text == "[model]\nbackbone = 'x'\n"
+    assert fresh_opt.param_groups[0] == optimizer.param_groups[0] | {"params": fresh_opt.param_groups[0]["params"]}
+    for key, value in model.state_dict().items():
+        assert loaded.model_state[key].dtype == value.dtype and torch.equal(loaded.model_state[key], value), key
+    for i, state in optimizer.state_dict()["state"].items():
+        for name, value in state.items():
+            restored = loaded.optimizer_state["state"][i][name]
+            assert type(restored) is type(value) and (not torch.is_tensor(value) or restored.dtype == value.dtype)
+    train(model, optimizer, 2, seed=7)
+    train(fresh, fresh_opt, 2, seed=7)
+    for a, b in zip(model.parameters(), fresh.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_shared_views_and_extra_tensors_round_trip(tmp_path):
+    base = torch.arange(10, dtype=torch.int64)
+    state = {"a": base, "b": base, "c": base[2:5], "scalar": torch.tensor(2.5, dtype=torch.float64), "t": base.view(2, 5).t()}
+    ema = {"w": torch.ones(2, dtype=torch.bfloat16)}
+    path = save_checkpoint(tmp_path, "epoch_1", model_state=state, trainer_state={"best": {"value": float("nan")}},
+                           recipe_text="", extra_tensors={"ema": ema}, rng=False)
+    loaded = load_checkpoint(path)
+    assert set(loaded.model_state) == set(state)
+    for key, value in state.items():
+        assert loaded.model_state[key].dtype == value.dtype and torch.equal(loaded.model_state[key], value), key
+    assert torch.equal(loaded.extra_tensors["ema"]["w"], ema["w"]) and loaded.extra_tensors["ema"]["w"].dtype == torch.bfloat16
+    assert loaded.optimizer_state is None and loaded.rng == ({}, {})
+    assert np.isnan(loaded.trainer_state["best"]["value"])
+
+
+def draws() -> tuple:
+    return random.random(), random.gauss(0, 1), np.random.rand(), np.random.randn(), torch.rand(3)
+
+
+def test_rng_round_trip_through_checkpoint(tmp_path):
+    random.gauss(0, 1), np.random.randn()  # leave cached gaussians in both generators
+    path = save(tmp_path, "iter_1", tiny_model())
+    expected = draws()
+    draws()
+    checkpoint.restore_rng_state(*load_checkpoint(path).rng)
+    got = draws()
+    assert got[:4] == expected[:4] and torch.equal(got[4], expected[4])
+
+
+def test_capture_restore_in_memory():
+    state = checkpoint.capture_rng_state()
+    expected = draws()
+    checkpoint.restore_rng_state(*state)
+    got = draws()
+    assert got[:4] == expected[:4] and torch.equal(got[4], expected[4])
+
+
+def checkpoint_like_folders(root) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+@pytest.mark.parametrize("name", ["epoch_2", "epoch_1"])  # a new checkpoint, and a re-save over the existing one
+def test_crash_mid_save_keeps_previous_checkpoint(tmp_path, monkeypatch, name):
+    model = tiny_model()
+    optimizer = OPTIMIZERS["sgd"](model.parameters(), 0.1)
+    train(model, optimizer, 1)
+    first = save(tmp_path, "epoch_1", model, optimizer)
+    before = {p.name: p.read_bytes() for p in first.iterdir()}
+
+    def crash(tensors, path, metadata=None):
+        if str(path).endswith("optimizer.safetensors"):
+            open(path, "wb").write(b"partial")
+            raise OSError("disk full")
+        return save_file(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint, "save_file", crash)
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", lambda *a, **k: None)  # like SIGKILL: no cleanup runs
+    train(model, optimizer, 1)
+    with pytest.raises(OSError, match="disk full"):
+        save(tmp_path, name, model, optimizer)
+    monkeypatch.undo()
+
+    assert checkpoint_like_folders(tmp_path) == ["epoch_1"]
+    assert any(p.name.startswith(".tmp-") for p in tmp_path.iterdir())
+    assert (tmp_path / "latest").read_text().strip() == "epoch_1"
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == before
+    assert find_resumable(tmp_path) == first
+
+
+def test_crash_before_latest_update_keeps_latest(tmp_path, monkeypatch):
+    model = tiny_model()
+    first = save(tmp_path, "iter_1", model)
+    monkeypatch.setattr(checkpoint.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("killed")))
+    with pytest.raises(OSError, match="killed"):
+        save(tmp_path, "iter_2", model)
+    monkeypatch.undo()
+    assert (tmp_path / "latest").read_text().strip() == "iter_1"
+    load_checkpoint(tmp_path / "iter_2")  # complete: the folder was renamed in before `latest` moved
+    assert find_resumable(tmp_path) == first
+
+
+@pytest.mark.parametrize("exchange", [True, False])  # renameat2 swap, and the rename-aside fallback
+def test_resave_replaces_existing_checkpoint(tmp_path, monkeypatch, exchange):
+    if not exchange:
+        monkeypatch.setattr(checkpoint, "_exchange", lambda a, b: False)
+    model = tiny_model()
+    save(tmp_path, "epoch_1", model)
+    with torch.no_grad():
+        model[0].weight.add_(1)
+    path = save(tmp_path, "epoch_1", model)
+    assert torch.equal(load_checkpoint(path).model_state["0.weight"], model[0].weight)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_1", "latest"]
+
+
+def flip_last_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+DAMAGE = {
+    "flip": flip_last_byte,
+    "truncate": lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]),
+    "delete": lambda path: path.unlink(),
+}
+
+
+@pytest.mark.parametrize("how,file", [("flip", "model.safetensors"), ("truncate", "optimizer.safetensors"),
+                                      ("flip", "trainer_state.json"), ("delete", "rng.safetensors"),
+                                      ("delete", "manifest.json")])
+def test_damaged_checkpoint_is_rejected_and_skipped(tmp_path, caplog, monkeypatch, how, file):
+    monkeypatch.setattr(logging.getLogger("accel_trainer"), "propagate", True)
+    model = tiny_model()
+    optimizer = OPTIMIZERS["adamw"](model.parameters(), 0.01)
+    train(model, optimizer, 1)
+    good = save(tmp_path, "iter_1", model, optimizer)
+    bad = save(tmp_path, "iter_2", model, optimizer)
+    DAMAGE[how](bad / file)
+
+    with pytest.raises(CheckpointError, match=file):
+        load_checkpoint(bad)
+    with caplog.at_level(logging.WARNING):
+        assert find_resumable(tmp_path) == good
+    assert any("iter_2" in r.getMessage() and file in r.getMessage() for r in caplog.records)
+
+
+def test_find_resumable_orders_by_iteration_and_ignores_temp_folders(tmp_path):
+    model = tiny_model()
+    for n in (9, 10, 2):
+        save(tmp_path, f"iter_{n}", model)
+    (tmp_path / "latest").unlink()
+    (tmp_path / ".tmp-iter_11-1").mkdir()
+    assert find_resumable(tmp_path) == tmp_path / "iter_10"
+    assert find_resumable(tmp_path / "missing") is None
+
+
+class Malicious:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
+def test_malicious_pickle_is_refused_without_running_it(tmp_path, writer):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "weights.pth"
+    payload = {"state_dict": {"w": torch.zeros(1)}, "x": Malicious(marker)}
+    if writer == "torch.save":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload, protocol=2))
+    with pytest.raises(RecipeError, match="weights.pth.*not a plain weights file"):
+        load_weights(path)
+    assert not marker.exists()
+
+
+def test_load_weights_formats(tmp_path):
+    state = tiny_model().state_dict()
+    save_file(state, tmp_path / "w.safetensors")
+    torch.save(state, tmp_path / "w.pth")
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "meta": {"epoch": 3}}, tmp_path / "wrapped.pt")
+    folder = save_checkpoint(tmp_path / "ckpts", "epoch_1", model_state=state, trainer_state={}, recipe_text="")
+    for source in ("w.safetensors", "w.pth", "wrapped.pt", "ckpts/epoch_1"):
+        loaded = load_weights(tmp_path / source)
+        assert set(loaded) == set(state), source
+        assert all(torch.equal(loaded[k], v) and loaded[k].dtype == v.dtype for k, v in state.items()), source
+    flip_last_byte(folder / "model.safetensors")
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_weights(folder)
+    with pytest.raises(RecipeError, match="unsupported"):
+        load_weights(tmp_path / "ckpts" / "latest")
+
+
+def test_remove_old_checkpoints_keeps_newest_and_protected(tmp_path):
+    for name in ("epoch_1", "epoch_2", "epoch_3", "epoch_9", "epoch_10", "best_top1_epoch_2", "iter_5"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"sha256": {}}))
+    checkpoint.remove_old_checkpoints(tmp_path, "epoch", 0, protect=set())
+    assert len(list(tmp_path.iterdir())) == 7
+    checkpoint.remove_old_checkpoints(tmp_path, "epoch", 2, protect={"epoch_1", "best_top1_epoch_2"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best_top1_epoch_2", "epoch_1", "epoch_10", "epoch_9", "iter_5"]
+    checkpoint.remove_old_checkpoints(tmp_path, "best_top1_epoch_2", 0, protect=set(), exact=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_1", "epoch_10", "epoch_9", "iter_5"]

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import torch
+
+from accel_trainer import Hook, Trainer
+from accel_trainer.hooks.freeze import resolve_modules
+
+
+class Snapshots(Hook):
+    """Records weights, BN stats and the batch size at each epoch boundary."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict] = []
+
+    def _snap(self, trainer) -> dict:
+        model = trainer.unwrapped_model
+        return {
+            "stem": model.conv1[0].weight.detach().clone(),
+            "bn_mean": model.bn1.running_mean.detach().clone(),
+            "head": model.get_classifier().weight.detach().clone(),
+            "batch_size": trainer.train_batch_size,
+            "iters": trainer.inner_iter,
+        }
+
+    def before_run(self, trainer) -> None:
+        self.seen.append(self._snap(trainer))
+
+    def after_train_epoch(self, trainer) -> None:
+        self.seen.append(self._snap(trainer))
+
+
+def test_backbone_alias_is_everything_but_the_head(tiny_recipe):
+    import timm
+
+    model = timm.create_model("resnet10t", num_classes=4)
+    modules = resolve_modules(model, ["backbone"])
+    assert "fc" not in modules and {"conv1", "bn1", "layer4"} <= set(modules)
+
+
+def test_freeze_then_unfreeze(tiny_recipe, capsys):
+    snaps = Snapshots()
+    trainer = Trainer.from_recipe(
+        tiny_recipe,
+        overrides={"freeze": {"modules": ["backbone"], "epochs": 1, "batch_size": 8}, "runner.max_epochs": 2},
+        hooks=[snaps],
+    )
+    trainer.fit()
+    start, frozen, unfrozen = snaps.seen
+    assert torch.equal(start["stem"], frozen["stem"]), "backbone changed while frozen"
+    assert torch.equal(start["bn_mean"], frozen["bn_mean"]), "frozen BN running stats moved"
+    assert not torch.equal(start["head"], frozen["head"]), "head did not train while backbone frozen"
+    assert not torch.equal(frozen["stem"], unfrozen["stem"]), "backbone did not train after unfreezing"
+    assert not torch.equal(frozen["bn_mean"], unfrozen["bn_mean"])
+    assert (frozen["batch_size"], frozen["iters"]) == (8, 16)
+    assert (unfrozen["batch_size"], unfrozen["iters"]) == (16, 8)
+    out = capsys.readouterr().out
+    assert "freeze: from epoch 1 " in out and "frozen, batch size 8" in out
+    assert "freeze: from epoch 2 " in out and "trainable again, batch size 16" in out

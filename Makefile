@@ -11,7 +11,7 @@ $(BIN)/accel-trainer: pyproject.toml
 	touch $@
 
 demo: $(BIN)/accel-trainer
-	$(BIN)/accelerate launch -m accel_trainer recipes/cls.toml
+	$(BIN)/accelerate launch -m accel_trainer recipes/det.toml
 
 test: $(BIN)/accel-trainer
 	$(BIN)/python -m pytest -q

@@ -423,3 +423,43 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     except (RuntimeError, OSError, EOFError, ValueError) as e:
         raise RecipeError(f"{path}: cannot read as torch weights ({e})") from None
     return _unwrap(obj, path)
+
+
+def load_extra_tensors(path: str | Path, stem: str) -> dict[str, torch.Tensor] | None:
+    """A checkpoint folder's `<stem>.safetensors` (e.g. the EMA), digest-checked; None where there is none."""
+    path, name = Path(path), f"{stem}.safetensors"
+    if not (path / name).is_file():
+        return None
+    if (path / MANIFEST).exists():
+        verify_checkpoint(path, [name])
+    return _read_tensors(path / name)
+
+
+def fit_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], *, source: str | Path,
+                revise_keys: Iterable[tuple[str, str]] = (), strict: bool = False) -> dict[str, list[str]]:
+    """Load `tensors` into `model` after renaming keys by `revise_keys` (regex, replacement) pairs.
+
+    Missing, unexpected and shape-mismatched keys are reported; `strict` turns any of them into an
+    error naming `source` instead of loading the rest.
+    """
+    for pattern, replacement in revise_keys:
+        tensors = {re.sub(pattern, replacement, k): v for k, v in tensors.items()}
+    own = model.state_dict()
+    report = {
+        "missing": [k for k in own if k not in tensors],
+        "unexpected": [k for k in tensors if k not in own],
+        "shape mismatch": [
+            f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+            for k, v in tensors.items() if k in own and v.shape != own[k].shape
+        ],
+    }
+    problems = {kind: keys for kind, keys in report.items() if keys}
+    lines = "; ".join(f"{len(keys)} {kind}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+                      for kind, keys in problems.items())
+    if problems and strict:
+        raise RecipeError(f"{source}: weights do not fit the model (load_options.strict = true): {lines}")
+    if problems:
+        logger.warning("loading %s: %s", source, lines)
+    fitting = {k: v for k, v in tensors.items() if k in own and v.shape == own[k].shape}
+    model.load_state_dict(fitting, strict=False)
+    return report

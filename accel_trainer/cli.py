@@ -108,9 +108,66 @@ def run_export(args: argparse.Namespace) -> int:
     return export_command(args.checkpoint, args.out, args.backbone_only, args.ema)
 
 
+def visualize_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="accel-trainer visualize",
+        description="Draw true (green) and predicted (red) boxes on val images of a detection recipe, one PNG each.",
+    )
+    add_recipe_args(parser)
+    parser.add_argument("--checkpoint", required=True, metavar="PATH", help="checkpoint folder or weights file")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the PNGs")
+    parser.add_argument("--num", type=int, default=8, help="how many val images (default 8)")
+    parser.add_argument("--score-thresh", type=float, default=0.3, help="hide predictions scoring below this (default 0.3)")
+    return parser
+
+
+def run_visualize(args: argparse.Namespace) -> int:
+    from .commands.visualize import visualize_command
+
+    recipe = load_recipe(args.recipe, _overrides(args.overrides))
+    return visualize_command(recipe, args.checkpoint, args.out, args.num, args.score_thresh)
+
+
+def import_mmcv_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="accel-trainer import-mmcv",
+        description="Convert an mmcv/mmdet 1.x Python config's runtime sections to recipe TOML, without running the config.",
+    )
+    parser.add_argument("config", help="mmcv config .py file (its _base_ files are followed)")
+    parser.add_argument("--out", help="write the recipe TOML here (default: print it)")
+    return parser
+
+
+def run_import_mmcv(args: argparse.Namespace) -> int:
+    from .commands.import_mmcv import import_mmcv_command
+
+    return import_mmcv_command(args.config, args.out)
+
+
+def plot_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="accel-trainer plot",
+        description="Plot train loss, lr and val metrics from the newest *.log.json of each work dir (needs the 'plot' extra).",
+    )
+    parser.add_argument("work_dirs", nargs="+", metavar="WORK_DIR", help="work dirs (or .log.json files) to compare")
+    parser.add_argument("--out", default="curves.png", help="output image (default: curves.png)")
+    parser.add_argument("--keys", help="comma-separated keys, one subplot each (default: loss, lr and every val metric)")
+    parser.add_argument("--smooth", type=float, default=0.6, help="EMA weight for train curves, 0 to turn off (default: 0.6)")
+    return parser
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from .commands.plot import plot_command
+
+    return plot_command(args.work_dirs, args.out, args.keys, args.smooth)
+
+
 COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {
     "schedule": (schedule_parser, run_schedule),
     "export": (export_parser, run_export),
+    "visualize": (visualize_parser, run_visualize),
+    "import-mmcv": (import_mmcv_parser, run_import_mmcv),
+    "plot": (plot_parser, run_plot),
 }
 
 

@@ -39,7 +39,8 @@ class LogBuffer:
     """Values of the current log window, shared by the logger hooks (mmcv's `runner.log_buffer`).
 
     Device values are summed without a sync; `average` syncs once per log interval and sets
-    `output`, which every logger hook then writes; the last one clears it.
+    `output`, which every logger hook then writes; the last one clears it. A hook with
+    `reset_flag` may clear it earlier: the hooks after it average again and get the same window.
     """
 
     def __init__(self) -> None:
@@ -48,6 +49,7 @@ class LogBuffer:
         self._host: dict[str, float] = {}
         self._host_count = 0
         self.output: dict[str, float] = {}
+        self._last: dict[str, float] = {}
 
     @property
     def ready(self) -> bool:
@@ -68,6 +70,9 @@ class LogBuffer:
 
     def average(self, accelerator) -> dict[str, float]:
         """Mean of the window, device values averaged across processes; starts a new window."""
+        if not self._count and not self._host_count:
+            self.output = dict(self._last)
+            return self.output
         out: dict[str, float] = {}
         if self._host_count:
             out.update({k: v / self._host_count for k, v in self._host.items()})
@@ -78,11 +83,11 @@ class LogBuffer:
                 stacked = accelerator.reduce(stacked, reduction="mean")
             out.update(zip(keys, stacked.tolist()))
         self._sums, self._count, self._host, self._host_count = {}, 0, {}, 0
-        self.output = out
+        self.output, self._last = out, dict(out)
         return out
 
     def clear_output(self) -> None:
         self.output = {}
 
     def clear(self) -> None:
-        self._sums, self._count, self._host, self._host_count, self.output = {}, 0, {}, 0, {}
+        self._sums, self._count, self._host, self._host_count, self.output, self._last = {}, 0, {}, 0, {}, {}

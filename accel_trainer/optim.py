@@ -301,3 +301,17 @@ def scale_lr(lr: float, *, num_processes: int, batch_size: int, accumulation: in
     if base_batch_size <= 0:
         raise RecipeError(f"auto_scale_lr.base_batch_size = {base_batch_size}: expected a positive number")
     return lr * (num_processes * batch_size * accumulation) / base_batch_size
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Restore a saved optimizer state but keep today's lr / momentum / betas from the recipe.
+
+    The schedule re-derives its base values from them (`initial_lr`, `initial_momentum` are
+    dropped), so a resumed run with a changed lr follows the new one.
+    """
+    fresh = [{k: g[k] for k in ("lr", "momentum", "betas") if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, values in zip(optimizer.param_groups, fresh):
+        group.update(values)
+        group.pop("initial_lr", None)
+        group.pop("initial_momentum", None)

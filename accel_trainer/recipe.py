@@ -142,3 +142,10 @@ def flatten(data: Mapping, prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def recipe_changes(saved: Mapping, now: Mapping) -> list[str]:
+    """`key: old -> new` lines for every leaf that differs between two resolved recipes (work_dir aside)."""
+    old, new = flatten(saved), flatten(now)
+    changed = sorted(k for k in old.keys() | new.keys() if k != "work_dir" and old.get(k) != new.get(k))
+    return [f"  {k}: {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}" for k in changed]

@@ -29,6 +29,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from .errors import RecipeError, check_choice, check_keys, join_path
+from .plotting import figure_class
 
 
 @dataclass(frozen=True)
@@ -727,10 +728,7 @@ def write_schedule_csv(rows: Sequence[Row], path: str | Path) -> None:
 
 def plot_schedule_png(rows: Sequence[Row], iters_per_epoch: int, path: str | Path, title: str = "") -> None:
     """lr (and momentum, when any) against iteration, with grey lines at epoch boundaries."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as e:
-        raise RecipeError('plotting the schedule needs matplotlib: pip install "accel_trainer[plot]"') from e
+    Figure = figure_class("plotting the schedule")
     iters = [r[0] for r in rows]
     series = [("lr", [r[2] for r in rows])]
     if any(r[3] is not None for r in rows):

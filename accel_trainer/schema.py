@@ -7,6 +7,7 @@ are checked by the component that owns them (`optim.py`, `schedules.py`, `hooks/
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -98,7 +99,7 @@ class OptimizerCfg:
 @dataclass
 class CheckpointCfg:
     interval: int = 5
-    by_epoch: bool = True
+    by_epoch: bool | None = None  # unset: follows the runner, as mmcv's IterBasedRunner defaults it
     save_optimizer: bool = True
     out_dir: str = ""
     max_keep_ckpts: int = -1
@@ -111,7 +112,7 @@ class LogCfg:
     hooks: list[dict] = field(default_factory=lambda: [{"type": "TextLoggerHook"}])
     ignore_last: bool = True
     reset_flag: bool = False
-    by_epoch: bool = True
+    by_epoch: bool | None = None  # unset: follows the runner
 
 
 @dataclass
@@ -133,6 +134,14 @@ class AutoScaleLrCfg:
 
 
 @dataclass
+class LoadOptionsCfg:
+    """How `load_from` / `--load-from` weights meet the model (mmcv's load_checkpoint arguments)."""
+
+    strict: bool = False
+    revise_keys: list[list[str]] = field(default_factory=lambda: [["^module\\.", ""]])
+
+
+@dataclass
 class FreezeCfg:
     """Two-stage training (the YOLO-style Freeze_Train): `modules` frozen for epochs [0, epochs)."""
 
@@ -142,12 +151,27 @@ class FreezeCfg:
 
 
 @dataclass
+class EmaCfg:
+    """An exponential moving average of the weights (timm ModelEmaV3), see `hooks/ema.py`."""
+
+    enable: bool = False
+    decay: float = 0.9998
+    warmup: bool = True  # timm's decay warmup over optimizer steps: min(decay, 1 - (1 + step) ** -2/3)
+    update_interval: int = 1  # optimizer steps between updates
+    eval: bool = True  # val metrics are the EMA's; the raw model's come as raw_<key>
+
+
+@dataclass
 class AccelerateCfg:
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    # unset: the launcher's choice (`accelerate config` file or --mixed_precision), else "no"
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = None
     gradient_accumulation_steps: int = 1
     seed: int = 0
     deterministic: bool = False
     cpu: bool = False
+    sync_bn: bool = False  # BatchNorm -> SyncBatchNorm when several GPU processes train
+    channels_last: bool = False  # model weights and image batches in NHWC: faster convs on tensor cores
+    compile: bool = False  # torch.compile the model (Accelerate's dynamo plugin, inductor backend)
 
 
 @dataclass
@@ -168,10 +192,12 @@ class Recipe:
     runner: RunnerCfg = field(default_factory=RunnerCfg)
     load_from: str = ""
     resume_from: str = ""
+    load_options: LoadOptionsCfg = field(default_factory=LoadOptionsCfg)
     auto_scale_lr: AutoScaleLrCfg = field(default_factory=AutoScaleLrCfg)
     custom_hooks: list[dict] = field(default_factory=list)
     accelerate: AccelerateCfg = field(default_factory=AccelerateCfg)
     freeze: FreezeCfg = field(default_factory=FreezeCfg)
+    ema: EmaCfg = field(default_factory=EmaCfg)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     mp_start_method: Literal["fork", "spawn", "forkserver"] = "fork"
     source: str = field(default="", metadata={"internal": True})
@@ -304,6 +330,12 @@ def check_recipe(r: Recipe) -> None:
     _positive(r.auto_scale_lr.base_batch_size, "auto_scale_lr.base_batch_size")
     if len(r.data.augment.scale) != 2:
         raise RecipeError(f"data.augment.scale = {r.data.augment.scale!r}: expected [min, max]")
+    allowed_data = {"classification": ("imagefolder", "shapes"), "detection": ("coco", "shapes")}[r.model.task]
+    if r.data.type not in allowed_data:
+        raise RecipeError(
+            f"data.type = {r.data.type!r} does not fit model.task = {r.model.task!r}; expected one of: "
+            f"{', '.join(map(repr, allowed_data))}"
+        )
     if r.data.type == "imagefolder":
         for split in ("train", "val"):
             root = getattr(r.data, split).root
@@ -330,6 +362,16 @@ def check_recipe(r: Recipe) -> None:
         check_keys(r.optimizer_config.grad_clip, ("max_norm", "norm_type"), "optimizer_config.grad_clip")
         if "max_norm" not in r.optimizer_config.grad_clip:
             raise RecipeError("optimizer_config.grad_clip needs max_norm, e.g. grad_clip = {max_norm = 35, norm_type = 2}")
+    if not 0.0 < r.ema.decay < 1.0:
+        raise RecipeError(f"ema.decay = {r.ema.decay!r} must be between 0 and 1 (exclusive), e.g. 0.9998")
+    _positive(r.ema.update_interval, "ema.update_interval")
+    for i, pair in enumerate(r.load_options.revise_keys):
+        if len(pair) != 2:
+            raise RecipeError(f"load_options.revise_keys[{i}] = {pair!r}: expected [regex, replacement]")
+        try:
+            re.compile(pair[0])
+        except re.error as exc:
+            raise RecipeError(f"load_options.revise_keys[{i}]: bad regex {pair[0]!r} ({exc})") from None
     check_components(r)
 
 
@@ -340,6 +382,6 @@ def check_components(r: Recipe) -> None:
     from . import hooks, optim, schedules
 
     optim.build_optimizer(torch.nn.Linear(1, 1), r.optimizer)
-    schedules.LrSchedule.from_config(r.lr_config)
+    schedules.LrSchedule.from_config(r.lr_config, iter_based=not r.by_epoch)
     schedules.MomentumSchedule.from_config(r.momentum_config)
     hooks.validate_hook_configs(r)

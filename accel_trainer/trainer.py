@@ -18,17 +18,19 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration, set_seed
 from torch import nn
 from torch.utils.data import Dataset
 
 from . import checkpoint
+from .distributed import launched_without_accelerator, maybe_sync_batchnorm
 from .errors import RecipeError
 from .hooks import Hook, build_hooks, tracker_names
 from .hooks.base import STAGES
 from .log import LogBuffer, setup_logging
-from .optim import build_optimizer, format_param_group_table, scale_lr
-from .recipe import dump_toml, flatten, load_recipe, tomllib
+from .memory_format import batch_to_channels_last, model_to_channels_last
+from .optim import build_optimizer, format_param_group_table, load_optimizer_state, scale_lr
+from .recipe import dump_toml, load_recipe, recipe_changes, tomllib
 from .schema import Recipe
 from .tasks import build_task
 
@@ -58,7 +60,7 @@ class Trainer:
         # the same process (a notebook, a test) gets its own. The process group is kept.
         AcceleratorState._reset_state(reset_partial_state=False)
         self.accelerator = Accelerator(
-            cpu=acc.cpu,
+            cpu=acc.cpu or launched_without_accelerator(),
             mixed_precision=acc.mixed_precision,
             gradient_accumulation_steps=acc.gradient_accumulation_steps,
             log_with=tracker_names(recipe) or None,
@@ -66,6 +68,10 @@ class Trainer:
             step_scheduler_with_optimizer=False,
             # Parameters frozen for a stage produce no gradients; DDP must not wait for them.
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=bool(recipe.freeze.epochs))],
+            # None keeps the launcher's choice (`accelerate config`); compile = true asks for inductor.
+            dynamo_backend="inductor" if acc.compile else None,
+            # Copies from pinned host memory can overlap the previous step's compute.
+            dataloader_config=DataLoaderConfiguration(non_blocking=recipe.data.pin_memory),
         )
         self.timestamp = time.strftime("%Y%m%d_%H%M%S")
         if self.accelerator.is_main_process:
@@ -73,6 +79,8 @@ class Trainer:
             (self.work_dir / "recipe.toml").write_text(dump_toml(recipe.to_dict()))
         setup_logging(self.work_dir / f"{self.timestamp}.log", recipe.log_level, self.accelerator.is_main_process)
         set_seed(acc.seed, deterministic=acc.deterministic)
+        # Let cuDNN time its algorithms for our fixed shapes, unless results must be bit-exact.
+        torch.backends.cudnn.benchmark = not acc.deterministic
         logger.info(
             "accelerate: %s, %d processes, device %s, mixed_precision %s, gradient_accumulation_steps %d",
             self.accelerator.distributed_type.value, self.accelerator.num_processes, self.accelerator.device,
@@ -81,6 +89,10 @@ class Trainer:
 
         self.task = build_task(recipe)
         self.model = model if model is not None else self.task.build_model()
+        self.model = maybe_sync_batchnorm(self.model, acc.sync_bn, self.accelerator.num_processes, self.accelerator.device)
+        self.channels_last = acc.channels_last
+        if self.channels_last:
+            self.model = model_to_channels_last(self.model)
         if train_dataset is None or val_dataset is None:
             built_train, built_val = self.task.build_datasets()
             train_dataset = train_dataset if train_dataset is not None else built_train
@@ -190,7 +202,7 @@ class Trainer:
 
     @property
     def unwrapped_model(self) -> nn.Module:
-        return self.accelerator.unwrap_model(self.model)
+        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
 
     def current_lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -262,6 +274,8 @@ class Trainer:
                 in_window = True
                 self.data_time = time.perf_counter() - tick
                 self.call("before_train_iter")
+            if self.channels_last:
+                batch = batch_to_channels_last(batch)
             with accelerator.accumulate(model):
                 loss, outputs = self.task.train_loss(model, batch)
                 accelerator.backward(loss)
@@ -300,15 +314,22 @@ class Trainer:
         """One pass over the val set: loss and metrics, every sample counted once across processes."""
         self.model.eval()
         self.call("before_val_epoch")
-        self.task.reset_metrics()
-        for batch in self.val_loader:
-            self.call("before_val_iter")
-            self.task.val_step(self.model, batch, self.accelerator)
-            self.call("after_val_iter")
-        self.val_results = self.task.compute_metrics()
+        self.val_results = self.val_pass(self.model)
         self.call("after_val_epoch")
         self.set_train_mode()
         return self.val_results
+
+    @torch.no_grad()
+    def val_pass(self, model: nn.Module) -> dict[str, Any]:
+        """Metrics of `model` (in eval mode): the trained model, or a copy such as the EMA."""
+        self.task.reset_metrics()
+        for batch in self.val_loader:
+            self.call("before_val_iter")
+            if self.channels_last:
+                batch = batch_to_channels_last(batch)
+            self.task.val_step(model, batch, self.accelerator)
+            self.call("after_val_iter")
+        return self.task.compute_metrics()
 
     # ----------------------------------------------------------------- checkpoints
 
@@ -324,7 +345,8 @@ class Trainer:
         return {
             "epoch": self.epoch,
             "iter": self.iter,
-            "inner_iter": self.inner_iter,
+            # At an epoch's end the next run starts a fresh epoch, not the tail of this one.
+            "inner_iter": self.inner_iter if self._batches is not None else 0,
             "by_epoch": self.by_epoch,
             "best": self.best,
             "num_processes": self.accelerator.num_processes,
@@ -344,6 +366,7 @@ class Trainer:
                 trainer_state=self.trainer_state(),
                 recipe_text=dump_toml(self.recipe.to_dict()),
                 optimizer=self.optimizer.optimizer if save_optimizer else None,
+                extra_tensors={k: v for hook in self.hooks for k, v in hook.checkpoint_tensors(self).items()},
                 update_latest=update_latest,
             )
             logger.info("saved checkpoint %s", self.ckpt_root / name)
@@ -363,14 +386,11 @@ class Trainer:
                 raise RecipeError(f"--resume: no complete checkpoint under {self.ckpt_root}")
         ckpt = checkpoint.load_checkpoint(Path(path))
         self.unwrapped_model.load_state_dict(ckpt.model_state)
+        for hook in self.hooks:
+            hook.load_checkpoint_tensors(self, ckpt.extra_tensors)
         if ckpt.optimizer_state is None:
             raise RecipeError(f"{path}: saved without optimizer state (save_optimizer = false); use --load-from for weights")
-        fresh = [{k: g[k] for k in ("lr", "momentum", "betas") if k in g} for g in self.optimizer.param_groups]
-        self.optimizer.optimizer.load_state_dict(ckpt.optimizer_state)
-        for group, values in zip(self.optimizer.param_groups, fresh):
-            group.update(values)
-            group.pop("initial_lr", None)
-            group.pop("initial_momentum", None)
+        load_optimizer_state(self.optimizer.optimizer, ckpt.optimizer_state)
         state = ckpt.trainer_state
         if state["by_epoch"] != self.by_epoch:
             raise RecipeError(f"{path}: saved by an {'epoch' if state['by_epoch'] else 'iteration'}-based run; runner.type differs")
@@ -378,27 +398,18 @@ class Trainer:
         self.best = state.get("best") or {}
         if self.accelerator.scaler is not None and state.get("scaler"):
             self.accelerator.scaler.load_state_dict(state["scaler"])
-        self._report_recipe_changes(ckpt.recipe_text, path)
+        changes = recipe_changes(tomllib.loads(ckpt.recipe_text), self.recipe.to_dict())
+        if changes:
+            logger.warning("the recipe changed since %s was saved:\n%s", path, "\n".join(changes))
         checkpoint.restore_rng_state(*ckpt.rng)
         self.last_checkpoint = Path(path).name
         logger.info("resumed from %s at epoch %d, iter %d", path, self.epoch, self.iter)
 
-    def _report_recipe_changes(self, saved_text: str, path: str | Path) -> None:
-        saved = flatten(tomllib.loads(saved_text))
-        now = flatten(self.recipe.to_dict())
-        changed = sorted(k for k in saved.keys() | now.keys() if k != "work_dir" and saved.get(k) != now.get(k))
-        if changed:
-            lines = [f"  {k}: {saved.get(k, '(unset)')!r} -> {now.get(k, '(unset)')!r}" for k in changed]
-            logger.warning("the recipe changed since %s was saved:\n%s", path, "\n".join(lines))
-
     def load_weights(self, path: str | Path) -> None:
         """Whole-model weights (`load_from`): no optimizer state, no counters."""
-        result = self.unwrapped_model.load_state_dict(checkpoint.load_weights(path), strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            logger.warning(
-                "load_from %s: %d missing keys %s, %d unexpected keys %s", path, len(result.missing_keys),
-                result.missing_keys[:5], len(result.unexpected_keys), result.unexpected_keys[:5],
-            )
+        opts = self.recipe.load_options
+        checkpoint.fit_weights(self.unwrapped_model, checkpoint.load_weights(path), source=path,
+                               revise_keys=[tuple(pair) for pair in opts.revise_keys], strict=opts.strict)
         logger.info("loaded weights from %s", path)
 
     def evaluate(self) -> dict[str, Any]:

@@ -257,3 +257,18 @@ def test_remove_old_checkpoints_keeps_newest_and_protected(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best_top1_epoch_2", "epoch_1", "epoch_10", "epoch_9", "iter_5"]
     checkpoint.remove_old_checkpoints(tmp_path, "best_top1_epoch_2", 0, protect=set(), exact=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_1", "epoch_10", "epoch_9", "iter_5"]
+
+
+def test_fit_weights_reports_and_revises_keys(caplog):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 3))
+    other = {f"net.{k}": v + 1 for k, v in model.state_dict().items()}
+    other["net.1.weight"] = torch.zeros(5, 8)
+    other["net.extra"] = torch.zeros(1)
+    with caplog.at_level(logging.WARNING):
+        report = checkpoint.fit_weights(model, other, source="other.pth", revise_keys=[(r"^net\.", "")])
+    assert report["unexpected"] == ["extra"] and report["missing"] == []
+    assert report["shape mismatch"] == ["1.weight (5, 8) vs model (3, 8)"]
+    assert "other.pth" in caplog.text and "shape mismatch" in caplog.text
+    assert torch.equal(model[0].weight, other["net.0.weight"])
+    with pytest.raises(RecipeError, match="other.pth: weights do not fit the model"):
+        checkpoint.fit_weights(model, other, source="other.pth", revise_keys=[(r"^net\.", "")], strict=True)

@@ -163,7 +163,7 @@ def test_loader_collates_lists_of_differently_sized_images(coco_set, tmp_path):
     images, ann_file = coco_set
     Image.new("RGB", (25, 17)).save(images / "2.png")
     ds = CocoDetection(images, ann_file, detection_transforms(train=False))
-    recipe = Recipe.from_dict({"data": {"type": "coco", "num_workers": 0, "pin_memory": False}, "runner": {"max_epochs": 1}})
+    recipe = Recipe.from_dict({"model": {"task": "detection"}, "data": {"type": "coco", "num_workers": 0, "pin_memory": False}, "runner": {"max_epochs": 1}})
     loader = build_loader(ds, recipe, batch_size=3, train=False, collate_fn=collate_detection)
     (batch,) = list(loader)
     imgs, targets = batch

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from accel_trainer import Hook, Trainer
@@ -56,3 +57,21 @@ def test_freeze_then_unfreeze(tiny_recipe, capsys):
     out = capsys.readouterr().out
     assert "freeze: from epoch 1 " in out and "frozen, batch size 8" in out
     assert "freeze: from epoch 2 " in out and "trainable again, batch size 16" in out
+
+
+def test_resume_inside_the_frozen_stage_stays_frozen_then_unfreezes(tiny_recipe):
+    stages = {"freeze": {"modules": ["backbone"], "epochs": 2, "batch_size": 8}, "workflow": [["train", 1]],
+              "checkpoint_config.interval": 1, "auto_scale_lr": {"enable": True, "base_batch_size": 16}}
+    Trainer.from_recipe(tiny_recipe, overrides={**stages, "runner.max_epochs": 1}).fit()
+    snaps = Snapshots()
+    resumed = Trainer.from_recipe(tiny_recipe, overrides={**stages, "runner.max_epochs": 3}, hooks=[snaps])
+    lrs = []
+    resumed.register_hook(type("LrProbe", (Hook,), {"after_train_iter": lambda self, t: lrs.append(t.current_lr())})())
+    resumed.fit(resume=True)
+    start, second, third = snaps.seen
+    assert torch.equal(start["stem"], second["stem"]), "the resumed frozen stage trained the backbone"
+    assert not torch.equal(second["stem"], third["stem"])
+    assert (second["batch_size"], second["iters"]) == (8, 16)
+    assert (third["batch_size"], third["iters"]) == (16, 8)
+    # auto_scale_lr: lr 1e-3 is for batch 16, so the frozen stage at batch 8 runs at half of it.
+    assert max(lrs[:16]) == pytest.approx(0.0005) and max(lrs[16:]) == pytest.approx(0.001)

@@ -104,6 +104,10 @@ def test_default_work_dir_is_recipe_stem(tmp_path):
         ({"custom_hooks": [{"type": "no_such_module_xyz:Hook"}]}, "cannot import module 'no_such_module_xyz'"),
         ({"log_config.hooks": [{"type": "TextLogerHook"}]}, 'did you mean "TextLoggerHook"'),
         ({"optimizer_config.grad_clip": {"max_norm": 35, "norm": 2}}, "optimizer_config.grad_clip.norm"),
+        ({"model.task": "detection", "data.type": "imagefolder"}, "data.type = 'imagefolder' does not fit model.task"),
+        ({"data.type": "coco"}, "data.type = 'coco' does not fit model.task = 'classification'"),
+        ({"load_options.revise_keys": [["(", ""]]}, "load_options.revise_keys[0]: bad regex '('"),
+        ({"checkpoint_config.by_epoch": "yes"}, "checkpoint_config.by_epoch = 'yes' has the wrong type"),
     ],
 )
 def test_recipe_errors_name_the_key(tiny_recipe, override, message):
@@ -126,3 +130,15 @@ def test_resolved_recipe_round_trips(tiny_recipe, tmp_path):
     again.write_text(first)
     assert dump_toml(load_recipe(again).to_dict()) == first
     assert "[checkpoint_config]" in first and "interval = 5" in first
+
+
+def test_recipe_changes_lists_changed_added_and_removed_keys():
+    from accel_trainer.recipe import recipe_changes
+
+    saved = {"work_dir": "a", "optimizer": {"lr": 0.1, "momentum": 0.9}, "runner": {"max_epochs": 2}}
+    now = {"work_dir": "b", "optimizer": {"lr": 0.01, "momentum": 0.9}, "freeze": {"epochs": 1}}
+    assert recipe_changes(saved, now) == [
+        "  freeze.epochs: '(unset)' -> 1",
+        "  optimizer.lr: 0.1 -> 0.01",
+        "  runner.max_epochs: 2 -> '(unset)'",
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -20,6 +21,8 @@ from accel_trainer.schedules import (
     schedule_rows,
     write_schedule_csv,
 )
+
+REPO_DOCS = Path(__file__).resolve().parents[1] / "docs" / "schedules"
 
 BASES = [0.1, 0.01]  # two param groups: lr ratios must survive every ratio-based policy
 
@@ -535,3 +538,13 @@ def test_png_without_matplotlib_says_how_to_install(tmp_path, monkeypatch):
     with pytest.raises(RecipeError, match=r'pip install "accel_trainer\[plot\]"'):
         plot_schedule_png([(0, 0, 0.1, None)], 1, tmp_path / "s.png")
     assert not (tmp_path / "s.png").exists()
+
+
+@pytest.mark.parametrize("name", ["step_warmup", "poly", "cosine_warmup", "cyclic"])
+def test_documented_seed_schedules_preview(name, tmp_path):
+    from accel_trainer.cli import main
+
+    out = tmp_path / f"{name}.csv"
+    assert main(["schedule", str(REPO_DOCS / f"{name}.toml"), "--iters-per-epoch", "500", "--csv", str(out)]) == 0
+    rows = out.read_text().splitlines()
+    assert rows[0] == "iter,epoch,lr,momentum" and len(rows) == 1 + 12 * 500

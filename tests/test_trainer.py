@@ -154,3 +154,53 @@ def test_bf16_mixed_precision_runs_on_cpu(tiny_recipe):
     weights, trainer = _run_blobs(tiny_recipe, 16, 1, {"accelerate.mixed_precision": "bf16"})
     assert trainer.accelerator.mixed_precision == "bf16"
     assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+class _FormatRecorder(nn.Module):
+    """A tiny conv net that notes whether each input batch arrived channels_last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.head = nn.Linear(8, 4)
+        self.seen: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.is_contiguous(memory_format=torch.channels_last))
+        return self.head(self.conv(x).mean((2, 3)))
+
+
+def test_channels_last_converts_weights_and_batches(tiny_recipe):
+    model = _FormatRecorder()
+    overrides = {"accelerate.channels_last": True, "runner.max_epochs": 1}
+    trainer = Trainer(load_recipe(tiny_recipe, overrides), model=model)
+    assert trainer.unwrapped_model.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    trainer.fit()
+    assert len(model.seen) == 8 + 2 and all(model.seen)
+
+
+def test_compile_sets_the_dynamo_backend_and_checkpoints_plain_keys(tiny_recipe):
+    from accelerate.utils import DynamoBackend, is_compiled_module
+
+    trainer = Trainer(load_recipe(tiny_recipe, {"accelerate.compile": True}))
+    assert trainer.accelerator.state.dynamo_plugin.backend == DynamoBackend.INDUCTOR
+    assert is_compiled_module(trainer.model)
+    assert not any(key.startswith("_orig_mod") for key in trainer.unwrapped_model.state_dict())
+    plain = Trainer(load_recipe(tiny_recipe))
+    assert not is_compiled_module(plain.model)
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_cudnn_benchmark_unless_deterministic(tiny_recipe, deterministic):
+    Trainer(load_recipe(tiny_recipe, {"accelerate.deterministic": deterministic}))
+    assert torch.backends.cudnn.benchmark is not deterministic
+
+
+def test_loader_options_reach_the_prepared_loaders(tiny_recipe):
+    overrides = {"data.num_workers": 1, "data.pin_memory": True, "data.persistent_workers": True, "data.prefetch_factor": 3}
+    trainer = Trainer(load_recipe(tiny_recipe, overrides))
+    for loader in (trainer.train_loader, trainer.val_loader):
+        assert (loader.num_workers, loader.pin_memory, loader.persistent_workers, loader.prefetch_factor) == (1, True, True, 3)
+    assert trainer.accelerator.non_blocking
+    no_workers = Trainer(load_recipe(tiny_recipe, {"data.persistent_workers": True, "data.prefetch_factor": 3}))
+    assert (no_workers.train_loader.persistent_workers, no_workers.train_loader.prefetch_factor) == (False, None)

@@ -6,12 +6,16 @@ import logging
 from pathlib import Path
 
 from .. import checkpoint
+from ..hooks.ema import EMA_STEM, evaluate_ema_weights
 
 logger = logging.getLogger("accel_trainer")
 
 
 def evaluate_command(trainer, weights: str | None) -> int:
-    """Evaluate `weights` (a checkpoint folder or file), else the newest checkpoint, else `load_from`."""
+    """Evaluate `weights` (a checkpoint folder or file), else the newest checkpoint, else `load_from`.
+
+    A checkpoint's EMA weights are evaluated too: metrics under the usual keys, the raw weights' as `raw_*`.
+    """
     if weights is None and not trainer.recipe.load_from:
         found = checkpoint.find_resumable(trainer.ckpt_root)
         weights = str(found) if found else None
@@ -19,6 +23,9 @@ def evaluate_command(trainer, weights: str | None) -> int:
         trainer.load_weights(weights)
     elif not trainer.recipe.load_from:
         logger.warning("--eval-only: no checkpoint found under %s; evaluating freshly initialised weights", trainer.ckpt_root)
+    source = weights or trainer.recipe.load_from
+    ema = checkpoint.load_extra_tensors(source, EMA_STEM) if source else None
+    evaluate_ema_weights(trainer, ema, source)
     results = trainer.evaluate()
     if trainer.accelerator.is_main_process:
         out = Path(trainer.work_dir) / "eval"

@@ -13,11 +13,21 @@ logger = logging.getLogger("accel_trainer")
 
 
 def base_momentum(optimizer_cfg: dict) -> float | None:
-    """The momentum the schedule scales: SGD-style `momentum` or Adam-style `betas[0]`."""
-    if "betas" in optimizer_cfg:
-        return float(optimizer_cfg["betas"][0])
-    if "momentum" in optimizer_cfg:
-        return float(optimizer_cfg["momentum"])
+    """The momentum the schedule scales: SGD-style `momentum` or Adam-style `betas[0]`.
+
+    Read from an optimizer built on a stand-in parameter, so the optimizer's own defaults
+    (Adam's betas = (0.9, 0.999)) count when the recipe leaves them out.
+    """
+    import torch
+
+    from ..optim import build_optimizer
+
+    optimizer, _ = build_optimizer(torch.nn.Linear(1, 1), optimizer_cfg)
+    group = optimizer.param_groups[0]
+    if "momentum" in group:
+        return float(group["momentum"])
+    if "betas" in group:
+        return float(group["betas"][0])
     return None
 
 
@@ -50,7 +60,8 @@ def schedule_command(recipe: Recipe, iters_per_epoch: int | None, csv: str | Non
         max_iters = recipe.runner.max_iters
         max_epochs = math.ceil(max_iters / iters_per_epoch)
     rows = schedule_rows(
-        recipe.lr_config, recipe.momentum_config, lr, base_momentum(recipe.optimizer), iters_per_epoch, max_epochs, max_iters
+        recipe.lr_config, recipe.momentum_config, lr, base_momentum(recipe.optimizer), iters_per_epoch, max_epochs, max_iters,
+        iter_based=not recipe.by_epoch,
     )
     if csv:
         write_schedule_csv(rows, csv)

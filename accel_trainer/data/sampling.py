@@ -55,7 +55,9 @@ class SeededDataset(Dataset):
     """Wraps a dataset so each `(epoch, index)` item is produced under its own RNG seed.
 
     Python's `random`, numpy's legacy global RNG and torch's CPU RNG are reseeded per sample
-    (timm and torchvision transforms draw from them) and restored afterwards.
+    (timm and torchvision transforms draw from them) and restored afterwards. The DataLoader
+    fetches a whole batch through `__getitems__`, so the save/restore, which costs more than
+    loading a small image, happens once per batch.
     """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
@@ -66,15 +68,22 @@ class SeededDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, item: tuple[int, int] | int):
-        epoch, index = item if isinstance(item, tuple) else (0, item)
-        seed = sample_seed(self.seed, epoch, index)
+        return self.__getitems__([item])[0]
+
+    def __getitems__(self, items: list[tuple[int, int] | int]) -> list:
         py_state, np_state = random.getstate(), np.random.get_state()
         try:
-            random.seed(seed)
-            np.random.seed(seed % 2**32)
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                return self.dataset[index]
+                return [self._load(item) for item in items]
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)
+
+    def _load(self, item: tuple[int, int] | int):
+        epoch, index = item if isinstance(item, tuple) else (0, item)
+        seed = sample_seed(self.seed, epoch, index)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        # The CPU generator only: torch.manual_seed would also reseed (and leave changed) the GPU ones.
+        torch.default_generator.manual_seed(seed)
+        return self.dataset[index]

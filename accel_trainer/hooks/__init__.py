@@ -10,6 +10,7 @@ from ..errors import RecipeError, check_choice, check_keys, did_you_mean
 from ..schema import Recipe
 from .base import PRIORITIES, Hook, resolve_priority
 from .checkpoint import CheckpointHook, SaveBestHook
+from .ema import EMAHook
 from .evaluation import EvalHook
 from .freeze import FreezeHook
 from .logger import LoggerHook, MlflowLoggerHook, TensorboardLoggerHook, TextLoggerHook, WandbLoggerHook
@@ -79,7 +80,7 @@ def _logger_hook(cfg: dict, recipe: Recipe, path: str) -> LoggerHook:
     check_choice(name, LOGGER_HOOKS, f"{path}.type")
     check_keys(cfg, LOGGER_KEYS, path)
     lc = recipe.log_config
-    args = dict(interval=lc.interval, ignore_last=lc.ignore_last, reset_flag=lc.reset_flag, by_epoch=lc.by_epoch)
+    args = dict(interval=lc.interval, ignore_last=lc.ignore_last, reset_flag=lc.reset_flag, by_epoch=recipe.by_epoch if lc.by_epoch is None else lc.by_epoch)
     args.update(cfg)
     return LOGGER_HOOKS[name](**args)
 
@@ -111,15 +112,17 @@ def validate_hook_configs(recipe: Recipe) -> None:
 
 def build_hooks(recipe: Recipe) -> list[Hook]:
     """The hooks a recipe asks for, built from its sections."""
-    hooks: list[Hook] = [ScheduleHook(recipe.lr_config, recipe.momentum_config)]
+    hooks: list[Hook] = [ScheduleHook(recipe.lr_config, recipe.momentum_config, iter_based=not recipe.by_epoch)]
     if recipe.freeze.epochs:
         hooks.append(FreezeHook(recipe.freeze.modules, recipe.freeze.epochs, recipe.freeze.batch_size))
+    ev = recipe.evaluation
     if not any(phase == "val" for phase, _ in recipe.workflow):
-        ev = recipe.evaluation
         hooks.append(EvalHook(ev.interval, ev.start, ev.by_epoch if recipe.by_epoch else False))
     ck = recipe.checkpoint_config
-    hooks.append(CheckpointHook(ck.interval, ck.by_epoch, ck.save_optimizer, ck.max_keep_ckpts, ck.save_last))
-    ev = recipe.evaluation
+    ck_by_epoch = recipe.by_epoch if ck.by_epoch is None else ck.by_epoch
+    hooks.append(CheckpointHook(ck.interval, ck_by_epoch, ck.save_optimizer, ck.max_keep_ckpts, ck.save_last))
+    if recipe.ema.enable:
+        hooks.append(EMAHook(recipe.ema.decay, recipe.ema.warmup, recipe.ema.update_interval, recipe.ema.eval))
     if ev.save_best:
         hooks.append(SaveBestHook(ev.save_best, ev.rule, ev.greater_keys, ev.less_keys))
     hooks += [_logger_hook(cfg, recipe, f"log_config.hooks[{i}]") for i, cfg in enumerate(recipe.log_config.hooks)]

@@ -28,6 +28,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import torch
+
     from ..trainer import Trainer
 
 PRIORITIES: dict[str, int] = {
@@ -71,6 +73,13 @@ class Hook:
     def after_val_iter(self, trainer: "Trainer") -> None: ...
     def after_val_epoch(self, trainer: "Trainer") -> None: ...
     def after_run(self, trainer: "Trainer") -> None: ...
+
+    def checkpoint_tensors(self, trainer: "Trainer") -> dict[str, dict[str, "torch.Tensor"]]:
+        """State this hook adds to every checkpoint, as `{file stem: tensors}` (e.g. the EMA weights)."""
+        return {}
+
+    def load_checkpoint_tensors(self, trainer: "Trainer", tensors: dict[str, dict[str, "torch.Tensor"]]) -> None:
+        """Restore that state on resume; `tensors` holds every extra file of the checkpoint by stem."""
 
     @staticmethod
     def every_n_epochs(trainer: "Trainer", n: int) -> bool:

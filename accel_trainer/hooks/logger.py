@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..curves import write_run_curves
 from .base import PRIORITIES, Hook
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ class LoggerHook(Hook):
     def train_record(self, trainer: "Trainer", window: dict[str, float]) -> dict[str, Any]:
         record: dict[str, Any] = {"mode": "train", "epoch": trainer.epoch + 1}
         record["iter"] = trainer.inner_iter if self.by_epoch else trainer.iter
+        record["global_iter"] = trainer.iter  # one x axis across epochs for `accel-trainer plot`
         record["lr"] = trainer.current_lr()
         record["memory"] = _memory_mb(trainer.accelerator.device)
         record.update(window)
@@ -94,7 +96,8 @@ class LoggerHook(Hook):
 
 
 class TextLoggerHook(LoggerHook):
-    """Console and `work_dir/<timestamp>.log` lines in the seeds' style, plus `<timestamp>.log.json`."""
+    """Console and `work_dir/<timestamp>.log` lines in the seeds' style, plus `<timestamp>.log.json`
+    and, at the end of the run, `work_dir/curves.png` (with the `plot` extra)."""
 
     def before_run(self, trainer: "Trainer") -> None:
         super().before_run(trainer)
@@ -127,8 +130,13 @@ class TextLoggerHook(LoggerHook):
         where = f"Epoch(val) [{record['epoch']}]" if trainer.by_epoch else f"Iter(val) [{record['iter']}]"
         logger.info("%s %s", where, ", ".join(parts))
 
+    def after_run(self, trainer: "Trainer") -> None:
+        if trainer.accelerator.is_main_process:
+            write_run_curves(self.json_path, Path(trainer.work_dir) / "curves.png")
 
-_TRAIN_META = ("mode", "epoch", "iter", "lr", "memory", "time", "data_time")
+
+_TRAIN_META = ("mode", "epoch", "iter", "global_iter", "lr", "memory", "time", "data_time")
+_COUNTERS = ("epoch", "iter", "global_iter")
 
 
 def _fmt(key: str, value: Any) -> str:
@@ -147,11 +155,11 @@ class TrackerLoggerHook(LoggerHook):
             trainer._trackers_started = True
 
     def write_train(self, trainer: "Trainer", record: dict[str, Any]) -> None:
-        values = {f"train/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k not in ("epoch", "iter")}
+        values = {f"train/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k not in _COUNTERS}
         trainer.accelerator.get_tracker(self.tracker).log(values, step=trainer.iter)
 
     def write_val(self, trainer: "Trainer", record: dict[str, Any]) -> None:
-        values = {f"val/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k not in ("epoch", "iter")}
+        values = {f"val/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k not in _COUNTERS}
         trainer.accelerator.get_tracker(self.tracker).log(values, step=trainer.iter)
 
     def after_run(self, trainer: "Trainer") -> None:

@@ -15,8 +15,8 @@ class ScheduleHook(Hook):
 
     priority = PRIORITIES["VERY_HIGH"]
 
-    def __init__(self, lr_config: dict | None, momentum_config: dict | None) -> None:
-        self.lr = LrSchedule.from_config(lr_config)
+    def __init__(self, lr_config: dict | None, momentum_config: dict | None, *, iter_based: bool = False) -> None:
+        self.lr = LrSchedule.from_config(lr_config, iter_based=iter_based)
         self.momentum = MomentumSchedule.from_config(momentum_config)
 
     def before_train_iter(self, trainer: "Trainer") -> None:

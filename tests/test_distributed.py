@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import logging
+
+import timm
+import torch
+from timm.layers import BatchNormAct2d, SyncBatchNormAct
+from torch import nn
+
+from accel_trainer.distributed import launched_without_accelerator, maybe_sync_batchnorm
+
+GPU = torch.device("cuda")  # only its type is read; nothing is moved
+
+
+def _bn_types(model: nn.Module) -> set[type]:
+    return {type(m) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+
+
+def test_sync_bn_converts_every_batchnorm_with_several_gpu_processes():
+    model = timm.create_model("resnet10t", num_classes=4)
+    weight = model.bn1.weight
+    converted = maybe_sync_batchnorm(model, True, 2, GPU)
+    assert _bn_types(converted) == {nn.SyncBatchNorm}
+    assert converted.bn1.weight is weight  # the optimizer built afterwards sees the same parameters
+    assert converted(torch.randn(2, 3, 32, 32)).shape == (2, 4)  # no process group: plain BatchNorm maths
+
+
+def test_sync_bn_keeps_timm_norm_act_activation():
+    model = nn.Sequential(BatchNormAct2d(8, act_layer=nn.ReLU))
+    converted = maybe_sync_batchnorm(model, True, 4, GPU)
+    assert isinstance(converted[0], SyncBatchNormAct) and isinstance(converted[0].act, nn.ReLU)
+
+
+def test_sync_bn_is_skipped_when_off_single_process_or_cpu(caplog):
+    model = timm.create_model("resnet10t", num_classes=4)
+    assert _bn_types(maybe_sync_batchnorm(model, False, 8, GPU)) == {nn.BatchNorm2d}
+    assert _bn_types(maybe_sync_batchnorm(model, True, 1, GPU)) == {nn.BatchNorm2d}
+    with caplog.at_level(logging.WARNING, logger="accel_trainer"):
+        assert _bn_types(maybe_sync_batchnorm(model, True, 2, torch.device("cpu"))) == {nn.BatchNorm2d}
+    assert "keeping per-process BatchNorm on cpu" in caplog.text
+
+
+def test_launched_without_accelerator_reads_world_size(monkeypatch):
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert launched_without_accelerator()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not launched_without_accelerator()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    assert not launched_without_accelerator()

@@ -1,0 +1,107 @@
+"""Exact resume: a run SIGKILLed after a checkpoint and resumed ends with the uninterrupted run's weights.
+
+Runs go through the real CLI in subprocesses, so the kill is a real SIGKILL of the whole process
+(and of the data-loader workers with it); a custom hook pulls the trigger after a given iteration.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from .conftest import REPO, write_recipe
+
+KILL_HOOK = """
+import os, signal
+from accel_trainer import Hook
+
+class KillAt(Hook):
+    def __init__(self, iter):
+        self.at = iter
+    def after_train_iter(self, trainer):
+        if trainer.iter == self.at:
+            os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+# Checkpoints every 3 iterations in an epoch runner of 2 x 8 iterations: iter_9 sits mid-epoch 2.
+COMMON = [
+    "checkpoint_config.interval=3",
+    "checkpoint_config.by_epoch=false",
+    "data.augment.hflip=0.5",
+    "data.augment.scale=[0.5, 1.0]",
+]
+
+
+def run(tmp_path: Path, name: str, sets: list[str], *extra: str, ddp: bool = False) -> subprocess.CompletedProcess:
+    recipe = write_recipe(tmp_path, name=f"{name}.toml", work_dir=str(tmp_path / name))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
+    launcher = [sys.executable]
+    if ddp:
+        env["ACCELERATE_USE_CPU"] = "1"
+        launcher += ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                     "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29531"]
+    args = [arg for s in COMMON + sets for arg in ("--set", s)]
+    cmd = [*launcher, "-m", "accel_trainer", str(recipe), *args, *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+
+
+def final_weights(work: Path, last: str = "iter_16") -> dict[str, torch.Tensor]:
+    root = work / "checkpoints"
+    assert (root / "latest").read_text().strip() == last
+    return load_file(root / last / "model.safetensors")
+
+
+def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def kill_and_resume(tmp_path: Path, name: str, kill_at: int, sets: list[str], ddp: bool = False) -> Path:
+    (tmp_path / "kill_hook.py").write_text(KILL_HOOK)
+    hook = f'custom_hooks=[{{type = "kill_hook:KillAt", iter = {kill_at}}}]'
+    killed = run(tmp_path, name, [*sets, hook], ddp=ddp)
+    assert killed.returncode != 0, "the kill hook did not fire"
+    resumed = run(tmp_path, name, sets, "--resume", ddp=ddp)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return tmp_path / name
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, torch.Tensor]:
+    tmp = tmp_path_factory.mktemp("reference")
+    proc = run(tmp, "straight", ["data.num_workers=0"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return final_weights(tmp / "straight")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, reference, workers):
+    work = kill_and_resume(tmp_path, "killed", kill_at=11, sets=[f"data.num_workers={workers}"])
+    assert_identical(final_weights(work), reference)
+    text = "\n".join(p.read_text() for p in work.glob("*.log"))
+    assert "resumed from" in text and "iter_9 at epoch 1, iter 9" in text
+
+
+def test_resume_from_an_epoch_end_checkpoint_starts_the_next_epoch(tmp_path, reference):
+    sets = ["checkpoint_config.by_epoch=true", "checkpoint_config.interval=1"]
+    work = kill_and_resume(tmp_path, "epoch_end", kill_at=10, sets=sets)
+    assert_identical(final_weights(work, "epoch_2"), reference)
+    records = [json.loads(line) for p in sorted(work.glob("*.log.json")) for line in p.read_text().splitlines()]
+    train_iters = [(r["epoch"], r["iter"]) for r in records if r["mode"] == "train"]
+    # Epoch 1 is not trained twice and epoch 2 is not skipped.
+    assert train_iters.count((1, 4)) == 1 and train_iters.count((2, 4)) == 1 and (2, 8) in train_iters
+
+
+def test_two_process_ddp_sigkill_then_resume_is_bit_identical(tmp_path):
+    straight = run(tmp_path, "straight", [], ddp=True)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    # 2 processes x batch 16: 4 iterations per epoch, so iter_3 is mid-epoch 1 and iter_6 mid-epoch 2.
+    work = kill_and_resume(tmp_path, "killed", kill_at=7, sets=[], ddp=True)
+    assert_identical(final_weights(work, "iter_8"), final_weights(tmp_path / "straight", "iter_8"))

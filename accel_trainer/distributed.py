@@ -1,9 +1,10 @@
-"""Multi-process decisions Accelerate leaves to the caller: CPU-only launches and SyncBatchNorm."""
+"""Multi-process decisions Accelerate leaves to the caller: CPU-only launches, CPU threads, SyncBatchNorm."""
 from __future__ import annotations
 
 import logging
 import os
 
+import psutil
 import torch
 from timm.layers import convert_sync_batchnorm
 from torch import nn
@@ -23,6 +24,24 @@ def launched_without_accelerator() -> bool:
     one process group over gloo (Accelerate's MULTI_CPU).
     """
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available()
+
+
+def configure_cpu_threads(requested: int, num_processes: int) -> int:
+    """Set the torch threads of a CPU run; return how many it has.
+
+    Launchers (a bare `accelerate launch` with no config, torchrun) export OMP_NUM_THREADS=1,
+    which on a CPU-only machine trains on one core. With `requested = 0` that one thread is
+    replaced by the physical cores this process may use, shared among the machine's processes;
+    any other OMP_NUM_THREADS, or none, is left alone. `requested > 0` sets exactly that many.
+    """
+    if requested > 0:
+        torch.set_num_threads(requested)
+    elif os.environ.get("OMP_NUM_THREADS") == "1":
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = min(psutil.cpu_count(logical=False) or usable, usable)
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", num_processes))
+        torch.set_num_threads(max(1, cores // max(1, local)))
+    return torch.get_num_threads()
 
 
 def maybe_sync_batchnorm(model: nn.Module, enabled: bool, num_processes: int, device: torch.device) -> nn.Module:

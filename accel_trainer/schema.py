@@ -172,6 +172,7 @@ class AccelerateCfg:
     sync_bn: bool = False  # BatchNorm -> SyncBatchNorm when several GPU processes train
     channels_last: bool = False  # model weights and image batches in NHWC: faster convs on tensor cores
     compile: bool = False  # torch.compile the model (Accelerate's dynamo plugin, inductor backend)
+    cpu_threads: int = 0  # CPU runs: torch threads per process; 0 = this machine's cores shared by its processes
 
 
 @dataclass
@@ -323,6 +324,7 @@ def check_recipe(r: Recipe) -> None:
     _positive(r.data.img_size, "data.img_size")
     _positive(r.data.num_workers, "data.num_workers", allow_zero=True)
     _positive(r.accelerate.gradient_accumulation_steps, "accelerate.gradient_accumulation_steps")
+    _positive(r.accelerate.cpu_threads, "accelerate.cpu_threads", allow_zero=True)
     _positive(r.log_config.interval, "log_config.interval")
     _positive(r.evaluation.interval, "evaluation.interval")
     _positive(r.checkpoint_config.interval, "checkpoint_config.interval")

@@ -23,7 +23,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from . import checkpoint
-from .distributed import launched_without_accelerator, maybe_sync_batchnorm
+from .data.loader import pins_memory
+from .distributed import configure_cpu_threads, launched_without_accelerator, maybe_sync_batchnorm
 from .errors import RecipeError
 from .hooks import Hook, build_hooks, tracker_names
 from .hooks.base import STAGES
@@ -71,7 +72,7 @@ class Trainer:
             # None keeps the launcher's choice (`accelerate config`); compile = true asks for inductor.
             dynamo_backend="inductor" if acc.compile else None,
             # Copies from pinned host memory can overlap the previous step's compute.
-            dataloader_config=DataLoaderConfiguration(non_blocking=recipe.data.pin_memory),
+            dataloader_config=DataLoaderConfiguration(non_blocking=pins_memory(recipe.data)),
         )
         self.timestamp = time.strftime("%Y%m%d_%H%M%S")
         if self.accelerator.is_main_process:
@@ -81,10 +82,13 @@ class Trainer:
         set_seed(acc.seed, deterministic=acc.deterministic)
         # Let cuDNN time its algorithms for our fixed shapes, unless results must be bit-exact.
         torch.backends.cudnn.benchmark = not acc.deterministic
+        threads = ""
+        if self.accelerator.device.type == "cpu":
+            threads = f" ({configure_cpu_threads(acc.cpu_threads, self.accelerator.num_processes)} threads)"
         logger.info(
-            "accelerate: %s, %d processes, device %s, mixed_precision %s, gradient_accumulation_steps %d",
+            "accelerate: %s, %d processes, device %s%s, mixed_precision %s, gradient_accumulation_steps %d",
             self.accelerator.distributed_type.value, self.accelerator.num_processes, self.accelerator.device,
-            self.accelerator.mixed_precision, self.accelerator.gradient_accumulation_steps,
+            threads, self.accelerator.mixed_precision, self.accelerator.gradient_accumulation_steps,
         )
 
         self.task = build_task(recipe)

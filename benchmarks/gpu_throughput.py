@@ -171,6 +171,7 @@ def recipe_for(w: Workload, dtype: str, channels_last: bool, compile_: bool, ste
         "accelerate.channels_last": channels_last,
         "accelerate.compile": compile_,
         "accelerate.cpu": cpu,
+        "accelerate.cpu_threads": torch.get_num_threads(),  # the same threads as the plain loop
     }
     return load_recipe(ROOT / w.recipe, overrides, work_dir=work_dir)
 

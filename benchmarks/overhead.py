@@ -1,7 +1,7 @@
 """Trainer overhead: our Trainer vs a hand-written Accelerate loop doing the same work.
 
 Both sides train recipes/cls.toml's model (resnest14d) on the same built-in shapes images with
-the same transforms, batch size, SGD settings (no weight decay on norm/bias), warmup + cosine lr
+the same transforms, batch size, optimizer settings (no weight decay on norm/bias), warmup + cosine lr
 per iteration, label smoothing, per-epoch validation (gather_for_metrics, top-1) and a loss
 log line every `log_config.interval` iterations. Data loads in-process (num_workers = 0) and no
 checkpoints are written (benchmarks/checkpoint.py measures those). Runs alternate
@@ -14,7 +14,7 @@ shared machine.
 Each as wall time and as this process's CPU time (torch on one thread: the work done, which
 other jobs on a shared machine disturb less than the wall clock).
 
-    python benchmarks/overhead.py [--repeats 5] [--epochs 3] [--img-size 32] [--batch-size 32]
+    python benchmarks/overhead.py [--repeats 5] [--epochs 3] [--img-size 32] [--batch-size 32] [--num-train 512] [--log-interval 8]
 """
 from __future__ import annotations
 
@@ -84,10 +84,14 @@ def bench_recipe(args: argparse.Namespace, work_dir: Path):
             "data.num_workers": 0,
             "data.pin_memory": False,
             "data.shapes.image_size": args.img_size,
+            "data.shapes.num_train": args.num_train,
+            "data.shapes.num_val": args.num_train // 4,
             "runner.max_epochs": args.epochs,
+            "log_config.interval": args.log_interval,
             "checkpoint_config.interval": 10**6,
             "checkpoint_config.save_last": False,
             "evaluation.save_best": "",
+            "accelerate.cpu_threads": torch.get_num_threads(),  # the same threads as the plain loop
         },
         work_dir=work_dir,
     )
@@ -128,12 +132,11 @@ def run_plain(recipe) -> tuple[tuple[float, float], list[tuple[float, float]], l
     train_loader = DataLoader(ImageFolder(str(train_root), train_tf), batch_size=d.batch_size, shuffle=True)
     val_loader = DataLoader(ImageFolder(str(val_root), val_tf), batch_size=d.batch_size)
     model = timm.create_model(recipe.model.backbone, num_classes=recipe.model.num_classes)
-    opt_cfg = recipe.optimizer
+    opt_args = {k: v for k, v in recipe.optimizer.items() if k not in ("type", "paramwise_cfg")}
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    optimizer = torch.optim.SGD(
-        [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=opt_cfg["lr"], momentum=opt_cfg["momentum"], weight_decay=opt_cfg["weight_decay"],
+    optimizer = getattr(torch.optim, recipe.optimizer["type"])(
+        [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], **opt_args
     )
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     iters_per_epoch = len(train_loader)
@@ -173,6 +176,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--img-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-train", type=int, default=512)
+    parser.add_argument("--log-interval", type=int, default=8)
     args = parser.parse_args()
 
     runners = {"trainer": run_trainer, "plain": run_plain}

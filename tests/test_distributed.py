@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import logging
+import os
 
+import psutil
+import pytest
 import timm
 import torch
 from timm.layers import BatchNormAct2d, SyncBatchNormAct
 from torch import nn
 
-from accel_trainer.distributed import launched_without_accelerator, maybe_sync_batchnorm
+from accel_trainer.distributed import configure_cpu_threads, launched_without_accelerator, maybe_sync_batchnorm
 
 GPU = torch.device("cuda")  # only its type is read; nothing is moved
 
@@ -49,3 +52,34 @@ def test_launched_without_accelerator_reads_world_size(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
     assert not launched_without_accelerator()
+
+
+@pytest.fixture
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_cpu_threads_replace_a_launchers_single_thread(monkeypatch, restore_threads):
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 8)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    assert configure_cpu_threads(0, 1) == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two processes on this machine share its cores
+    assert configure_cpu_threads(0, 4) == 4
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})  # a container allowed 2 CPUs
+    assert configure_cpu_threads(0, 1) == 1
+
+
+def test_cpu_threads_keep_an_explicit_choice(monkeypatch, restore_threads):
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 8)
+    torch.set_num_threads(3)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert configure_cpu_threads(0, 1) == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert configure_cpu_threads(0, 1) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert configure_cpu_threads(2, 1) == 2  # the recipe's accelerate.cpu_threads wins

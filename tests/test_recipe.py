@@ -98,6 +98,7 @@ def test_default_work_dir_is_recipe_stem(tmp_path):
         ({"optimizer.momentun": 0.9}, "optimizer.momentun"),
         ({"workflow": [["train", 1], ["test", 1]]}, "workflow[1]"),
         ({"runner.max_epochs": 0}, "runner.max_epochs = 0 must be > 0"),
+        ({"accelerate.cpu_threads": -1}, "accelerate.cpu_threads = -1 must be >= 0"),
         ({"model.pretrained": "/nonexistent/w.safetensors"}, "model.pretrained: file not found: /nonexistent/w.safetensors"),
         ({"data.type": "imagefolder", "data.train.root": "/nonexistent/train"}, "folder not found: /nonexistent/train"),
         ({"custom_hooks": [{"type": "NumClassChekHook"}]}, 'did you mean "NumClassCheckHook"'),

@@ -6,8 +6,13 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..schema import Recipe
+from ..schema import DataCfg, Recipe
 from .sampling import EpochSampler, SeededDataset
+
+
+def pins_memory(data: DataCfg) -> bool:
+    """Pinned pages only help a copy to an accelerator; without one torch warns on every loader."""
+    return data.pin_memory and torch.accelerator.is_available()
 
 
 def build_loader(
@@ -32,7 +37,7 @@ def build_loader(
         batch_size=batch_size,
         sampler=EpochSampler(len(dataset), recipe.accelerate.seed, shuffle=train),
         num_workers=data.num_workers,
-        pin_memory=data.pin_memory,
+        pin_memory=pins_memory(data),
         drop_last=False,
         collate_fn=collate_fn,
         # Worker base seeds come from this generator, not the global RNG, so creating an

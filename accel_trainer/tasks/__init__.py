@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from ..schema import Recipe
+from .base import Task
 
 
-def build_task(recipe: Recipe):
+def build_task(recipe: Recipe) -> Task:
     """The task object for `model.task` (imported lazily: detection pulls in pycocotools)."""
     if recipe.model.task == "detection":
         from .detection import DetectionTask
@@ -13,3 +14,6 @@ def build_task(recipe: Recipe):
     from .classification import ClassificationTask
 
     return ClassificationTask(recipe)
+
+
+__all__ = ["Task", "build_task"]

@@ -13,15 +13,16 @@ from torchvision.datasets import ImageFolder
 
 from ..errors import RecipeError
 from ..schema import Recipe
+from .base import Task
 
 
-class ClassificationTask:
+class ClassificationTask(Task):
     """Builds the parts of a classification run and computes its losses and metrics."""
 
     metric_keys = ("top1", "top5")
 
     def __init__(self, recipe: Recipe) -> None:
-        self.recipe = recipe
+        super().__init__(recipe)
         aug = recipe.data.augment
         self.mixup = None
         if aug.mixup > 0 or aug.cutmix > 0:
@@ -77,17 +78,6 @@ class ClassificationTask:
             raise RecipeError(f'data.type = "{d.type}" is for detection; classification takes "imagefolder" or "shapes"')
         return Path(d.train.root), Path(d.val.root)
 
-    @staticmethod
-    def num_dataset_classes(dataset) -> int | None:
-        """Number of classes of an ImageFolder-like dataset; None when it does not say."""
-        classes = getattr(dataset, "classes", None)
-        return None if classes is None else len(classes)
-
-    def describe_data(self, split: str) -> str:
-        if self.recipe.data.type == "shapes":
-            return "built-in shapes data"
-        return f"data.{split}.root = {getattr(self.recipe.data, split).root}"
-
     def train_loss(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         images, targets = batch
         if self.mixup is not None:
@@ -119,8 +109,3 @@ class ClassificationTask:
             "top1": 100.0 * sums[1] / max(n, 1),
             "top5": 100.0 * sums[2] / max(n, 1),
         }
-
-    def build_loader(self, dataset, *, batch_size: int, train: bool):
-        from ..data.loader import build_loader
-
-        return build_loader(dataset, self.recipe, batch_size=batch_size, train=train)

@@ -34,6 +34,7 @@ from ..data.coco import (
 )
 from ..errors import RecipeError
 from ..schema import ModelCfg, Recipe
+from .base import Task
 
 logger = logging.getLogger("accel_trainer")
 
@@ -202,7 +203,7 @@ def loss_mode(model: nn.Module, device: torch.device) -> Iterator[None]:
             model.eval()
 
 
-class DetectionTask:
+class DetectionTask(Task):
     """Builds the parts of a detection run and computes its losses and COCO metrics.
 
     Val loss: each val batch runs twice, once in training mode with every norm layer in eval
@@ -213,9 +214,11 @@ class DetectionTask:
     """
 
     metric_keys = BBOX_METRIC_KEYS
+    data_key = "ann_file"
+    collate_fn = staticmethod(collate_detection)
 
     def __init__(self, recipe: Recipe) -> None:
-        self.recipe = recipe
+        super().__init__(recipe)
         self.label_offset = 1 if recipe.model.head == "faster_rcnn" else 0
         self.rescale = list(recipe.data.augment.scale) != [1.0, 1.0]
         self._paths: dict[str, Path] | None = None
@@ -261,22 +264,6 @@ class DetectionTask:
         train = CocoDetection(paths["train_images"], paths["train_ann"], train_tf, skip_bad_images=skip)
         val = CocoDetection(paths["val_images"], paths["val_ann"], detection_transforms(train=False), skip_bad_images=skip)
         return train, val
-
-    def build_loader(self, dataset, *, batch_size: int, train: bool):
-        from ..data.loader import build_loader
-
-        return build_loader(dataset, self.recipe, batch_size=batch_size, train=train, collate_fn=collate_detection)
-
-    @staticmethod
-    def num_dataset_classes(dataset) -> int | None:
-        """Number of categories of a COCO dataset; None when it does not say."""
-        classes = getattr(dataset, "classes", None)
-        return None if classes is None else len(classes)
-
-    def describe_data(self, split: str) -> str:
-        if self.recipe.data.type == "shapes":
-            return "built-in shapes data"
-        return f"data.{split}.ann_file = {getattr(self.recipe.data, split).ann_file}"
 
     # ----------------------------------------------------------------- training
 

@@ -1,0 +1,72 @@
+"""What the trainer asks of a task; the parts every task shares live here once.
+
+The trainer calls, in order::
+
+    model = task.build_model()
+    train_set, val_set = task.build_datasets()
+    loader = task.build_loader(train_set, batch_size=..., train=True)
+    for batch in loader:                      # train phase
+        loss, logged = task.train_loss(model, batch)
+    task.reset_metrics()                      # val phase
+    for batch in val_loader:
+        task.val_step(model, batch, accelerator)
+    metrics = task.compute_metrics()          # {"loss", "num_samples", *metric_keys}
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..schema import Recipe
+
+
+class Task:
+    """Base of the classification and detection tasks: one instance per run."""
+
+    metric_keys: tuple[str, ...] = ()
+    # The recipe key under data.train / data.val that names a split's data, for messages.
+    data_key = "root"
+    collate_fn: Callable | None = None
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe = recipe
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def build_datasets(self) -> tuple[Dataset, Dataset]:
+        raise NotImplementedError
+
+    def build_loader(self, dataset: Dataset, *, batch_size: int, train: bool) -> DataLoader:
+        from ..data.loader import build_loader
+
+        return build_loader(dataset, self.recipe, batch_size=batch_size, train=train, collate_fn=self.collate_fn)
+
+    def train_loss(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss to back-propagate and the detached values to log."""
+        raise NotImplementedError
+
+    def reset_metrics(self) -> None:
+        raise NotImplementedError
+
+    def val_step(self, model: nn.Module, batch, accelerator) -> None:
+        """Accumulate one val batch; every process calls it, each sample must count once."""
+        raise NotImplementedError
+
+    def compute_metrics(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    @staticmethod
+    def num_dataset_classes(dataset) -> int | None:
+        """Number of classes a dataset declares (`classes`); None when it does not say."""
+        classes = getattr(dataset, "classes", None)
+        return None if classes is None else len(classes)
+
+    def describe_data(self, split: str) -> str:
+        """Where a split's data comes from, as the recipe names it."""
+        if self.recipe.data.type == "shapes":
+            return "built-in shapes data"
+        return f"data.{split}.{self.data_key} = {getattr(getattr(self.recipe.data, split), self.data_key)}"

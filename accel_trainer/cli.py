@@ -57,7 +57,8 @@ def run_train(args: argparse.Namespace) -> int:
     overrides = _overrides(args.overrides)
     if args.load_from:
         overrides["load_from"] = args.load_from
-    recipe = load_recipe(args.recipe, overrides, args.work_dir)
+    # Printing reads no data or weights, so it works on a machine that lacks them.
+    recipe = load_recipe(args.recipe, overrides, args.work_dir, check_files=not args.print_recipe)
     if args.print_recipe:
         sys.stdout.write(dump_toml(recipe.to_dict()))
         return 0
@@ -89,7 +90,8 @@ def schedule_parser() -> argparse.ArgumentParser:
 def run_schedule(args: argparse.Namespace) -> int:
     from .commands.schedule import schedule_command
 
-    recipe = load_recipe(args.recipe, _overrides(args.overrides))
+    # With --iters-per-epoch the dataset is never read: a laptop can plot a cluster recipe's schedule.
+    recipe = load_recipe(args.recipe, _overrides(args.overrides), check_files=args.iters_per_epoch is None)
     return schedule_command(recipe, args.iters_per_epoch, args.csv, args.png)
 
 

@@ -1,4 +1,5 @@
-"""Multi-process decisions Accelerate leaves to the caller: CPU-only launches, CPU threads, SyncBatchNorm."""
+"""The Accelerator a recipe asks for, and what Accelerate leaves to the caller: CPU-only launches,
+CPU threads, SyncBatchNorm."""
 from __future__ import annotations
 
 import logging
@@ -6,14 +7,55 @@ import os
 
 import psutil
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration
 from timm.layers import convert_sync_batchnorm
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from .data.loader import pins_memory
+from .hooks import tracker_names
+from .schema import Recipe
 
 logger = logging.getLogger("accel_trainer")
 
 # Devices whose tensors torch's SyncBatchNorm can synchronise (it rejects CPU tensors).
 SYNC_BN_DEVICES = ("cuda", "xpu", "hpu")
+
+
+def build_accelerator(recipe: Recipe) -> Accelerator:
+    """The recipe's `[accelerate]` settings; what it leaves unset comes from the launcher's config."""
+    acc = recipe.accelerate
+    # Accelerate keeps precision settings in a process-wide singleton; a second Trainer in the
+    # same process (a notebook, a test) gets its own. The process group is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(
+        cpu=acc.cpu or launched_without_accelerator(),
+        mixed_precision=acc.mixed_precision,
+        gradient_accumulation_steps=acc.gradient_accumulation_steps,
+        log_with=tracker_names(recipe) or None,
+        project_config=ProjectConfiguration(project_dir=recipe.work_dir, logging_dir=recipe.work_dir),
+        step_scheduler_with_optimizer=False,
+        # Parameters frozen for a stage produce no gradients; DDP must not wait for them.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=bool(recipe.freeze.epochs))],
+        # None keeps the launcher's choice (`accelerate config`); compile = true asks for inductor.
+        dynamo_backend="inductor" if acc.compile else None,
+        # Copies from pinned host memory can overlap the previous step's compute.
+        dataloader_config=DataLoaderConfiguration(non_blocking=pins_memory(recipe.data)),
+    )
+
+
+def announce_hardware(accelerator: Accelerator, cpu_threads: int) -> None:
+    """Log where the run trains; on a CPU first settle the thread count, which is its speed."""
+    threads = ""
+    if accelerator.device.type == "cpu":
+        threads = f" ({configure_cpu_threads(cpu_threads, accelerator.num_processes)} threads)"
+    logger.info(
+        "accelerate: %s, %d processes, device %s%s, mixed_precision %s, gradient_accumulation_steps %d",
+        accelerator.distributed_type.value, accelerator.num_processes, accelerator.device, threads,
+        accelerator.mixed_precision, accelerator.gradient_accumulation_steps,
+    )
 
 
 def launched_without_accelerator() -> bool:

@@ -115,8 +115,9 @@ def load_recipe(
     path: str | Path,
     overrides: Mapping[str, Any] | None = None,
     work_dir: str | Path | None = None,
+    check_files: bool = True,
 ) -> "Recipe":
-    """Load, merge, override and validate a recipe file."""
+    """Load, merge, override and validate a recipe file (`check_files`: see `Recipe.from_dict`)."""
     from .schema import Recipe
 
     path = Path(path)
@@ -125,7 +126,7 @@ def load_recipe(
         data["work_dir"] = str(work_dir)
     if not data.get("work_dir"):
         data["work_dir"] = str(Path("work_dirs") / path.stem)
-    return Recipe.from_dict(data, source=str(path))
+    return Recipe.from_dict(data, source=str(path), check_files=check_files)
 
 
 def dump_toml(data: Mapping) -> str:

@@ -204,10 +204,14 @@ class Recipe:
     source: str = field(default="", metadata={"internal": True})
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "") -> "Recipe":
+    def from_dict(cls, data: dict, source: str = "", check_files: bool = True) -> "Recipe":
+        """Build and validate; `check_files = False` skips only the "does this path exist" checks
+        (for commands that never read the data or weights, on a machine that lacks them)."""
         recipe = build(cls, data, "")
         recipe.source = source
         check_recipe(recipe)
+        if check_files:
+            check_recipe_files(recipe)
         return recipe
 
     def to_dict(self) -> dict:
@@ -340,19 +344,8 @@ def check_recipe(r: Recipe) -> None:
         )
     if r.data.type == "imagefolder":
         for split in ("train", "val"):
-            root = getattr(r.data, split).root
-            if not root:
+            if not getattr(r.data, split).root:
                 raise RecipeError(f"data.{split}.root is empty: data.type = \"imagefolder\" needs a folder")
-            if not Path(root).is_dir():
-                raise RecipeError(f"data.{split}.root: folder not found: {root}")
-    for key in ("pretrained",):
-        value = getattr(r.model, key)
-        if value and not Path(value).is_file():
-            raise RecipeError(f"model.{key}: file not found: {value}")
-    for key in ("load_from", "resume_from"):
-        value = getattr(r, key)
-        if value and not Path(value).exists():
-            raise RecipeError(f"{key}: not found: {value}")
     if r.freeze.epochs:
         _positive(r.freeze.epochs, "freeze.epochs")
         _positive(r.freeze.batch_size, "freeze.batch_size", allow_zero=True)
@@ -376,6 +369,24 @@ def check_recipe(r: Recipe) -> None:
             raise RecipeError(f"load_options.revise_keys[{i}]: bad regex {pair[0]!r} ({exc})") from None
     check_components(r)
 
+
+
+def check_recipe_files(r: Recipe) -> None:
+    """Every file and folder the recipe names exists, so a run fails before anything is built."""
+    if r.data.type in ("imagefolder", "coco"):
+        for split in ("train", "val"):
+            root = getattr(r.data, split).root
+            if root and not Path(root).is_dir():
+                raise RecipeError(f"data.{split}.root: folder not found: {root}")
+            ann_file = getattr(r.data, split).ann_file
+            if r.data.type == "coco" and ann_file and not Path(ann_file).is_file():
+                raise RecipeError(f"data.{split}.ann_file: file not found: {ann_file}")
+    if r.model.pretrained and not Path(r.model.pretrained).is_file():
+        raise RecipeError(f"model.pretrained: file not found: {r.model.pretrained}")
+    for key in ("load_from", "resume_from"):
+        value = getattr(r, key)
+        if value and not Path(value).exists():
+            raise RecipeError(f"{key}: not found: {value}")
 
 def check_components(r: Recipe) -> None:
     """Let the owners of the open sections validate them (imported late: they pull in torch)."""

@@ -16,17 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState
-from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import Dataset
 
 from . import checkpoint
-from .data.loader import pins_memory
-from .distributed import configure_cpu_threads, launched_without_accelerator, maybe_sync_batchnorm
+from .distributed import announce_hardware, build_accelerator, maybe_sync_batchnorm
 from .errors import RecipeError
-from .hooks import Hook, build_hooks, tracker_names
+from .hooks import Hook, build_hooks
 from .hooks.base import STAGES
 from .log import LogBuffer, setup_logging
 from .memory_format import batch_to_channels_last, model_to_channels_last
@@ -57,23 +54,7 @@ class Trainer:
         self.recipe = recipe
         self.work_dir = Path(recipe.work_dir)
         acc = recipe.accelerate
-        # Accelerate keeps precision settings in a process-wide singleton; a second Trainer in
-        # the same process (a notebook, a test) gets its own. The process group is kept.
-        AcceleratorState._reset_state(reset_partial_state=False)
-        self.accelerator = Accelerator(
-            cpu=acc.cpu or launched_without_accelerator(),
-            mixed_precision=acc.mixed_precision,
-            gradient_accumulation_steps=acc.gradient_accumulation_steps,
-            log_with=tracker_names(recipe) or None,
-            project_config=ProjectConfiguration(project_dir=str(self.work_dir), logging_dir=str(self.work_dir)),
-            step_scheduler_with_optimizer=False,
-            # Parameters frozen for a stage produce no gradients; DDP must not wait for them.
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=bool(recipe.freeze.epochs))],
-            # None keeps the launcher's choice (`accelerate config`); compile = true asks for inductor.
-            dynamo_backend="inductor" if acc.compile else None,
-            # Copies from pinned host memory can overlap the previous step's compute.
-            dataloader_config=DataLoaderConfiguration(non_blocking=pins_memory(recipe.data)),
-        )
+        self.accelerator = build_accelerator(recipe)
         self.timestamp = time.strftime("%Y%m%d_%H%M%S")
         if self.accelerator.is_main_process:
             self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -82,14 +63,7 @@ class Trainer:
         set_seed(acc.seed, deterministic=acc.deterministic)
         # Let cuDNN time its algorithms for our fixed shapes, unless results must be bit-exact.
         torch.backends.cudnn.benchmark = not acc.deterministic
-        threads = ""
-        if self.accelerator.device.type == "cpu":
-            threads = f" ({configure_cpu_threads(acc.cpu_threads, self.accelerator.num_processes)} threads)"
-        logger.info(
-            "accelerate: %s, %d processes, device %s%s, mixed_precision %s, gradient_accumulation_steps %d",
-            self.accelerator.distributed_type.value, self.accelerator.num_processes, self.accelerator.device,
-            threads, self.accelerator.mixed_precision, self.accelerator.gradient_accumulation_steps,
-        )
+        announce_hardware(self.accelerator, acc.cpu_threads)
 
         self.task = build_task(recipe)
         self.model = model if model is not None else self.task.build_model()

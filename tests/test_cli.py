@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from .conftest import REPO, write_recipe
+from .conftest import REPO
 
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -50,3 +50,38 @@ def test_help_documents_flags():
     assert proc.returncode == 0
     for flag in ("--set", "--work-dir", "--print-recipe", "schedule"):
         assert flag in proc.stdout
+
+
+def test_data_paths_are_checked_before_training_but_not_for_printing_or_the_schedule(tmp_path):
+    recipe = tmp_path / "coco.toml"
+    recipe.write_text(
+        f'_base_ = ["{REPO / "recipes" / "det.toml"}"]\n'
+        '[data]\ntype = "coco"\n'
+        '[data.train]\nroot = "/nonexistent/train2017"\nann_file = "/nonexistent/train.json"\n'
+        '[data.val]\nroot = "/nonexistent/val2017"\nann_file = "/nonexistent/val.json"\n'
+    )
+    train = run_cli(str(recipe), "--work-dir", str(tmp_path / "work"))
+    assert train.returncode == 2 and "Traceback" not in train.stderr
+    assert "data.train.root: folder not found: /nonexistent/train2017" in train.stderr
+    assert not (tmp_path / "work").exists()  # stopped before anything was built or written
+    printed = run_cli(str(recipe), "--print-recipe")
+    assert printed.returncode == 0 and 'ann_file = "/nonexistent/val.json"' in printed.stdout
+    schedule = run_cli("schedule", str(recipe), "--iters-per-epoch", "4", "--csv", str(tmp_path / "s.csv"))
+    assert schedule.returncode == 0, schedule.stderr
+    assert (tmp_path / "s.csv").read_text().startswith("iter,epoch,lr,momentum\n")
+    needs_data = run_cli("schedule", str(recipe))
+    assert needs_data.returncode == 2 and "folder not found: /nonexistent/train2017" in needs_data.stderr
+
+
+def test_missing_coco_annotation_file_is_named(tmp_path):
+    (tmp_path / "images").mkdir()
+    recipe = tmp_path / "coco.toml"
+    recipe.write_text(
+        f'_base_ = ["{REPO / "recipes" / "det.toml"}"]\n'
+        '[data]\ntype = "coco"\n'
+        f'[data.train]\nroot = "{tmp_path / "images"}"\nann_file = "{tmp_path / "missing.json"}"\n'
+        f'[data.val]\nroot = "{tmp_path / "images"}"\nann_file = "{tmp_path / "missing.json"}"\n'
+    )
+    proc = run_cli(str(recipe), "--work-dir", str(tmp_path / "work"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"data.train.ann_file: file not found: {tmp_path / 'missing.json'}" in proc.stderr

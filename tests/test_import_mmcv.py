@@ -231,3 +231,10 @@ def test_cli_refuses_code_without_running_it(tmp_path):
     assert proc.returncode == 2
     assert "evil.py:1:" in proc.stderr and "Traceback" not in proc.stderr
     assert not marker.exists()
+
+
+def test_weight_paths_are_kept_for_the_machine_that_trains(tmp_path):
+    source = "load_from = 'checkpoints/faster_rcnn_r50_fpn_1x.pth'\nresume_from = None\n"
+    recipe, skipped = convert(write(tmp_path / "c.py", source))
+    assert recipe["load_from"] == "checkpoints/faster_rcnn_r50_fpn_1x.pth"
+    assert "resume_from" not in recipe and skipped == []

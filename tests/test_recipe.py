@@ -100,7 +100,7 @@ def test_default_work_dir_is_recipe_stem(tmp_path):
         ({"runner.max_epochs": 0}, "runner.max_epochs = 0 must be > 0"),
         ({"accelerate.cpu_threads": -1}, "accelerate.cpu_threads = -1 must be >= 0"),
         ({"model.pretrained": "/nonexistent/w.safetensors"}, "model.pretrained: file not found: /nonexistent/w.safetensors"),
-        ({"data.type": "imagefolder", "data.train.root": "/nonexistent/train"}, "folder not found: /nonexistent/train"),
+        ({"data.type": "imagefolder", "data.train.root": "/nonexistent/train", "data.val.root": "/nonexistent/val"}, "folder not found: /nonexistent/train"),
         ({"custom_hooks": [{"type": "NumClassChekHook"}]}, 'did you mean "NumClassCheckHook"'),
         ({"custom_hooks": [{"type": "no_such_module_xyz:Hook"}]}, "cannot import module 'no_such_module_xyz'"),
         ({"log_config.hooks": [{"type": "TextLogerHook"}]}, 'did you mean "TextLoggerHook"'),

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from accel_trainer import Hook, Trainer, load_recipe
+from accel_trainer import Trainer, load_recipe
 
 
 def read_records(work_dir: Path) -> list[dict]:

@@ -200,8 +200,6 @@ def _weights_path(key: str) -> Callable[[Any, Note], dict]:
             return {}
         if isinstance(value, str) and "://" in value:
             raise _NotConverted(f"{value!r}: URLs are not downloaded; download the file and set {key} to its path")
-        if isinstance(value, str) and not Path(value).exists():
-            raise _NotConverted(f"{value!r} does not exist here; set {key} once the file is available")
         return {key: value}
 
     return convert
@@ -279,7 +277,8 @@ def _probe(partial: dict) -> str | None:
     from ..schema import Recipe
 
     try:
-        Recipe.from_dict({**_PROBE_BASE, **copy.deepcopy(partial)}, source="probe")
+        # Paths are kept as written: they name files on the machine that will train.
+        Recipe.from_dict({**_PROBE_BASE, **copy.deepcopy(partial)}, source="probe", check_files=False)
     except RecipeError as exc:
         return str(exc)
     return None

@@ -548,3 +548,14 @@ def test_documented_seed_schedules_preview(name, tmp_path):
     assert main(["schedule", str(REPO_DOCS / f"{name}.toml"), "--iters-per-epoch", "500", "--csv", str(out)]) == 0
     rows = out.read_text().splitlines()
     assert rows[0] == "iter,epoch,lr,momentum" and len(rows) == 1 + 12 * 500
+
+
+def test_schedule_counts_iterations_like_the_train_loader(tiny_recipe):
+    from accel_trainer import load_recipe
+    from accel_trainer.commands.schedule import dataset_iters_per_epoch
+
+    odd = {"data.shapes.num_train": 21, "data.batch_size": 4}
+    assert dataset_iters_per_epoch(load_recipe(tiny_recipe)) == 8  # 128 images / 16
+    assert dataset_iters_per_epoch(load_recipe(tiny_recipe, odd)) == 6  # the short last batch counts
+    assert dataset_iters_per_epoch(load_recipe(tiny_recipe, {**odd, "data.augment.mixup": 0.2})) == 5  # ... unless dropped
+    assert dataset_iters_per_epoch(load_recipe(tiny_recipe, {**odd, "accelerate.gradient_accumulation_steps": 4})) == 2

@@ -35,8 +35,10 @@ def dataset_iters_per_epoch(recipe: Recipe) -> int:
     """Optimizer steps per epoch on one process, from the recipe's training set."""
     from ..tasks import build_task
 
-    train, _ = build_task(recipe).build_datasets()
-    batches = math.ceil(len(train) / recipe.data.batch_size)
+    task = build_task(recipe)
+    train, _ = task.build_datasets()
+    whole, rest = divmod(len(train), recipe.data.batch_size)
+    batches = whole if task.full_train_batches else whole + (rest > 0)
     return math.ceil(batches / recipe.accelerate.gradient_accumulation_steps)
 
 

@@ -22,8 +22,12 @@ def build_loader(
     batch_size: int,
     train: bool,
     collate_fn: Callable | None = None,
+    drop_last: bool = False,
 ) -> DataLoader:
-    """A loader over `(epoch, index)` items; Accelerate later shards its batches per process."""
+    """A loader over `(epoch, index)` items; Accelerate later shards its batches per process.
+
+    `drop_last` leaves out an epoch's incomplete last batch (for training steps that need full ones).
+    """
     data = recipe.data
     extra = {}
     if data.num_workers > 0:
@@ -38,7 +42,7 @@ def build_loader(
         sampler=EpochSampler(len(dataset), recipe.accelerate.seed, shuffle=train),
         num_workers=data.num_workers,
         pin_memory=pins_memory(data),
-        drop_last=False,
+        drop_last=drop_last,
         collate_fn=collate_fn,
         # Worker base seeds come from this generator, not the global RNG, so creating an
         # iterator (one more on a resumed run) never shifts the model's random stream.

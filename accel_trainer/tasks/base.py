@@ -30,6 +30,8 @@ class Task:
     # The recipe key under data.train / data.val that names a split's data, for messages.
     data_key = "root"
     collate_fn: Callable | None = None
+    # Every training batch full: an epoch's short last batch is left out (val batches never are).
+    full_train_batches = False
 
     def __init__(self, recipe: Recipe) -> None:
         self.recipe = recipe
@@ -43,7 +45,8 @@ class Task:
     def build_loader(self, dataset: Dataset, *, batch_size: int, train: bool) -> DataLoader:
         from ..data.loader import build_loader
 
-        return build_loader(dataset, self.recipe, batch_size=batch_size, train=train, collate_fn=self.collate_fn)
+        return build_loader(dataset, self.recipe, batch_size=batch_size, train=train, collate_fn=self.collate_fn,
+                            drop_last=train and self.full_train_batches)
 
     def train_loss(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss to back-propagate and the detached values to log."""

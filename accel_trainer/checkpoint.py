@@ -395,6 +395,21 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _numpy_globals() -> list:
+    """Numpy's array, scalar and dtype constructors, for the weights-only unpickler.
+
+    mmcv/mmdet checkpoints keep numpy values in their `meta`, timm's keep them in training
+    args. These constructors only build data, and whatever they contain is unpickled by the same
+    restricted unpickler, so allowing them still runs no code.
+    """
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray
+    dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
+    return [multiarray.scalar, multiarray._reconstruct, np.ndarray, np.dtype, *dtypes]
+
+
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """Model weights from a safetensors file, a plain torch weights file or one of our checkpoint folders.
 
@@ -414,7 +429,8 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix not in (".pth", ".pt", ".bin"):
         raise RecipeError(f"{path}: unsupported weights file; expected .safetensors, .pth, .pt, .bin or a checkpoint folder")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise RecipeError(
             f"{path}: not a plain weights file; it needs arbitrary code to unpickle, so it was refused "

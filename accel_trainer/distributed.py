@@ -50,7 +50,8 @@ def announce_hardware(accelerator: Accelerator, cpu_threads: int) -> None:
     """Log where the run trains; on a CPU first settle the thread count, which is its speed."""
     threads = ""
     if accelerator.device.type == "cpu":
-        threads = f" ({configure_cpu_threads(cpu_threads, accelerator.num_processes)} threads)"
+        count = configure_cpu_threads(cpu_threads, accelerator.num_processes)
+        threads = f" ({count} thread{'s' if count != 1 else ''})"
     logger.info(
         "accelerate: %s, %d processes, device %s%s, mixed_precision %s, gradient_accumulation_steps %d",
         accelerator.distributed_type.value, accelerator.num_processes, accelerator.device, threads,

@@ -28,13 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from accel_trainer.schedules import (  # noqa: E402
-    LrSchedule,
-    MomentumSchedule,
-    Progress,
-    apply_schedules,
-    schedule_rows,
-)
+from accel_trainer.schedule_preview import schedule_rows  # noqa: E402
+from accel_trainer.schedules import LrSchedule, MomentumSchedule, Progress, apply_schedules  # noqa: E402
 
 TOLERANCE = 1e-6
 PER_GROUP_KEYS = ("max_lr", "base_momentum", "max_momentum")  # a list means one value per param group

@@ -230,6 +230,21 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path, writer):
     assert not marker.exists()
 
 
+def test_numpy_metadata_loads_but_code_inside_numpy_is_still_refused(tmp_path):
+    state = tiny_model().state_dict()
+    meta = {"epoch": 12, "CLASSES": ("a", "b"), "best_score": np.float64(0.374), "anchors": np.zeros((2, 4), np.float32)}
+    torch.save({"meta": meta, "state_dict": state}, tmp_path / "mmdet_style.pth")
+    loaded = load_weights(tmp_path / "mmdet_style.pth")
+    assert set(loaded) == set(state) and all(torch.equal(loaded[k], v) for k, v in state.items())
+    marker = tmp_path / "pwned"
+    hidden = np.empty(1, dtype=object)
+    hidden[0] = Malicious(marker)  # an object array: its items go through the same restricted unpickler
+    torch.save({"meta": {"x": hidden}, "state_dict": state}, tmp_path / "hidden.pth")
+    with pytest.raises(RecipeError, match="hidden.pth.*not a plain weights file"):
+        load_weights(tmp_path / "hidden.pth")
+    assert not marker.exists()
+
+
 def test_load_weights_formats(tmp_path):
     state = tiny_model().state_dict()
     save_file(state, tmp_path / "w.safetensors")

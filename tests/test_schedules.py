@@ -12,15 +12,8 @@ import pytest
 import torch
 
 from accel_trainer.errors import RecipeError
-from accel_trainer.schedules import (
-    LrSchedule,
-    MomentumSchedule,
-    Progress,
-    apply_schedules,
-    plot_schedule_png,
-    schedule_rows,
-    write_schedule_csv,
-)
+from accel_trainer.schedule_preview import plot_schedule_png, schedule_rows, write_schedule_csv
+from accel_trainer.schedules import LrSchedule, MomentumSchedule, Progress, apply_schedules
 
 REPO_DOCS = Path(__file__).resolve().parents[1] / "docs" / "schedules"
 

@@ -6,7 +6,7 @@ import math
 
 from ..errors import RecipeError
 from ..optim import scale_lr
-from ..schedules import plot_schedule_png, schedule_rows, write_schedule_csv
+from ..schedule_preview import plot_schedule_png, schedule_rows, write_schedule_csv
 from ..schema import Recipe
 
 logger = logging.getLogger("accel_trainer")

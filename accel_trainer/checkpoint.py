@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import random
 import re
 import shutil
@@ -303,7 +302,8 @@ def verify_checkpoint(path: Path, names: Iterable[str] | None = None) -> dict[st
     return expected
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; an unreadable file is a CheckpointError naming it."""
     try:
         return load_file(path)
     except (SafetensorError, OSError) as e:
@@ -323,15 +323,15 @@ def load_checkpoint(path: Path, *, verify: bool = True) -> Checkpoint:
     names = set(verify_checkpoint(path) if verify else _read_manifest(path))
     optimizer_state = None
     if OPTIMIZER_JSON in names:
-        optimizer_state = _decode(_read_json(path / OPTIMIZER_JSON), _read_tensors(path / OPTIMIZER))
-    rng = (_read_tensors(path / RNG), _read_json(path / RNG_JSON)) if RNG in names else ({}, {})
-    extras = {n[: -len(".safetensors")]: _read_tensors(path / n) for n in sorted(names)
+        optimizer_state = _decode(_read_json(path / OPTIMIZER_JSON), read_tensors(path / OPTIMIZER))
+    rng = (read_tensors(path / RNG), _read_json(path / RNG_JSON)) if RNG in names else ({}, {})
+    extras = {n[: -len(".safetensors")]: read_tensors(path / n) for n in sorted(names)
               if n.endswith(".safetensors") and n[: -len(".safetensors")] not in RESERVED}
     try:
         recipe_text = (path / RECIPE).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path / RECIPE}: not readable ({e})") from None
-    return Checkpoint(path=path, model_state=_read_tensors(path / MODEL), trainer_state=_read_json(path / TRAINER_STATE),
+    return Checkpoint(path=path, model_state=read_tensors(path / MODEL), trainer_state=_read_json(path / TRAINER_STATE),
                       optimizer_state=optimizer_state, extra_tensors=extras, rng=rng, recipe_text=recipe_text)
 
 
@@ -383,64 +383,6 @@ def remove_old_checkpoints(ckpt_root: Path, prefix: str, keep: int, protect: set
             _remove(path)
 
 
-def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    """Find the state dict inside common containers ({'state_dict': ...}, {'model': ...}, DDP's 'module.')."""
-    while isinstance(obj, dict) and any(isinstance(obj.get(k), dict) for k in ("state_dict", "model")):
-        obj = next(obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), dict))
-    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)} if isinstance(obj, dict) else {}
-    if not tensors:
-        raise RecipeError(f"{path}: holds no tensors to load as weights")
-    if all(k.startswith("module.") for k in tensors):
-        tensors = {k[len("module."):]: v for k, v in tensors.items()}
-    return tensors
-
-
-def _numpy_globals() -> list:
-    """Numpy's array, scalar and dtype constructors, for the weights-only unpickler.
-
-    mmcv/mmdet checkpoints keep numpy values in their `meta`, timm's keep them in training
-    args. These constructors only build data, and whatever they contain is unpickled by the same
-    restricted unpickler, so allowing them still runs no code.
-    """
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy 1.x
-        from numpy.core import multiarray
-    dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
-    return [multiarray.scalar, multiarray._reconstruct, np.ndarray, np.dtype, *dtypes]
-
-
-def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """Model weights from a safetensors file, a plain torch weights file or one of our checkpoint folders.
-
-    Pickle-based files go only through torch's weights-only unpickler, so loading them never runs code.
-    """
-    path = Path(path)
-    if path.is_dir():
-        if not (path / MODEL).is_file():
-            raise RecipeError(f"{path}: a folder without {MODEL} is not a checkpoint")
-        if (path / MANIFEST).exists():
-            verify_checkpoint(path, [MODEL])
-        return _read_tensors(path / MODEL)
-    if not path.is_file():
-        raise RecipeError(f"{path}: no such file")
-    if path.suffix == ".safetensors":
-        return _unwrap(_read_tensors(path), path)
-    if path.suffix not in (".pth", ".pt", ".bin"):
-        raise RecipeError(f"{path}: unsupported weights file; expected .safetensors, .pth, .pt, .bin or a checkpoint folder")
-    try:
-        with torch.serialization.safe_globals(_numpy_globals()):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise RecipeError(
-            f"{path}: not a plain weights file; it needs arbitrary code to unpickle, so it was refused "
-            f"(no code was run). Convert it to .safetensors where it came from. ({str(e).splitlines()[0]})"
-        ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as e:
-        raise RecipeError(f"{path}: cannot read as torch weights ({e})") from None
-    return _unwrap(obj, path)
-
-
 def load_extra_tensors(path: str | Path, stem: str) -> dict[str, torch.Tensor] | None:
     """A checkpoint folder's `<stem>.safetensors` (e.g. the EMA), digest-checked; None where there is none."""
     path, name = Path(path), f"{stem}.safetensors"
@@ -448,34 +390,4 @@ def load_extra_tensors(path: str | Path, stem: str) -> dict[str, torch.Tensor] |
         return None
     if (path / MANIFEST).exists():
         verify_checkpoint(path, [name])
-    return _read_tensors(path / name)
-
-
-def fit_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], *, source: str | Path,
-                revise_keys: Iterable[tuple[str, str]] = (), strict: bool = False) -> dict[str, list[str]]:
-    """Load `tensors` into `model` after renaming keys by `revise_keys` (regex, replacement) pairs.
-
-    Missing, unexpected and shape-mismatched keys are reported; `strict` turns any of them into an
-    error naming `source` instead of loading the rest.
-    """
-    for pattern, replacement in revise_keys:
-        tensors = {re.sub(pattern, replacement, k): v for k, v in tensors.items()}
-    own = model.state_dict()
-    report = {
-        "missing": [k for k in own if k not in tensors],
-        "unexpected": [k for k in tensors if k not in own],
-        "shape mismatch": [
-            f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-            for k, v in tensors.items() if k in own and v.shape != own[k].shape
-        ],
-    }
-    problems = {kind: keys for kind, keys in report.items() if keys}
-    lines = "; ".join(f"{len(keys)} {kind}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-                      for kind, keys in problems.items())
-    if problems and strict:
-        raise RecipeError(f"{source}: weights do not fit the model (load_options.strict = true): {lines}")
-    if problems:
-        logger.warning("loading %s: %s", source, lines)
-    fitting = {k: v for k, v in tensors.items() if k in own and v.shape == own[k].shape}
-    model.load_state_dict(fitting, strict=False)
-    return report
+    return read_tensors(path / name)

@@ -20,7 +20,7 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import checkpoint
+from . import checkpoint, weights
 from .distributed import announce_hardware, build_accelerator, maybe_sync_batchnorm
 from .errors import RecipeError
 from .hooks import Hook, build_hooks
@@ -386,7 +386,7 @@ class Trainer:
     def load_weights(self, path: str | Path) -> None:
         """Whole-model weights (`load_from`): no optimizer state, no counters."""
         opts = self.recipe.load_options
-        checkpoint.fit_weights(self.unwrapped_model, checkpoint.load_weights(path), source=path,
+        weights.fit_weights(self.unwrapped_model, weights.load_weights(path), source=path,
                                revise_keys=[tuple(pair) for pair in opts.revise_keys], strict=opts.strict)
         logger.info("loaded weights from %s", path)
 

@@ -12,7 +12,7 @@ import torch
 from torchvision.transforms.v2.functional import to_pil_image
 from torchvision.utils import draw_bounding_boxes
 
-from .. import checkpoint
+from ..weights import fit_weights, load_weights
 from ..errors import RecipeError
 from ..schema import Recipe
 from ..tasks import build_task
@@ -42,7 +42,7 @@ def visualize_command(recipe: Recipe, weights: str, out: str, num: int, score_th
         raise RecipeError(f"--num must be positive, got {num}")
     task = build_task(recipe)
     model = task.build_model()
-    checkpoint.fit_weights(model, checkpoint.load_weights(weights), source=weights,
+    fit_weights(model, load_weights(weights), source=weights,
                            revise_keys=[tuple(p) for p in recipe.load_options.revise_keys], strict=True)
     model.eval()
     _, val = task.build_datasets()

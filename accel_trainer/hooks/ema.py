@@ -16,7 +16,7 @@ import torch.distributed as dist
 from timm.utils.model_ema import ModelEmaV3
 from torch import nn
 
-from ..checkpoint import fit_weights
+from ..weights import fit_weights
 from .base import PRIORITIES, Hook
 
 if TYPE_CHECKING:

@@ -25,8 +25,6 @@ class Progress:
     max_iters: int  # total optimizer steps of the run
 
 
-
-
 def annealing_cos(start: float, end: float, factor: float, weight: float = 1.0) -> float:
     """Cosine from `weight * start + (1 - weight) * end` (factor 0) to `end` (factor 1)."""
     return end + 0.5 * weight * (start - end) * (math.cos(math.pi * factor) + 1)
@@ -76,22 +74,21 @@ class Table:
     def number(
         self, key: str, default: Any = _REQUIRED, ok: Callable[[float], bool] | None = None, expected: str = "a number"
     ) -> Any:
-        value = self.get(key, default, expected)
-        if value is None and default is None:
-            return None
-        if not _is_number(value) or (ok is not None and not ok(value)):
-            raise self.fail(key, expected)
-        return float(value)
+        return self._typed(key, default, ok, expected, _is_number, float)
 
     def integer(
         self, key: str, default: Any = _REQUIRED, ok: Callable[[int], bool] | None = None, expected: str = "an integer"
     ) -> Any:
+        return self._typed(key, default, ok, expected, _is_int, int)
+
+    def _typed(self, key: str, default: Any, ok: Callable[[Any], bool] | None, expected: str,
+               is_kind: Callable[[object], bool], convert: Callable[[Any], Any]) -> Any:
         value = self.get(key, default, expected)
         if value is None and default is None:
             return None
-        if not _is_int(value) or (ok is not None and not ok(value)):
+        if not is_kind(value) or (ok is not None and not ok(value)):
             raise self.fail(key, expected)
-        return value
+        return convert(value)
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self.get(key, default, "true or false")

@@ -37,8 +37,8 @@ def dataset_iters_per_epoch(recipe: Recipe) -> int:
 
     task = build_task(recipe)
     train, _ = task.build_datasets()
-    whole, rest = divmod(len(train), recipe.data.batch_size)
-    batches = whole if task.full_train_batches else whole + (rest > 0)
+    # The training loader itself (built, never iterated) counts the batches, short last one or not.
+    batches = len(task.build_loader(train, batch_size=recipe.data.batch_size, train=True))
     return math.ceil(batches / recipe.accelerate.gradient_accumulation_steps)
 
 

@@ -33,12 +33,15 @@ class ClassificationTask(Task):
                 num_classes=recipe.model.num_classes,
             )
             self.criterion: nn.Module = SoftTargetCrossEntropy()
-            # timm's Mixup pairs each sample with the batch reversed and rejects an odd batch; as
-            # in timm's train.py, training batches are all full (an epoch's short last one is left out).
-            self.full_train_batches = True
         else:
             self.criterion = nn.CrossEntropyLoss(label_smoothing=aug.label_smoothing)
         self.reset_metrics()
+
+    @property
+    def full_train_batches(self) -> bool:
+        """timm's Mixup pairs each sample with the batch reversed and rejects an odd batch; as in
+        timm's train.py, training batches are then all full (an epoch's short last one is left out)."""
+        return self.mixup is not None
 
     def build_model(self) -> nn.Module:
         m = self.recipe.model

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test clean
+.PHONY: demo test lint clean
 
 $(BIN)/accel-trainer: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ demo: $(BIN)/accel-trainer
 
 test: $(BIN)/accel-trainer
 	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/accel-trainer
+	$(BIN)/ruff check accel_trainer tests benchmarks scripts
+	$(BIN)/ruff format --check accel_trainer tests benchmarks scripts
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) work_dirs

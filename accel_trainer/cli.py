@@ -8,9 +8,21 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .errors import RecipeError
-from .recipe import dump_toml, load_recipe, parse_override
+
+from .recipe import dump_toml, parse_override
+
+if TYPE_CHECKING:
+    from .schema import Recipe
+
+
+def load_recipe(*args: Any, **kwargs: Any) -> Recipe:
+    """`loading.load_recipe`, imported on first use: it pulls in torch and timm, `--help` should not."""
+    from .loading import load_recipe as load
+
+    return load(*args, **kwargs)
 
 
 def _overrides(items: Sequence[str] | None) -> dict:
@@ -81,7 +93,10 @@ def schedule_parser() -> argparse.ArgumentParser:
         description="Compute a recipe's lr and momentum schedule without building the model or data.",
     )
     add_recipe_args(parser)
-    parser.add_argument("--iters-per-epoch", type=int, help="optimizer steps per epoch (default: from the recipe's dataset)")
+    parser.add_argument("--iters-per-epoch", type=int,
+                        help="optimizer steps per epoch per process at data.batch_size (default: from the recipe's dataset)")
+    parser.add_argument("--num-processes", type=int,
+                        help="processes the run will use (default: the launcher's WORLD_SIZE, else the accelerate config, else 1)")
     parser.add_argument("--csv", help="write iter,epoch,lr,momentum rows to this file")
     parser.add_argument("--png", help="plot lr and momentum to this PNG (needs the 'plot' extra)")
     return parser
@@ -92,7 +107,7 @@ def run_schedule(args: argparse.Namespace) -> int:
 
     # With --iters-per-epoch the dataset is never read: a laptop can plot a cluster recipe's schedule.
     recipe = load_recipe(args.recipe, _overrides(args.overrides), check_files=args.iters_per_epoch is None)
-    return schedule_command(recipe, args.iters_per_epoch, args.csv, args.png)
+    return schedule_command(recipe, args.iters_per_epoch, args.csv, args.png, args.num_processes)
 
 
 def export_parser() -> argparse.ArgumentParser:

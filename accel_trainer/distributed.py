@@ -1,31 +1,37 @@
 """The Accelerator a recipe asks for, and what Accelerate leaves to the caller: CPU-only launches,
-CPU threads, SyncBatchNorm."""
+CPU threads, SyncBatchNorm and the channels_last (NHWC) layout.
+
+channels_last: convolutions on tensor cores read NHWC without the transposes NCHW costs; both the
+weights and the image batches have to be NHWC for the fast kernels to be picked.
+"""
 from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import psutil
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration, recursively_apply
 from timm.layers import convert_sync_batchnorm
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .data.loader import pins_memory
-from .hooks import tracker_names
 from .schema import Recipe
 
-logger = logging.getLogger("accel_trainer")
+logger = logging.getLogger(__name__)
 
 # Devices whose tensors torch's SyncBatchNorm can synchronise (it rejects CPU tensors).
 SYNC_BN_DEVICES = ("cuda", "xpu", "hpu")
 
 
-def build_accelerator(recipe: Recipe) -> Accelerator:
-    """The recipe's `[accelerate]` settings; what it leaves unset comes from the launcher's config."""
+def build_accelerator(recipe: Recipe, log_with: list[str]) -> Accelerator:
+    """The recipe's `[accelerate]` settings; what it leaves unset comes from the launcher's config.
+
+    `log_with`: Accelerate tracker names (tensorboard, wandb, ...) the logger hooks write to."""
     acc = recipe.accelerate
     # Accelerate keeps precision settings in a process-wide singleton; a second Trainer in the
     # same process (a notebook, a test) gets its own. The process group is kept.
@@ -34,7 +40,7 @@ def build_accelerator(recipe: Recipe) -> Accelerator:
         cpu=acc.cpu or launched_without_accelerator(),
         mixed_precision=acc.mixed_precision,
         gradient_accumulation_steps=acc.gradient_accumulation_steps,
-        log_with=tracker_names(recipe) or None,
+        log_with=log_with or None,
         project_config=ProjectConfiguration(project_dir=recipe.work_dir, logging_dir=recipe.work_dir),
         step_scheduler_with_optimizer=False,
         # Parameters frozen for a stage produce no gradients; DDP must not wait for them.
@@ -103,3 +109,17 @@ def maybe_sync_batchnorm(model: nn.Module, enabled: bool, num_processes: int, de
     model = convert_sync_batchnorm(model)
     logger.info("sync_bn: %d BatchNorm layers -> SyncBatchNorm across %d processes", count, num_processes)
     return model
+
+
+def model_to_channels_last(model: nn.Module) -> nn.Module:
+    """4-d weights (convolutions) to NHWC; other parameters are left as they are."""
+    return model.to(memory_format=torch.channels_last)
+
+
+def _nhwc(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.contiguous(memory_format=torch.channels_last) if tensor.dim() == 4 else tensor
+
+
+def batch_to_channels_last(batch: Any) -> Any:
+    """Every 4-d tensor in a (nested) batch to NHWC; targets and per-image 3-d tensors unchanged."""
+    return recursively_apply(_nhwc, batch)

@@ -43,3 +43,12 @@ def check_choice(value: object, choices: Iterable[str], path: str) -> None:
             f"{path} = {value!r} is not allowed{did_you_mean(str(value), choices)}; "
             f"expected one of: {', '.join(map(str, choices))}"
         )
+
+
+def is_number(value: object) -> bool:
+    """An int or float as TOML gives it (booleans are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

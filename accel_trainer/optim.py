@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -29,7 +30,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from .errors import RecipeError, check_choice, check_keys, did_you_mean, join_path
+from .errors import RecipeError, check_choice, check_keys, did_you_mean, is_number, join_path
+from .schema import Recipe
 
 PARAMWISE_KEYS = (
     "custom_keys", "bias_lr_mult", "bias_decay_mult", "norm_decay_mult", "dwconv_decay_mult", "bypass_duplicate",
@@ -63,8 +65,10 @@ class GroupInfo:
 
 
 def _check_number(value: object, path: str) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    if not is_number(value):
         raise RecipeError(f"{path} = {value!r}: expected a number")
+    if not math.isfinite(value):  # type: ignore[arg-type]
+        raise RecipeError(f"{path} = {value!r}: must be a finite number")
 
 
 def _toml_key(key: str) -> str:
@@ -278,6 +282,11 @@ def build_optimizer(
     return optimizer, infos
 
 
+def check_optimizer_config(cfg: Mapping[str, Any]) -> None:
+    """Validate `[optimizer]` before any model exists, on a one-layer stand-in."""
+    build_optimizer(nn.Linear(1, 1), cfg)
+
+
 def format_param_group_table(infos: list[GroupInfo]) -> str:
     """A plain-text table of the param groups, so a wrong paramwise_cfg shows up in the log."""
 
@@ -301,6 +310,17 @@ def scale_lr(lr: float, *, num_processes: int, batch_size: int, accumulation: in
     if base_batch_size <= 0:
         raise RecipeError(f"auto_scale_lr.base_batch_size = {base_batch_size}: expected a positive number")
     return lr * (num_processes * batch_size * accumulation) / base_batch_size
+
+
+def auto_scaled_lr(recipe: Recipe, num_processes: int, batch_size: int) -> float:
+    """The recipe's lr for `num_processes` processes at this per-process batch size: `optimizer.lr`
+    itself unless `[auto_scale_lr]` is enabled (the one place the rule is applied to a recipe)."""
+    lr = float(recipe.optimizer["lr"])
+    scale = recipe.auto_scale_lr
+    if not scale.enable:
+        return lr
+    return scale_lr(lr, num_processes=num_processes, batch_size=batch_size,
+                    accumulation=recipe.accelerate.gradient_accumulation_steps, base_batch_size=scale.base_batch_size)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:

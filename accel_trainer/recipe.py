@@ -1,6 +1,7 @@
 """Reading recipes: TOML files with `_base_` inheritance, `_delete_` tables and `--set` overrides.
 
-The result of `load_recipe` is a validated `Recipe` (see `schema.py`); nothing is built here.
+`read_recipe` returns a `Recipe` checked against the schema (`schema.py`); `loading.load_recipe`
+adds the checks of the open sections by the components that own them. Nothing is built here.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, Mapping
 import tomli_w
 
 from .errors import RecipeError
+from .schema import Recipe
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -20,6 +22,8 @@ else:
 
 BASE_KEY = "_base_"
 DELETE_KEY = "_delete_"
+# Deeper than any recipe needs; keeps a crafted `--set a.a.a...` or nested value from exhausting the stack.
+MAX_DEPTH = 32
 
 
 def read_toml(path: Path) -> dict:
@@ -85,8 +89,12 @@ def parse_override(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key:
         raise RecipeError(f"--set {item!r}: expected KEY=VALUE, e.g. optimizer.lr=0.01")
+    if key.count(".") >= MAX_DEPTH:
+        raise RecipeError(f"--set {key[:40]}...: a key path of more than {MAX_DEPTH} parts; no recipe key is that deep")
     try:
         value = tomllib.loads(f"v = {text}")["v"]
+    except RecursionError:
+        raise RecipeError(f"--set {key}: the value is nested too deeply to read") from None
     except tomllib.TOMLDecodeError:
         raise RecipeError(
             f"--set {item!r}: {text!r} is not a TOML value; strings need quotes, "
@@ -99,7 +107,10 @@ def apply_overrides(data: dict, overrides: Mapping[str, Any]) -> dict:
     """Set dotted keys (`{"runner.max_epochs": 3}`), creating tables on the way."""
     out = copy.deepcopy(data)
     for dotted, value in overrides.items():
+        _check_depth(value, f"--set {dotted}")
         parts = dotted.split(".")
+        if len(parts) > MAX_DEPTH:
+            raise RecipeError(f"cannot set {dotted[:40]}...: more than {MAX_DEPTH} parts; no recipe key is that deep")
         table = out
         for depth, part in enumerate(parts[:-1]):
             nxt = table.setdefault(part, {})
@@ -111,17 +122,30 @@ def apply_overrides(data: dict, overrides: Mapping[str, Any]) -> dict:
     return out
 
 
-def load_recipe(
+def _check_depth(value: Any, where: str) -> None:
+    """Refuse tables or lists nested deeper than MAX_DEPTH (checked without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise RecipeError(f"{where}: tables or lists nested more than {MAX_DEPTH} deep; no recipe key is that deep")
+        if isinstance(item, Mapping):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+
+
+def read_recipe(
     path: str | Path,
     overrides: Mapping[str, Any] | None = None,
     work_dir: str | Path | None = None,
     check_files: bool = True,
-) -> "Recipe":
-    """Load, merge, override and validate a recipe file (`check_files`: see `Recipe.from_dict`)."""
-    from .schema import Recipe
-
+) -> Recipe:
+    """Read, merge, override and schema-check a recipe file (`check_files`: see `Recipe.from_dict`)."""
     path = Path(path)
-    data = _strip_delete(apply_overrides(load_raw(path), overrides or {}))
+    raw = load_raw(path)
+    _check_depth(raw, str(path))
+    data = _strip_delete(apply_overrides(raw, overrides or {}))
     if work_dir is not None:
         data["work_dir"] = str(work_dir)
     if not data.get("work_dir"):

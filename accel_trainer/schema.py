@@ -1,12 +1,14 @@
 """The typed recipe schema: one small dataclass per recipe section, checked before anything is built.
 
-Sections keep mmcv 1.x runtime-config names and meanings. Open sections whose keys depend on a
-chosen type (`optimizer`, `lr_config`, `momentum_config`, hook tables) are plain dicts here and
-are checked by the component that owns them (`optim.py`, `schedules.py`, `hooks/`).
+Sections keep mmcv 1.x runtime-config names and meanings. Each section checks its own values in
+`check(path)` (called by `build` as the table is read); `Recipe.check` holds the rules that span
+sections. Open sections whose keys depend on a chosen type (`optimizer`, `lr_config`,
+`momentum_config`, hook tables) are plain tables here; their owners check them (`loading.py`).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -14,7 +16,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from .errors import RecipeError, check_keys, join_path
+from .errors import RecipeError, check_keys, did_you_mean, is_int, join_path
+
+
+def require(ok: bool, path: str, value: Any, expected: str) -> None:
+    """Raise `path = value: expected` unless `ok`."""
+    if not ok:
+        raise RecipeError(f"{path} = {value!r} {expected}")
+
+
+def positive(value: int | float, path: str, allow_zero: bool = False) -> None:
+    require(value > 0 or (allow_zero and value == 0), path, value, "must be >= 0" if allow_zero else "must be > 0")
+
+
+def finite(value: float, path: str) -> None:
+    require(math.isfinite(value), path, value, "must be a finite number")
+
+
+def fraction(value: float, path: str) -> None:
+    """A probability or ratio in [0, 1]."""
+    require(0.0 <= value <= 1.0, path, value, "must be between 0 and 1")
 
 
 @dataclass
@@ -35,6 +56,14 @@ class AugmentCfg:
     cutmix: float = 0.0
     label_smoothing: float = 0.1
 
+    def check(self, path: str) -> None:
+        require(len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1], f"{path}.scale", self.scale,
+                "is not [min, max] with 0 < min <= max")
+        fraction(self.hflip, f"{path}.hflip")
+        for key in ("color_jitter", "mixup", "cutmix"):
+            positive(getattr(self, key), f"{path}.{key}", allow_zero=True)
+        require(0.0 <= self.label_smoothing < 1.0, f"{path}.label_smoothing", self.label_smoothing, "must be in [0, 1)")
+
 
 @dataclass
 class ShapesCfg:
@@ -44,6 +73,12 @@ class ShapesCfg:
     num_val: int = 128
     image_size: int = 64
     seed: int = 0
+
+    def check(self, path: str) -> None:
+        positive(self.num_train, f"{path}.num_train")
+        positive(self.num_val, f"{path}.num_val")
+        require(self.image_size >= 16, f"{path}.image_size", self.image_size, "must be >= 16")
+        positive(self.seed, f"{path}.seed", allow_zero=True)
 
 
 @dataclass
@@ -61,6 +96,11 @@ class DataCfg:
     val: SplitCfg = field(default_factory=SplitCfg)
     augment: AugmentCfg = field(default_factory=AugmentCfg)
     shapes: ShapesCfg = field(default_factory=ShapesCfg)
+
+    def check(self, path: str) -> None:
+        positive(self.batch_size, f"{path}.batch_size")
+        positive(self.img_size, f"{path}.img_size")
+        positive(self.num_workers, f"{path}.num_workers", allow_zero=True)
 
 
 @dataclass
@@ -83,6 +123,11 @@ class ModelCfg:
     detections_per_img: int | None = None
     topk_candidates: int | None = None
 
+    def check(self, path: str) -> None:
+        positive(self.num_classes, f"{path}.num_classes")
+        for key in ("drop_rate", "drop_path_rate"):
+            require(0.0 <= getattr(self, key) < 1.0, f"{path}.{key}", getattr(self, key), "must be in [0, 1)")
+
 
 @dataclass
 class RunnerCfg:
@@ -90,10 +135,33 @@ class RunnerCfg:
     max_epochs: int = 0
     max_iters: int = 0
 
+    def check(self, path: str) -> None:
+        if self.type == "EpochBasedRunner":
+            positive(self.max_epochs, f"{path}.max_epochs")
+            if self.max_iters:
+                raise RecipeError(f"{path}.max_iters is for IterBasedRunner; EpochBasedRunner takes {path}.max_epochs")
+        else:
+            positive(self.max_iters, f"{path}.max_iters")
+            if self.max_epochs:
+                raise RecipeError(f"{path}.max_epochs is for EpochBasedRunner; IterBasedRunner takes {path}.max_iters")
+
+
+@dataclass
+class GradClipCfg:
+    """Gradient clipping by total norm (mmcv's `grad_clip = dict(max_norm=35, norm_type=2)`)."""
+
+    max_norm: int | float
+    norm_type: int | float = 2
+
+    def check(self, path: str) -> None:
+        require(math.isfinite(self.max_norm) and self.max_norm > 0, f"{path}.max_norm", self.max_norm,
+                "must be a finite number > 0, e.g. 35")
+        require(self.norm_type > 0, f"{path}.norm_type", self.norm_type, "must be > 0 (2 for the L2 norm, inf for max)")
+
 
 @dataclass
 class OptimizerCfg:
-    grad_clip: dict | None = None
+    grad_clip: GradClipCfg | None = None
 
 
 @dataclass
@@ -105,6 +173,9 @@ class CheckpointCfg:
     max_keep_ckpts: int = -1
     save_last: bool = True
 
+    def check(self, path: str) -> None:
+        positive(self.interval, f"{path}.interval")
+
 
 @dataclass
 class LogCfg:
@@ -113,6 +184,9 @@ class LogCfg:
     ignore_last: bool = True
     reset_flag: bool = False
     by_epoch: bool | None = None  # unset: follows the runner
+
+    def check(self, path: str) -> None:
+        positive(self.interval, f"{path}.interval")
 
 
 @dataclass
@@ -126,11 +200,17 @@ class EvaluationCfg:
     greater_keys: list[str] = field(default_factory=list)
     less_keys: list[str] = field(default_factory=list)
 
+    def check(self, path: str) -> None:
+        positive(self.interval, f"{path}.interval")
+
 
 @dataclass
 class AutoScaleLrCfg:
     enable: bool = False
     base_batch_size: int = 16
+
+    def check(self, path: str) -> None:
+        positive(self.base_batch_size, f"{path}.base_batch_size")
 
 
 @dataclass
@@ -140,6 +220,20 @@ class LoadOptionsCfg:
     strict: bool = False
     revise_keys: list[list[str]] = field(default_factory=lambda: [["^module\\.", ""]])
 
+    def check(self, path: str) -> None:
+        for i, pair in enumerate(self.revise_keys):
+            where = f"{path}.revise_keys[{i}]"
+            require(len(pair) == 2, where, pair, "is not [regex, replacement]")
+            try:
+                re.compile(pair[0])
+            except re.error as exc:
+                raise RecipeError(f"{where}: bad regex {pair[0]!r} ({exc})") from None
+
+    @property
+    def key_renames(self) -> list[tuple[str, str]]:
+        """`revise_keys` as (regex, replacement) pairs, the form `weights.fit_weights` takes."""
+        return [(pattern, replacement) for pattern, replacement in self.revise_keys]
+
 
 @dataclass
 class FreezeCfg:
@@ -148,6 +242,12 @@ class FreezeCfg:
     modules: list[str] = field(default_factory=list)
     epochs: int = 0
     batch_size: int = 0
+
+    def check(self, path: str) -> None:
+        positive(self.epochs, f"{path}.epochs", allow_zero=True)
+        positive(self.batch_size, f"{path}.batch_size", allow_zero=True)
+        if self.epochs and not self.modules:
+            raise RecipeError(f'{path}.epochs is set but {path}.modules is empty; e.g. modules = ["backbone"]')
 
 
 @dataclass
@@ -159,6 +259,10 @@ class EmaCfg:
     warmup: bool = True  # timm's decay warmup over optimizer steps: min(decay, 1 - (1 + step) ** -2/3)
     update_interval: int = 1  # optimizer steps between updates
     eval: bool = True  # val metrics are the EMA's; the raw model's come as raw_<key>
+
+    def check(self, path: str) -> None:
+        require(0.0 < self.decay < 1.0, f"{path}.decay", self.decay, "must be between 0 and 1 (exclusive), e.g. 0.9998")
+        positive(self.update_interval, f"{path}.update_interval")
 
 
 @dataclass
@@ -173,6 +277,10 @@ class AccelerateCfg:
     channels_last: bool = False  # model weights and image batches in NHWC: faster convs on tensor cores
     compile: bool = False  # torch.compile the model (Accelerate's dynamo plugin, inductor backend)
     cpu_threads: int = 0  # CPU runs: torch threads per process; 0 = this machine's cores shared by its processes
+
+    def check(self, path: str) -> None:
+        positive(self.gradient_accumulation_steps, f"{path}.gradient_accumulation_steps")
+        positive(self.cpu_threads, f"{path}.cpu_threads", allow_zero=True)
 
 
 @dataclass
@@ -209,10 +317,51 @@ class Recipe:
         (for commands that never read the data or weights, on a machine that lacks them)."""
         recipe = build(cls, data, "")
         recipe.source = source
-        check_recipe(recipe)
+        recipe.check()
         if check_files:
-            check_recipe_files(recipe)
+            recipe.check_files()
         return recipe
+
+    def check(self) -> None:
+        """Each section's own values, then the rules that span sections."""
+        check_sections(self, "")
+        for i, phase in enumerate(self.workflow):
+            ok = len(phase) == 2 and phase[0] in ("train", "val") and is_int(phase[1]) and phase[1] > 0
+            if not ok:
+                raise RecipeError(
+                    f"workflow[{i}] = {phase!r}: expected [\"train\" or \"val\", a positive count], "
+                    f"e.g. workflow = [[\"train\", 1], [\"val\", 1]]"
+                )
+        if not any(p[0] == "train" for p in self.workflow):
+            raise RecipeError(f"workflow = {self.workflow!r} has no train phase; use --eval-only to only evaluate")
+        allowed_data = {"classification": ("imagefolder", "shapes"), "detection": ("coco", "shapes")}[self.model.task]
+        if self.data.type not in allowed_data:
+            raise RecipeError(
+                f"data.type = {self.data.type!r} does not fit model.task = {self.model.task!r}; expected one of: "
+                f"{', '.join(map(repr, allowed_data))}"
+            )
+        if self.data.type == "imagefolder":
+            for split in ("train", "val"):
+                if not getattr(self.data, split).root:
+                    raise RecipeError(f"data.{split}.root is empty: data.type = \"imagefolder\" needs a folder")
+        if self.freeze.epochs and not self.by_epoch:
+            raise RecipeError("[freeze] counts epochs; it needs runner.type = \"EpochBasedRunner\"")
+
+    def check_files(self) -> None:
+        """Every file and folder the recipe names exists, so a run fails before anything is built."""
+        if self.data.type in ("imagefolder", "coco"):
+            for split in ("train", "val"):
+                root, ann_file = getattr(self.data, split).root, getattr(self.data, split).ann_file
+                if root and not Path(root).is_dir():
+                    raise RecipeError(f"data.{split}.root: folder not found: {root}")
+                if self.data.type == "coco" and ann_file and not Path(ann_file).is_file():
+                    raise RecipeError(f"data.{split}.ann_file: file not found: {ann_file}")
+        if self.model.pretrained and not Path(self.model.pretrained).is_file():
+            raise RecipeError(f"model.pretrained: file not found: {self.model.pretrained}")
+        for key in ("load_from", "resume_from"):
+            value = getattr(self, key)
+            if value and not Path(value).exists():
+                raise RecipeError(f"{key}: not found: {value}")
 
     def to_dict(self) -> dict:
         """The resolved recipe as plain TOML-able data (None values omitted)."""
@@ -238,7 +387,12 @@ def _check_value(tp: Any, value: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         options = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _check_value(options[0], value, path)
+        for option in options[:-1]:
+            try:
+                return _check_value(option, value, path)
+            except RecipeError:
+                continue
+        return _check_value(options[-1], value, path)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise RecipeError(f"{path} must be a table, got {value!r}")
@@ -246,8 +400,6 @@ def _check_value(tp: Any, value: Any, path: str) -> Any:
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            from .errors import did_you_mean
-
             raise RecipeError(
                 f"{path} = {value!r} is not allowed{did_you_mean(str(value), map(str, allowed))}; "
                 f"expected one of: {', '.join(map(repr, allowed))}"
@@ -277,7 +429,28 @@ def build(cls: type, data: dict, path: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     check_keys(data, fields, path)
     kwargs = {name: _check_value(hints[name], value, join_path(path, name)) for name, value in data.items()}
+    missing = [f.name for f in fields.values() if f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING and f.name not in kwargs]
+    if missing:
+        raise RecipeError(f"{path} needs {', '.join(missing)}")
     return cls(**kwargs)
+
+
+def field_names(cls: type) -> tuple[str, ...]:
+    """A section's keys in declaration order, for code that must accept exactly these."""
+    return tuple(f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal"))
+
+
+def check_sections(obj: Any, path: str) -> None:
+    """Run every section's own `check(path)`, nested sections after their parent, defaults included."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            where = join_path(path, f.name)
+            check = getattr(value, "check", None)
+            if check is not None:
+                check(where)
+            check_sections(value, where)
 
 
 def to_plain(obj: Any) -> Any:
@@ -292,109 +465,3 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, list):
         return [to_plain(v) for v in obj]
     return obj
-
-
-def _positive(value: int, path: str, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        raise RecipeError(f"{path} = {value!r} must be {'>= 0' if allow_zero else '> 0'}")
-
-
-def check_recipe(r: Recipe) -> None:
-    """Cross-field rules and the components' own checks of their open sections."""
-    for i, phase in enumerate(r.workflow):
-        ok = (
-            len(phase) == 2
-            and phase[0] in ("train", "val")
-            and isinstance(phase[1], int)
-            and not isinstance(phase[1], bool)
-            and phase[1] > 0
-        )
-        if not ok:
-            raise RecipeError(
-                f"workflow[{i}] = {phase!r}: expected [\"train\" or \"val\", a positive count], "
-                f"e.g. workflow = [[\"train\", 1], [\"val\", 1]]"
-            )
-    if not any(p[0] == "train" for p in r.workflow):
-        raise RecipeError(f"workflow = {r.workflow!r} has no train phase; use --eval-only to only evaluate")
-    if r.by_epoch:
-        _positive(r.runner.max_epochs, "runner.max_epochs")
-        if r.runner.max_iters:
-            raise RecipeError("runner.max_iters is for IterBasedRunner; EpochBasedRunner takes runner.max_epochs")
-    else:
-        _positive(r.runner.max_iters, "runner.max_iters")
-        if r.runner.max_epochs:
-            raise RecipeError("runner.max_epochs is for EpochBasedRunner; IterBasedRunner takes runner.max_iters")
-    _positive(r.data.batch_size, "data.batch_size")
-    _positive(r.data.img_size, "data.img_size")
-    _positive(r.data.num_workers, "data.num_workers", allow_zero=True)
-    _positive(r.accelerate.gradient_accumulation_steps, "accelerate.gradient_accumulation_steps")
-    _positive(r.accelerate.cpu_threads, "accelerate.cpu_threads", allow_zero=True)
-    _positive(r.log_config.interval, "log_config.interval")
-    _positive(r.evaluation.interval, "evaluation.interval")
-    _positive(r.checkpoint_config.interval, "checkpoint_config.interval")
-    _positive(r.model.num_classes, "model.num_classes")
-    _positive(r.auto_scale_lr.base_batch_size, "auto_scale_lr.base_batch_size")
-    if len(r.data.augment.scale) != 2:
-        raise RecipeError(f"data.augment.scale = {r.data.augment.scale!r}: expected [min, max]")
-    allowed_data = {"classification": ("imagefolder", "shapes"), "detection": ("coco", "shapes")}[r.model.task]
-    if r.data.type not in allowed_data:
-        raise RecipeError(
-            f"data.type = {r.data.type!r} does not fit model.task = {r.model.task!r}; expected one of: "
-            f"{', '.join(map(repr, allowed_data))}"
-        )
-    if r.data.type == "imagefolder":
-        for split in ("train", "val"):
-            if not getattr(r.data, split).root:
-                raise RecipeError(f"data.{split}.root is empty: data.type = \"imagefolder\" needs a folder")
-    if r.freeze.epochs:
-        _positive(r.freeze.epochs, "freeze.epochs")
-        _positive(r.freeze.batch_size, "freeze.batch_size", allow_zero=True)
-        if not r.freeze.modules:
-            raise RecipeError('freeze.epochs is set but freeze.modules is empty; e.g. modules = ["backbone"]')
-        if not r.by_epoch:
-            raise RecipeError("[freeze] counts epochs; it needs runner.type = \"EpochBasedRunner\"")
-    if r.optimizer_config.grad_clip is not None:
-        check_keys(r.optimizer_config.grad_clip, ("max_norm", "norm_type"), "optimizer_config.grad_clip")
-        if "max_norm" not in r.optimizer_config.grad_clip:
-            raise RecipeError("optimizer_config.grad_clip needs max_norm, e.g. grad_clip = {max_norm = 35, norm_type = 2}")
-    if not 0.0 < r.ema.decay < 1.0:
-        raise RecipeError(f"ema.decay = {r.ema.decay!r} must be between 0 and 1 (exclusive), e.g. 0.9998")
-    _positive(r.ema.update_interval, "ema.update_interval")
-    for i, pair in enumerate(r.load_options.revise_keys):
-        if len(pair) != 2:
-            raise RecipeError(f"load_options.revise_keys[{i}] = {pair!r}: expected [regex, replacement]")
-        try:
-            re.compile(pair[0])
-        except re.error as exc:
-            raise RecipeError(f"load_options.revise_keys[{i}]: bad regex {pair[0]!r} ({exc})") from None
-    check_components(r)
-
-
-
-def check_recipe_files(r: Recipe) -> None:
-    """Every file and folder the recipe names exists, so a run fails before anything is built."""
-    if r.data.type in ("imagefolder", "coco"):
-        for split in ("train", "val"):
-            root = getattr(r.data, split).root
-            if root and not Path(root).is_dir():
-                raise RecipeError(f"data.{split}.root: folder not found: {root}")
-            ann_file = getattr(r.data, split).ann_file
-            if r.data.type == "coco" and ann_file and not Path(ann_file).is_file():
-                raise RecipeError(f"data.{split}.ann_file: file not found: {ann_file}")
-    if r.model.pretrained and not Path(r.model.pretrained).is_file():
-        raise RecipeError(f"model.pretrained: file not found: {r.model.pretrained}")
-    for key in ("load_from", "resume_from"):
-        value = getattr(r, key)
-        if value and not Path(value).exists():
-            raise RecipeError(f"{key}: not found: {value}")
-
-def check_components(r: Recipe) -> None:
-    """Let the owners of the open sections validate them (imported late: they pull in torch)."""
-    import torch
-
-    from . import hooks, optim, schedules
-
-    optim.build_optimizer(torch.nn.Linear(1, 1), r.optimizer)
-    schedules.LrSchedule.from_config(r.lr_config, iter_based=not r.by_epoch)
-    schedules.MomentumSchedule.from_config(r.momentum_config)
-    hooks.validate_hook_configs(r)

@@ -21,18 +21,27 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from . import checkpoint, weights
-from .distributed import announce_hardware, build_accelerator, maybe_sync_batchnorm
+from .data.loader import batches_per_process
+from .distributed import (
+    announce_hardware,
+    batch_to_channels_last,
+    build_accelerator,
+    maybe_sync_batchnorm,
+    model_to_channels_last,
+)
 from .errors import RecipeError
-from .hooks import Hook, build_hooks
-from .hooks.base import STAGES
+from .hooks import Hook, build_hooks, tracker_names
+from .hooks.base import STAGES, Stage
+from .hooks.logger import flat_hparams
 from .log import LogBuffer, setup_logging
-from .memory_format import batch_to_channels_last, model_to_channels_last
-from .optim import build_optimizer, format_param_group_table, load_optimizer_state, scale_lr
-from .recipe import dump_toml, load_recipe, recipe_changes, tomllib
+from .optim import auto_scaled_lr, build_optimizer, format_param_group_table, load_optimizer_state
+from .loading import load_recipe
+from .recipe import dump_toml, recipe_changes, tomllib
+from .schedules.run_length import RunLength
 from .schema import Recipe
 from .tasks import build_task
 
-logger = logging.getLogger("accel_trainer")
+logger = logging.getLogger(__name__)
 
 
 class Trainer:
@@ -54,7 +63,9 @@ class Trainer:
         self.recipe = recipe
         self.work_dir = Path(recipe.work_dir)
         acc = recipe.accelerate
-        self.accelerator = build_accelerator(recipe)
+        # Custom hook modules are imported here, when a run is about to train or evaluate.
+        all_hooks = [*build_hooks(recipe), *hooks]
+        self.accelerator = build_accelerator(recipe, tracker_names(recipe))
         self.timestamp = time.strftime("%Y%m%d_%H%M%S")
         if self.accelerator.is_main_process:
             self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -80,6 +91,7 @@ class Trainer:
         self.optimizer = self._build_optimizer()
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.train_loader = self.build_train_loader(recipe.data.batch_size)
+        self._run: RunLength | None = None
         self.val_loader = self.accelerator.prepare(
             self.task.build_loader(self.val_dataset, batch_size=recipe.data.batch_size, train=False)
         )
@@ -96,9 +108,16 @@ class Trainer:
         self.last_checkpoint = ""
         self.log_buffer = LogBuffer()
         self.iter_time = self.data_time = 0.0
+        # What the current `*_iter` stage is about: the batch, and the step's outputs (loss terms
+        # while training; the task's val outputs while validating).
+        self.batch: Any = None
+        self.outputs: Any = None
+        self.run_started = False  # before_run has been called (once per Trainer)
+        self.trackers_started = False
+        self._validated_at: int | None = None  # self.iter of the newest val_results
         self._batches: Iterator | None = None
         self.hooks: list[Hook] = []
-        for hook in (*build_hooks(recipe), *hooks):
+        for hook in all_hooks:
             self.register_hook(hook)
 
     @classmethod
@@ -115,19 +134,12 @@ class Trainer:
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         cfg = dict(self.recipe.optimizer)
-        scale = self.recipe.auto_scale_lr
-        if scale.enable:
-            lr = scale_lr(
-                cfg["lr"],
-                num_processes=self.accelerator.num_processes,
-                batch_size=self.recipe.data.batch_size,
-                accumulation=self.recipe.accelerate.gradient_accumulation_steps,
-                base_batch_size=scale.base_batch_size,
-            )
+        if self.recipe.auto_scale_lr.enable:
+            lr = auto_scaled_lr(self.recipe, self.accelerator.num_processes, self.recipe.data.batch_size)
             logger.info(
                 "auto_scale_lr: lr %.6g -> %.6g (%d processes x batch %d x accumulation %d / base %d)",
                 cfg["lr"], lr, self.accelerator.num_processes, self.recipe.data.batch_size,
-                self.recipe.accelerate.gradient_accumulation_steps, scale.base_batch_size,
+                self.recipe.accelerate.gradient_accumulation_steps, self.recipe.auto_scale_lr.base_batch_size,
             )
             cfg["lr"] = lr
         optimizer, infos = build_optimizer(self.model, cfg)
@@ -140,6 +152,24 @@ class Trainer:
         self.train_batch_size = batch_size
         return self.accelerator.prepare(loader)
 
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Optimizer steps in one epoch at this per-process batch size: the train loader's own
+        length, or for another batch size a loader built (never iterated) to count."""
+        if batch_size == self.train_batch_size:
+            batches = len(self.train_loader)
+        else:
+            loader = self.task.build_loader(self.train_dataset, batch_size=batch_size, train=True)
+            batches = batches_per_process(loader, self.accelerator.num_processes)
+        return math.ceil(batches / self.accelerator.gradient_accumulation_steps)
+
+    @property
+    def run(self) -> RunLength:
+        """The run's length, stage by stage; counted on first use, so a train loader swapped in
+        before `fit()` counts."""
+        if self._run is None:
+            self._run = RunLength.of_recipe(self.recipe, self.steps_per_epoch)
+        return self._run
+
     def register_hook(self, hook: Hook) -> None:
         """Insert by priority; equal priorities keep registration order."""
         at = len(self.hooks)
@@ -151,7 +181,7 @@ class Trainer:
             for stage in STAGES
         }
 
-    def call(self, stage: str) -> None:
+    def call(self, stage: Stage) -> None:
         for fn in self._stage_hooks[stage]:
             fn(self)
 
@@ -163,20 +193,16 @@ class Trainer:
 
     @property
     def iters_per_epoch(self) -> int:
-        """Optimizer steps per epoch (batches per process / gradient accumulation, rounded up)."""
-        return math.ceil(len(self.train_loader) / self.accelerator.gradient_accumulation_steps)
+        """Optimizer steps of the current epoch (a freeze stage's batch size changes it)."""
+        return self.run.iters_per_epoch(self.epoch)
 
     @property
     def max_epochs(self) -> int:
-        if self.by_epoch:
-            return self.recipe.runner.max_epochs
-        return math.ceil(self.recipe.runner.max_iters / self.iters_per_epoch)
+        return self.run.max_epochs
 
     @property
     def max_iters(self) -> int:
-        if self.by_epoch:
-            return self.recipe.runner.max_epochs * self.iters_per_epoch
-        return self.recipe.runner.max_iters
+        return self.run.max_iters
 
     @property
     def unwrapped_model(self) -> nn.Module:
@@ -200,7 +226,7 @@ class Trainer:
             resume = self.recipe.resume_from
         if resume:
             self.resume(None if resume is True else resume)
-        self.call("before_run")
+        self._start_run()
         while not self._done():
             for phase, count in self.recipe.workflow:
                 if phase == "train":
@@ -208,7 +234,24 @@ class Trainer:
                 else:
                     for _ in range(count):
                         self.validate()
+        self._end_run()
+
+    def _start_run(self) -> None:
+        """Run-level setup, once per Trainer: trackers, then the hooks' `before_run`."""
+        if self.run_started:
+            return
+        self.run_started = True
+        names = tracker_names(self.recipe)
+        if names:
+            self.accelerator.init_trackers("tf_logs", config=flat_hparams(self.recipe.to_dict()))
+            self.trackers_started = True
+        self.call("before_run")
+
+    def _end_run(self) -> None:
         self.call("after_run")
+        if self.trackers_started:
+            self.accelerator.end_training()
+            self.trackers_started = False
         self.accelerator.wait_for_everyone()
 
     def _train_phase(self, count: int) -> None:
@@ -254,12 +297,13 @@ class Trainer:
                 self.call("before_train_iter")
             if self.channels_last:
                 batch = batch_to_channels_last(batch)
+            self.batch = batch
             with accelerator.accumulate(model):
                 loss, outputs = self.task.train_loss(model, batch)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and self.grad_clip:
                     outputs["grad_norm"] = accelerator.clip_grad_norm_(
-                        model.parameters(), self.grad_clip["max_norm"], self.grad_clip.get("norm_type", 2)
+                        model.parameters(), self.grad_clip.max_norm, self.grad_clip.norm_type
                     )
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -270,6 +314,7 @@ class Trainer:
                 self.log_buffer.update_host({"time": self.iter_time, "data_time": self.data_time})
                 self.iter += 1
                 self.inner_iter += 1
+                self.outputs = outputs
                 self.call("after_train_iter")
                 steps += 1
                 tick = time.perf_counter()
@@ -283,9 +328,7 @@ class Trainer:
         """Put the model in training mode; hooks (freeze, norm_eval) may keep parts in eval."""
         self.model.train()
         for hook in self.hooks:
-            adjust = getattr(hook, "adjust_train_mode", None)
-            if adjust is not None:
-                adjust(self)
+            hook.adjust_train_mode(self)
 
     @torch.no_grad()
     def validate(self) -> dict[str, Any]:
@@ -294,6 +337,7 @@ class Trainer:
         self.call("before_val_epoch")
         self.val_results = self.val_pass(self.model)
         self.call("after_val_epoch")
+        self._validated_at = self.iter
         self.set_train_mode()
         return self.val_results
 
@@ -302,10 +346,11 @@ class Trainer:
         """Metrics of `model` (in eval mode): the trained model, or a copy such as the EMA."""
         self.task.reset_metrics()
         for batch in self.val_loader:
-            self.call("before_val_iter")
             if self.channels_last:
                 batch = batch_to_channels_last(batch)
-            self.task.val_step(model, batch, self.accelerator)
+            self.batch = batch
+            self.call("before_val_iter")
+            self.outputs = self.task.val_step(model, batch, self.accelerator)
             self.call("after_val_iter")
         return self.task.compute_metrics()
 
@@ -363,6 +408,7 @@ class Trainer:
             if path is None:
                 raise RecipeError(f"--resume: no complete checkpoint under {self.ckpt_root}")
         ckpt = checkpoint.load_checkpoint(Path(path))
+        self._validated_at = None
         self.unwrapped_model.load_state_dict(ckpt.model_state)
         for hook in self.hooks:
             hook.load_checkpoint_tensors(self, ckpt.extra_tensors)
@@ -385,14 +431,24 @@ class Trainer:
 
     def load_weights(self, path: str | Path) -> None:
         """Whole-model weights (`load_from`): no optimizer state, no counters."""
+        self._validated_at = None
         opts = self.recipe.load_options
         weights.fit_weights(self.unwrapped_model, weights.load_weights(path), source=path,
                                revise_keys=[tuple(pair) for pair in opts.revise_keys], strict=opts.strict)
         logger.info("loaded weights from %s", path)
 
     def evaluate(self) -> dict[str, Any]:
-        """Evaluate the current weights once and return the val results."""
-        self.call("before_run")
-        results = self.validate()
-        self.call("after_run")
-        return results
+        """Evaluate the current weights once and return the val results.
+
+        Run-level stages are not replayed: a Trainer that never ran opens and closes a run around
+        this evaluation; after `fit()` the last results are returned when they are of the current
+        weights (no second val record), else the val set is evaluated again.
+        """
+        if not self.run_started:
+            self._start_run()
+            results = self.validate()
+            self._end_run()
+            return results
+        if self._validated_at == self.iter and self.val_results:
+            return self.val_results
+        return self.validate()

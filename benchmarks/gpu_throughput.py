@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from accel_trainer import Hook, Trainer, load_recipe
 from accel_trainer.hooks.base import PRIORITIES
-from accel_trainer.memory_format import batch_to_channels_last, model_to_channels_last
+from accel_trainer.distributed import batch_to_channels_last, model_to_channels_last
 from accel_trainer.optim import build_optimizer
 from accel_trainer.tasks import build_task
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from accel_trainer.schedule_preview import schedule_rows  # noqa: E402
+from accel_trainer.schedules.preview import schedule_rows  # noqa: E402
 from accel_trainer.schedules import LrSchedule, MomentumSchedule, Progress, apply_schedules  # noqa: E402
 
 TOLERANCE = 1e-6

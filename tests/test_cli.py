@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -85,3 +86,32 @@ def test_missing_coco_annotation_file_is_named(tmp_path):
     proc = run_cli(str(recipe), "--work-dir", str(tmp_path / "work"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"data.train.ann_file: file not found: {tmp_path / 'missing.json'}" in proc.stderr
+
+
+def test_recipe_tools_import_no_hook_module_but_a_run_does(tiny_recipe, tmp_path):
+    """A recipe is code only when it runs: printing, previewing and importing never import hook modules."""
+    marker = tmp_path / "imported"
+    (tmp_path / "side_effect_hooks.py").write_text(
+        f"open({str(marker)!r}, 'a').write('x')\n"
+        "from accel_trainer import Hook\n"
+        "class Noisy(Hook):\n    pass\n"
+    )
+    hook = '--set=custom_hooks=[{type = "side_effect_hooks:Noisy"}]'
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    mmcv_config = tmp_path / "cfg.py"
+    mmcv_config.write_text("custom_hooks = [dict(type='side_effect_hooks:Noisy')]\n")
+    tools = [
+        [str(tiny_recipe), "--print-recipe", hook],
+        ["schedule", str(tiny_recipe), "--iters-per-epoch", "2", "--num-processes", "1", "--csv", os.devnull, hook],
+        ["import-mmcv", str(mmcv_config), "--out", str(tmp_path / "out.toml")],
+    ]
+    for args in tools:
+        proc = subprocess.run([sys.executable, "-m", "accel_trainer", *args], capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert not marker.exists(), f"{args[0]} imported the hook module"
+    code = (
+        "from accel_trainer import Trainer\n"
+        f"Trainer.from_recipe({str(tiny_recipe)!r}, overrides={{'custom_hooks': [{{'type': 'side_effect_hooks:Noisy'}}]}})\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
+    assert marker.read_text() == "x", "building a Trainer must import the hook module once"

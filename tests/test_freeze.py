@@ -75,3 +75,63 @@ def test_resume_inside_the_frozen_stage_stays_frozen_then_unfreezes(tiny_recipe)
     assert (third["batch_size"], third["iters"]) == (16, 8)
     # auto_scale_lr: lr 1e-3 is for batch 16, so the frozen stage at batch 8 runs at half of it.
     assert max(lrs[:16]) == pytest.approx(0.0005) and max(lrs[16:]) == pytest.approx(0.001)
+
+
+def test_two_batch_sizes_one_run_length_for_loop_schedule_and_checkpoints(tiny_recipe, tmp_path, capsys):
+    """Frozen epochs at batch 8 (16 steps), then batch 16 (8 steps): 16 + 16 + 8 = 40 iterations."""
+    from accel_trainer.cli import main
+
+    stages = {
+        "freeze": {"modules": ["backbone"], "epochs": 2, "batch_size": 8},
+        "runner.max_epochs": 3,
+        "workflow": [["train", 1]],
+        "lr_config": {"policy": "CosineAnnealing", "min_lr": 0.0, "by_epoch": False,
+                      "warmup": "linear", "warmup_iters": 10, "warmup_ratio": 0.1},
+        "auto_scale_lr": {"enable": True, "base_batch_size": 16},
+        "checkpoint_config": {"interval": 1000, "by_epoch": False},
+        "log_config.interval": 1,
+        "evaluation.interval": 100,
+    }
+    lrs: list[float] = []
+    probe = type("LrProbe", (Hook,), {"after_train_iter": lambda self, t: lrs.append(t.current_lr())})()
+    trainer = Trainer.from_recipe(tiny_recipe, overrides=stages, hooks=[probe])
+    trainer.fit()
+    assert trainer.max_iters == trainer.iter == 40 and len(lrs) == 40
+    ckpts = trainer.ckpt_root
+    assert (ckpts / "iter_40").is_dir(), "save_last did not write the final iteration"
+    assert "eta: -" not in capsys.readouterr().out
+
+    sets = [f"{k}={v}" for k, v in {
+        "freeze": '{modules = ["backbone"], epochs = 2, batch_size = 8}', "runner.max_epochs": 3,
+        "lr_config": '{policy = "CosineAnnealing", min_lr = 0.0, by_epoch = false, warmup = "linear", '
+                     'warmup_iters = 10, warmup_ratio = 0.1}',
+        "auto_scale_lr": "{enable = true, base_batch_size = 16}",
+    }.items()]
+    csv = tmp_path / "s.csv"
+    assert main(["schedule", str(tiny_recipe), "--num-processes", "1", "--csv", str(csv), "--set", *sets]) == 0
+    rows = csv.read_text().splitlines()[1:]
+    assert len(rows) == 40
+    assert [float(r.split(",")[2]) for r in rows] == pytest.approx(lrs, rel=1e-12)
+
+
+def test_schedule_previews_the_lr_of_n_processes(tiny_recipe, tmp_path):
+    from accel_trainer.cli import main
+
+    sets = ["auto_scale_lr={enable = true, base_batch_size = 16}", "runner.max_epochs=1"]
+    peaks = []
+    for n in (1, 8):
+        csv = tmp_path / f"s{n}.csv"
+        assert main(["schedule", str(tiny_recipe), "--num-processes", str(n), "--csv", str(csv), "--set", *sets]) == 0
+        rows = csv.read_text().splitlines()[1:]
+        peaks.append((len(rows), max(float(r.split(",")[2]) for r in rows)))
+    assert peaks[0] == (8, pytest.approx(0.001))  # 128 images / 16 on one process
+    assert peaks[1] == (1, pytest.approx(0.008))  # 8 processes: one step per epoch, lr x 8
+
+
+def test_warmup_longer_than_the_run_is_named(tiny_recipe, capsys):
+    from accel_trainer.cli import main
+
+    assert main(["schedule", str(tiny_recipe), "--num-processes", "1", "--csv", "/dev/null",
+                 "--set", 'lr_config={policy = "fixed", warmup = "linear", warmup_iters = 500}']) == 0
+    err = capsys.readouterr().err
+    assert "warmup (500 iterations) is longer than the whole run (16 iterations)" in err

@@ -7,8 +7,9 @@ import pytest
 
 from accel_trainer.cli import main
 from accel_trainer.commands.import_mmcv import convert_config
-from accel_trainer.mmcv_config import read_mmcv_config
-from accel_trainer.recipe import load_recipe, tomllib
+from accel_trainer.commands.mmcv_config import read_mmcv_config
+from accel_trainer.loading import load_recipe
+from accel_trainer.recipe import tomllib
 
 from .conftest import REPO
 from .test_mmcv_config import DEFAULT_RUNTIME, line_of, write
@@ -191,7 +192,7 @@ def test_cli_writes_a_recipe_that_validates_with_model_and_data(adamw_config, tm
     user = write(tmp_path / "out" / "user.toml", '_base_ = ["runtime.toml"]\n' + MODEL_DATA)
     recipe = load_recipe(user)
     assert recipe.optimizer["paramwise_cfg"]["custom_keys"]["backbone"]["lr_mult"] == 0.1
-    assert recipe.optimizer_config.grad_clip == {"max_norm": 0.1, "norm_type": 2}
+    assert recipe.to_dict()["optimizer_config"]["grad_clip"] == {"max_norm": 0.1, "norm_type": 2}
     assert recipe.runner.max_epochs == 150 and recipe.checkpoint_config.interval == 20
     assert main([str(user), "--print-recipe"]) == 0
     assert tomllib.loads(capsys.readouterr().out)["evaluation"]["metric"] == "bbox"

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from accel_trainer.errors import RecipeError
-from accel_trainer.mmcv_config import Origin, read_mmcv_config
+from accel_trainer.commands.mmcv_config import Origin, read_mmcv_config
 
 # mmdet's configs/_base_/default_runtime.py as quoted in the runtime-config seed document
 DEFAULT_RUNTIME = """\

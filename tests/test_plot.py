@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from accel_trainer import Trainer, curves
+from accel_trainer import Trainer, plotting
 from accel_trainer.cli import main
-from accel_trainer.curves import ema, plot_curves, read_log
+from accel_trainer.plotting import ema, plot_curves, read_log
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -90,8 +90,8 @@ def test_missing_matplotlib_names_the_extra(tmp_path, capsys, monkeypatch):
 
 def test_run_curves_are_skipped_without_matplotlib(tmp_path, monkeypatch):
     log = write_log(tmp_path / "a")
-    monkeypatch.setattr(curves, "have_matplotlib", lambda: False)
-    curves.write_run_curves(log, tmp_path / "a" / "curves.png")
+    monkeypatch.setattr(plotting, "have_matplotlib", lambda: False)
+    plotting.write_run_curves(log, tmp_path / "a" / "curves.png")
     assert not (tmp_path / "a" / "curves.png").exists()
 
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from accel_trainer.errors import RecipeError
-from accel_trainer.schedule_preview import plot_schedule_png, schedule_rows, write_schedule_csv
+from accel_trainer.plotting import plot_schedule_png
+from accel_trainer.schedules.preview import schedule_rows, write_schedule_csv
 from accel_trainer.schedules import LrSchedule, MomentumSchedule, Progress, apply_schedules
 
 REPO_DOCS = Path(__file__).resolve().parents[1] / "docs" / "schedules"
@@ -522,14 +523,14 @@ def test_csv_header_and_rows(tmp_path, capsys):
 def test_png_is_written(tmp_path, momentum):
     rows = schedule_rows(SEED_A | {"warmup_iters": 5}, None, 0.1, momentum, 4, 12, None)
     path = tmp_path / "s.png"
-    plot_schedule_png(rows, 4, path, title="seed a")
+    plot_schedule_png(rows, path, title="seed a")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_png_without_matplotlib_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(RecipeError, match=r'pip install "accel_trainer\[plot\]"'):
-        plot_schedule_png([(0, 0, 0.1, None)], 1, tmp_path / "s.png")
+        plot_schedule_png([(0, 0, 0.1, None)], tmp_path / "s.png")
     assert not (tmp_path / "s.png").exists()
 
 

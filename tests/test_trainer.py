@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from accel_trainer import Trainer, load_recipe
+from accel_trainer import Hook, Trainer, load_recipe
 
 
 def read_records(work_dir: Path) -> list[dict]:
@@ -206,3 +206,54 @@ def test_loader_options_reach_the_prepared_loaders(tiny_recipe):
     assert trainer.accelerator.non_blocking == pinned
     no_workers = Trainer(load_recipe(tiny_recipe, {"data.persistent_workers": True, "data.prefetch_factor": 3}))
     assert (no_workers.train_loader.persistent_workers, no_workers.train_loader.prefetch_factor) == (False, None)
+
+
+class StageRecorder(Hook):
+    """What a hook sees: stage names in order, and the batch / outputs of the iteration stages."""
+
+    def __init__(self) -> None:
+        self.stages: list[str] = []
+        self.train_seen: list[tuple] = []
+        self.val_seen: list[tuple] = []
+
+    def before_run(self, trainer) -> None:
+        self.stages.append("before_run")
+
+    def after_run(self, trainer) -> None:
+        self.stages.append("after_run")
+
+    def after_train_iter(self, trainer) -> None:
+        images, targets = trainer.batch
+        self.train_seen.append((images.shape[0], float(trainer.outputs["loss"])))
+
+    def after_val_iter(self, trainer) -> None:
+        images, _ = trainer.batch
+        self.val_seen.append((images.shape[0], tuple(trainer.outputs.shape)))
+
+
+def test_hooks_see_the_batch_and_the_step_outputs(tiny_recipe):
+    rec = StageRecorder()
+    trainer = Trainer.from_recipe(tiny_recipe, overrides={"runner.max_epochs": 1}, hooks=[rec])
+    trainer.fit()
+    assert [n for n, _ in rec.train_seen] == [16] * 8  # 128 images, batch 16
+    assert all(loss > 0 for _, loss in rec.train_seen)
+    assert [n for n, _ in rec.val_seen] == [16, 5] and rec.val_seen[0][1] == (16, 4)  # logits of 4 classes
+
+
+def test_evaluate_after_fit_does_not_replay_run_stages(tiny_recipe):
+    rec = StageRecorder()
+    trainer = Trainer.from_recipe(tiny_recipe, overrides={"runner.max_epochs": 1}, hooks=[rec])
+    trainer.fit()
+    log_json = next(Path(trainer.work_dir).glob("*.log.json"))
+    before = log_json.read_text()
+    results = trainer.evaluate()
+    assert rec.stages == ["before_run", "after_run"]
+    assert log_json.read_text() == before, "evaluate() after fit() wrote a second val record of the same weights"
+    assert results["top1"] == trainer.val_results["top1"]
+
+
+def test_evaluate_alone_opens_and_closes_one_run(tiny_recipe):
+    rec = StageRecorder()
+    trainer = Trainer.from_recipe(tiny_recipe, hooks=[rec])
+    results = trainer.evaluate()
+    assert rec.stages == ["before_run", "after_run"] and results["num_samples"] == 21

@@ -8,7 +8,7 @@ from pathlib import Path
 from .. import checkpoint
 from ..hooks.ema import EMA_STEM, evaluate_ema_weights
 
-logger = logging.getLogger("accel_trainer")
+logger = logging.getLogger(__name__)
 
 
 def evaluate_command(trainer, weights: str | None) -> int:

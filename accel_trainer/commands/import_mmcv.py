@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import copy
 import sys
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import RecipeError, join_path
-from ..mmcv_config import Origin, read_mmcv_config
 from ..recipe import dump_toml, merge
+from ..loading import check_components
+from ..schema import AutoScaleLrCfg, CheckpointCfg, EvaluationCfg, LogCfg, Recipe, RunnerCfg, field_names
+from .mmcv_config import Origin, read_mmcv_config
 
 
 class _NotConverted(Exception):
@@ -25,11 +28,12 @@ class _NotConverted(Exception):
 
 Note = Callable[[str, str], None]
 
-CHECKPOINT_KEYS = ("interval", "by_epoch", "save_optimizer", "out_dir", "max_keep_ckpts", "save_last")
-LOG_KEYS = ("interval", "ignore_last", "reset_flag", "by_epoch")
-EVALUATION_KEYS = ("interval", "start", "by_epoch", "metric", "save_best", "rule", "greater_keys", "less_keys")
-AUTO_SCALE_KEYS = ("enable", "base_batch_size")
-RUNNER_TYPES = ("EpochBasedRunner", "IterBasedRunner")
+CHECKPOINT_KEYS = field_names(CheckpointCfg)
+LOG_KEYS = tuple(key for key in field_names(LogCfg) if key != "hooks")
+EVALUATION_KEYS = field_names(EvaluationCfg)
+AUTO_SCALE_KEYS = field_names(AutoScaleLrCfg)
+RUNNER_KEYS = field_names(RunnerCfg)
+RUNNER_TYPES = typing.get_args(typing.get_type_hints(RunnerCfg)["type"])
 FP16_HOOKS = ("Fp16OptimizerHook", "GradientCumulativeFp16OptimizerHook")
 CUMULATIVE_HOOKS = ("GradientCumulativeOptimizerHook", "GradientCumulativeFp16OptimizerHook")
 FP16_LOSS_SCALE = "Accelerate's fp16 scales the loss dynamically; a fixed loss_scale has no equivalent"
@@ -191,7 +195,7 @@ def _runner(value: Any, note: Note) -> dict:
     runner_type = cfg.get("type", "EpochBasedRunner")
     if runner_type not in RUNNER_TYPES:
         raise _NotConverted(f"type {runner_type!r} has no equivalent; expected one of {', '.join(RUNNER_TYPES)}")
-    return {"runner": _pick(cfg, ("type", "max_epochs", "max_iters"), "runner", note, "no equivalent setting")}
+    return {"runner": _pick(cfg, RUNNER_KEYS, "runner", note, "no equivalent setting")}
 
 
 def _weights_path(key: str) -> Callable[[Any, Note], dict]:
@@ -274,11 +278,9 @@ def _item_problem(partial: dict, path: str, index: int) -> str | None:
 
 def _probe(partial: dict) -> str | None:
     """The schema's complaint about `partial` as a recipe's only runtime keys, or None if it is valid."""
-    from ..schema import Recipe
-
     try:
         # Paths are kept as written: they name files on the machine that will train.
-        Recipe.from_dict({**_PROBE_BASE, **copy.deepcopy(partial)}, source="probe", check_files=False)
+        check_components(Recipe.from_dict({**_PROBE_BASE, **copy.deepcopy(partial)}, source="probe", check_files=False))
     except RecipeError as exc:
         return str(exc)
     return None

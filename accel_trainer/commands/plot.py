@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..curves import newest_log, plot_curves, read_log, run_labels
+from ..plotting import newest_log, plot_curves, read_log, run_labels
 
 
 def plot_command(work_dirs: Sequence[str], out: str, keys: str | None, smooth: float) -> int:

@@ -1,15 +1,23 @@
-"""`accel-trainer schedule`: the lr/momentum of every iteration, before any training."""
+"""`accel-trainer schedule`: the lr/momentum of every iteration, before any training.
+
+The run length and the auto-scaled lr come from the same code the Trainer uses, for the number
+of processes the run will have (a freeze stage with its own batch size included).
+"""
 from __future__ import annotations
 
-import logging
 import math
+import os
+import sys
+from pathlib import Path
 
+from ..data.loader import batches_per_process
 from ..errors import RecipeError
-from ..optim import scale_lr
-from ..schedule_preview import plot_schedule_png, schedule_rows, write_schedule_csv
+from ..optim import auto_scaled_lr, build_optimizer
+from ..plotting import plot_schedule_png
+from ..schedules import LrSchedule
+from ..schedules.preview import run_rows, write_schedule_csv
+from ..schedules.run_length import RunLength
 from ..schema import Recipe
-
-logger = logging.getLogger("accel_trainer")
 
 
 def base_momentum(optimizer_cfg: dict) -> float | None:
@@ -20,8 +28,6 @@ def base_momentum(optimizer_cfg: dict) -> float | None:
     """
     import torch
 
-    from ..optim import build_optimizer
-
     optimizer, _ = build_optimizer(torch.nn.Linear(1, 1), optimizer_cfg)
     group = optimizer.param_groups[0]
     if "momentum" in group:
@@ -31,44 +37,71 @@ def base_momentum(optimizer_cfg: dict) -> float | None:
     return None
 
 
-def dataset_iters_per_epoch(recipe: Recipe) -> int:
-    """Optimizer steps per epoch on one process, from the recipe's training set."""
+def launcher_num_processes() -> tuple[int, str]:
+    """How many processes the run will have, and where that came from: a launcher's WORLD_SIZE,
+    else the default `accelerate config` file, else 1."""
+    if "WORLD_SIZE" in os.environ:
+        return int(os.environ["WORLD_SIZE"]), "WORLD_SIZE"
+    from accelerate.commands.config import default_config_file
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    if Path(default_config_file).is_file():
+        return int(load_config_from_file(default_config_file).num_processes or 1), default_config_file
+    return 1, "no launcher and no accelerate config"
+
+
+def dataset_steps(recipe: Recipe, num_processes: int):
+    """`steps_at(batch_size)` from the recipe's training set: the loader is built, never iterated."""
     from ..tasks import build_task
 
     task = build_task(recipe)
     train, _ = task.build_datasets()
-    # The training loader itself (built, never iterated) counts the batches, short last one or not.
-    batches = len(task.build_loader(train, batch_size=recipe.data.batch_size, train=True))
-    return math.ceil(batches / recipe.accelerate.gradient_accumulation_steps)
+
+    def steps_at(batch_size: int) -> int:
+        loader = task.build_loader(train, batch_size=batch_size, train=True)
+        return math.ceil(batches_per_process(loader, num_processes) / recipe.accelerate.gradient_accumulation_steps)
+
+    return steps_at
 
 
-def schedule_command(recipe: Recipe, iters_per_epoch: int | None, csv: str | None, png: str | None) -> int:
-    if iters_per_epoch is None:
-        iters_per_epoch = dataset_iters_per_epoch(recipe)
-    if iters_per_epoch <= 0:
+def dataset_iters_per_epoch(recipe: Recipe, num_processes: int = 1) -> int:
+    """Optimizer steps per epoch at `data.batch_size`, from the recipe's training set."""
+    return dataset_steps(recipe, num_processes)(recipe.data.batch_size)
+
+
+def schedule_command(recipe: Recipe, iters_per_epoch: int | None, csv: str | None, png: str | None,
+                     num_processes: int | None = None) -> int:
+    """`iters_per_epoch` (at `data.batch_size`, per process) skips reading the dataset; a freeze
+    stage with another batch size then gets proportionally more or fewer iterations."""
+    if num_processes is None:
+        num_processes, source = launcher_num_processes()
+        print(f"accel-trainer: schedule for {num_processes} process(es) ({source})", file=sys.stderr)
+    if num_processes <= 0:
+        raise RecipeError(f"--num-processes must be positive, got {num_processes}")
+    if iters_per_epoch is not None and iters_per_epoch <= 0:
         raise RecipeError(f"--iters-per-epoch must be positive, got {iters_per_epoch}")
-    lr = float(recipe.optimizer["lr"])
-    if recipe.auto_scale_lr.enable:
-        lr = scale_lr(
-            lr,
-            num_processes=1,
-            batch_size=recipe.data.batch_size,
-            accumulation=recipe.accelerate.gradient_accumulation_steps,
-            base_batch_size=recipe.auto_scale_lr.base_batch_size,
-        )
-    if recipe.by_epoch:
-        max_epochs, max_iters = recipe.runner.max_epochs, recipe.runner.max_epochs * iters_per_epoch
+    full = recipe.data.batch_size
+    if iters_per_epoch is None:
+        steps_at = dataset_steps(recipe, num_processes)
     else:
-        max_iters = recipe.runner.max_iters
-        max_epochs = math.ceil(max_iters / iters_per_epoch)
-    rows = schedule_rows(
-        recipe.lr_config, recipe.momentum_config, lr, base_momentum(recipe.optimizer), iters_per_epoch, max_epochs, max_iters,
-        iter_based=not recipe.by_epoch,
+        given = iters_per_epoch
+
+        def steps_at(batch_size: int) -> int:
+            return math.ceil(given * full / batch_size)
+
+    run = RunLength.of_recipe(recipe, steps_at)
+    warning = run.warmup_overrun(LrSchedule.from_config(recipe.lr_config, iter_based=not recipe.by_epoch))
+    if warning:
+        print(f"accel-trainer: warning: {warning}", file=sys.stderr)
+    rows = run_rows(
+        recipe.lr_config, recipe.momentum_config, auto_scaled_lr(recipe, num_processes, full),
+        base_momentum(recipe.optimizer), run, iter_based=not recipe.by_epoch,
+        lr_follows_batch=recipe.auto_scale_lr.enable,
     )
     if csv:
         write_schedule_csv(rows, csv)
     if png:
-        plot_schedule_png(rows, iters_per_epoch, png, title=recipe.source)
+        plot_schedule_png(rows, png, title=recipe.source)
     if not csv and not png:
         write_schedule_csv(rows, "-")
     return 0

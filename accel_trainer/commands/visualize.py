@@ -17,7 +17,7 @@ from ..errors import RecipeError
 from ..schema import Recipe
 from ..tasks import build_task
 
-logger = logging.getLogger("accel_trainer")
+logger = logging.getLogger(__name__)
 
 TRUE_COLOUR, PREDICTED_COLOUR = "lime", "red"
 
@@ -43,7 +43,7 @@ def visualize_command(recipe: Recipe, weights: str, out: str, num: int, score_th
     task = build_task(recipe)
     model = task.build_model()
     fit_weights(model, load_weights(weights), source=weights,
-                           revise_keys=[tuple(p) for p in recipe.load_options.revise_keys], strict=True)
+                           revise_keys=recipe.load_options.key_renames, strict=True)
     model.eval()
     _, val = task.build_datasets()
     out_dir = Path(out)

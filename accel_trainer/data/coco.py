@@ -23,7 +23,7 @@ from torchvision.transforms import v2
 
 from ..errors import RecipeError
 
-logger = logging.getLogger("accel_trainer")
+logger = logging.getLogger(__name__)
 
 # mmdet's result keys, in COCOeval.stats order.
 BBOX_METRIC_KEYS = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from accelerate.data_loader import BatchSamplerShard
 from torch.utils.data import DataLoader, Dataset
 
 from ..schema import DataCfg, Recipe
@@ -49,3 +50,14 @@ def build_loader(
         generator=torch.Generator().manual_seed(recipe.accelerate.seed),
         **extra,
     )
+
+
+def batches_per_process(loader: DataLoader, num_processes: int) -> int:
+    """Batches each process draws from `loader` once Accelerate shards it across `num_processes`.
+
+    Counted by Accelerate's own batch-sampler shard (even batches, its default), so the count
+    equals the prepared loader's length without building or iterating it.
+    """
+    if num_processes <= 1:
+        return len(loader)
+    return len(BatchSamplerShard(loader.batch_sampler, num_processes=num_processes))

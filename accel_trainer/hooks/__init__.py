@@ -1,4 +1,10 @@
-"""Hooks: built-ins come from recipe sections; `custom_hooks` adds hooks by name or import path."""
+"""Hooks: built-ins come from recipe sections; `custom_hooks` adds hooks by name or import path.
+
+Trust model: a recipe is code, like an mmcv config: `custom_hooks = [{type = "pkg.mod:Class"}]`
+imports that module when a Trainer is built (a run that trains or evaluates). Checking a recipe
+(`--print-recipe`, `schedule`, `import-mmcv`) imports nothing it names. Checkpoints and weights
+files are data and never run code.
+"""
 from __future__ import annotations
 
 import importlib
@@ -7,7 +13,7 @@ import inspect
 from typing import Any
 
 from ..errors import RecipeError, check_choice, check_keys, did_you_mean
-from ..schema import Recipe
+from ..schema import LogCfg, Recipe, field_names
 from .base import PRIORITIES, Hook, resolve_priority
 from .checkpoint import CheckpointHook, SaveBestHook
 from .ema import EMAHook
@@ -17,7 +23,7 @@ from .logger import LoggerHook, MlflowLoggerHook, TensorboardLoggerHook, TextLog
 from .num_class_check import NumClassCheckHook
 from .schedule import ScheduleHook
 
-__all__ = ["Hook", "PRIORITIES", "build_hooks", "tracker_names", "validate_hook_configs"]
+__all__ = ["Hook", "PRIORITIES", "build_hooks", "check_hook_configs", "tracker_names"]
 
 LOGGER_HOOKS: dict[str, type[LoggerHook]] = {
     "TextLoggerHook": TextLoggerHook,
@@ -27,15 +33,30 @@ LOGGER_HOOKS: dict[str, type[LoggerHook]] = {
 }
 TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 CUSTOM_HOOKS: dict[str, type[Hook]] = {"NumClassCheckHook": NumClassCheckHook}
-LOGGER_KEYS = ("interval", "ignore_last", "reset_flag", "by_epoch")
+LOGGER_KEYS = tuple(key for key in field_names(LogCfg) if key != "hooks")
 
 
-def _hook_class(type_name: Any, path: str) -> type[Hook]:
-    """A built-in custom hook by name, or a user's class by `package.module:ClassName`."""
+def _check_hook_name(type_name: Any, path: str) -> None:
+    """A built-in custom hook name, or `package.module:ClassName` whose top-level package exists.
+
+    Finding a top-level module's spec runs none of its code."""
     if not isinstance(type_name, str) or not type_name:
         raise RecipeError(f"{path}.type must be a hook name or 'package.module:ClassName', got {type_name!r}")
     if ":" not in type_name:
         check_choice(type_name, CUSTOM_HOOKS, f"{path}.type")
+        return
+    module_name, _, class_name = type_name.partition(":")
+    if not module_name or not class_name.isidentifier():
+        raise RecipeError(f"{path}.type = {type_name!r}: expected 'package.module:ClassName'")
+    top = module_name.split(".")[0]
+    if not top.isidentifier() or importlib.util.find_spec(top) is None:
+        raise RecipeError(f"{path}.type = {type_name!r}: cannot import module {module_name!r} (no module named {top!r})")
+
+
+def _hook_class(type_name: Any, path: str) -> type[Hook]:
+    """Import the class a custom hook table names (this runs the module's top-level code)."""
+    _check_hook_name(type_name, path)
+    if ":" not in type_name:
         return CUSTOM_HOOKS[type_name]
     module_name, _, class_name = type_name.partition(":")
     try:
@@ -96,8 +117,8 @@ def tracker_names(recipe: Recipe) -> list[str]:
     return names
 
 
-def validate_hook_configs(recipe: Recipe) -> None:
-    """Check hook tables and tracker packages without starting anything."""
+def check_hook_configs(recipe: Recipe) -> None:
+    """Check hook tables and tracker packages without starting or importing anything they name."""
     for i, cfg in enumerate(recipe.log_config.hooks):
         _logger_hook(cfg, recipe, f"log_config.hooks[{i}]")
     for tracker in tracker_names(recipe):
@@ -107,7 +128,11 @@ def validate_hook_configs(recipe: Recipe) -> None:
                 f"pip install {TRACKER_PACKAGES[tracker]}"
             )
     for i, cfg in enumerate(recipe.custom_hooks):
-        _custom_hook(cfg, f"custom_hooks[{i}]")
+        path = f"custom_hooks[{i}]"
+        _check_hook_name(cfg.get("type"), path)
+        resolve_priority(cfg.get("priority", "NORMAL"), f"{path}.priority")
+        if cfg.get("type") in CUSTOM_HOOKS:
+            _check_kwargs(CUSTOM_HOOKS[cfg["type"]], {k: v for k, v in cfg.items() if k not in ("type", "priority")}, path)
 
 
 def build_hooks(recipe: Recipe) -> list[Hook]:

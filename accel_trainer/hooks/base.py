@@ -19,13 +19,23 @@ The trainer calls the stages like this (epoch-based runner, workflow [["train", 
 
 Hooks run in priority order (lower value first; mmcv's names and numbers), ties in the order
 they were registered. A hook reads and changes the trainer's public attributes (`epoch`,
-`iter`, `inner_iter`, `model`, `optimizer`, `accelerator`, `recipe`, ...). The counters count
-completed work: in `before_train_iter` `iter` is the 0-based index of the coming iteration, in
-`after_train_iter` it is the number done (mmcv's `runner.iter + 1`); likewise `epoch`.
+`iter`, `inner_iter`, `model`, `optimizer`, `accelerator`, `recipe`, `run`, ...). The counters
+count completed work: in `before_train_iter` `iter` is the 0-based index of the coming
+iteration, in `after_train_iter` it is the number done (mmcv's `runner.iter + 1`); likewise
+`epoch`. During the `*_iter` stages `trainer.batch` is the current batch (under gradient
+accumulation, in `after_train_iter` the last micro-batch of the step) and, in the `after_*_iter`
+stages, `trainer.outputs` is what the step produced: the dict of loss terms (tensors) while
+training, the task's `val_step` outputs while validating.
+
+`before_run` / `after_run` run once per Trainer run: `fit()`, or an `evaluate()` of a Trainer
+that has not run. Besides the stages, a hook may adjust the train mode (`adjust_train_mode`,
+called after every `model.train()`) and add state to checkpoints (`checkpoint_tensors`).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
+
+from ..errors import RecipeError, did_you_mean
 
 if TYPE_CHECKING:
     import torch
@@ -44,7 +54,7 @@ PRIORITIES: dict[str, int] = {
     "LOWEST": 100,
 }
 
-STAGES: tuple[str, ...] = (
+Stage = Literal[
     "before_run",
     "before_train_epoch",
     "before_train_iter",
@@ -55,7 +65,8 @@ STAGES: tuple[str, ...] = (
     "after_val_iter",
     "after_val_epoch",
     "after_run",
-)
+]
+STAGES: tuple[Stage, ...] = get_args(Stage)
 
 
 class Hook:
@@ -73,6 +84,9 @@ class Hook:
     def after_val_iter(self, trainer: "Trainer") -> None: ...
     def after_val_epoch(self, trainer: "Trainer") -> None: ...
     def after_run(self, trainer: "Trainer") -> None: ...
+
+    def adjust_train_mode(self, trainer: "Trainer") -> None:
+        """Called after every `model.train()`: keep parts of the model in eval mode (frozen norms)."""
 
     def checkpoint_tensors(self, trainer: "Trainer") -> dict[str, dict[str, "torch.Tensor"]]:
         """State this hook adds to every checkpoint, as `{file stem: tensors}` (e.g. the EMA weights)."""
@@ -101,8 +115,6 @@ class Hook:
 
 def resolve_priority(value: int | str, path: str) -> int:
     """Accept mmcv's priority names or integers 0-100."""
-    from ..errors import RecipeError, did_you_mean
-
     if isinstance(value, bool):
         raise RecipeError(f"{path} = {value!r}: expected a name ({', '.join(PRIORITIES)}) or an integer 0-100")
     if isinstance(value, int):

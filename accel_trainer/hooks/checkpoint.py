@@ -12,7 +12,7 @@ from .base import PRIORITIES, Hook
 if TYPE_CHECKING:
     from ..trainer import Trainer
 
-logger = logging.getLogger("accel_trainer")
+logger = logging.getLogger(__name__)
 
 # mmcv 1.x's defaults for inferring whether a bigger metric is better.
 GREATER_KEYS = ("acc", "top", "AR@", "auc", "precision", "mAP", "mDice", "mIoU", "mAcc", "aAcc")

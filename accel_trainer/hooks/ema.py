@@ -22,7 +22,7 @@ from .base import PRIORITIES, Hook
 if TYPE_CHECKING:
     from ..trainer import Trainer
 
-logger = logging.getLogger("accel_trainer")
+logger = logging.getLogger(__name__)
 
 EMA_STEM = "ema"  # the checkpoint file ema.safetensors
 RAW_PREFIX = "raw_"
@@ -115,4 +115,4 @@ def evaluate_ema_weights(trainer: "Trainer", tensors: dict[str, torch.Tensor] | 
     hook.evaluate = True
     opts = trainer.recipe.load_options
     fit_weights(hook.model_ema(trainer).module, tensors, source=f"{source} ({EMA_STEM})",
-                revise_keys=[tuple(pair) for pair in opts.revise_keys], strict=opts.strict)
+                revise_keys=opts.key_renames, strict=opts.strict)

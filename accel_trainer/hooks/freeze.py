@@ -15,12 +15,13 @@ from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
 from ..errors import RecipeError
+from ..schedules import rescale_initial_lr
 from .base import PRIORITIES, Hook
 
 if TYPE_CHECKING:
     from ..trainer import Trainer
 
-logger = logging.getLogger("accel_trainer")
+logger = logging.getLogger(__name__)
 
 
 def _backbone_alias(model: nn.Module) -> list[str] | None:
@@ -73,8 +74,7 @@ class FreezeHook(Hook):
         if new_bs != old_bs:
             trainer.train_loader = trainer.build_train_loader(new_bs)
             if trainer.recipe.auto_scale_lr.enable:
-                for group in trainer.optimizer.param_groups:
-                    group["initial_lr"] = group.get("initial_lr", group["lr"]) * new_bs / old_bs
+                rescale_initial_lr(trainer.optimizer.param_groups, old_bs, new_bs)
         trainer.set_train_mode()
         logger.info(
             "freeze: from epoch %d %s %s, batch size %d per process",

@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..curves import write_run_curves
+from ..errors import is_number
+from ..plotting import write_run_curves
 from .base import PRIORITIES, Hook
 
 if TYPE_CHECKING:
     from ..trainer import Trainer
 
-logger = logging.getLogger("accel_trainer")
+logger = logging.getLogger(__name__)
 
 
 def _memory_mb(device: torch.device) -> int:
@@ -148,24 +149,17 @@ class TrackerLoggerHook(LoggerHook):
 
     tracker = ""
 
-    def before_run(self, trainer: "Trainer") -> None:
-        super().before_run(trainer)
-        if not getattr(trainer, "_trackers_started", False):
-            trainer.accelerator.init_trackers("tf_logs", config=flat_hparams(trainer.recipe.to_dict()))
-            trainer._trackers_started = True
-
     def write_train(self, trainer: "Trainer", record: dict[str, Any]) -> None:
-        values = {f"train/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k not in _COUNTERS}
-        trainer.accelerator.get_tracker(self.tracker).log(values, step=trainer.iter)
+        self._log(trainer, "train", record)
 
     def write_val(self, trainer: "Trainer", record: dict[str, Any]) -> None:
-        values = {f"val/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k not in _COUNTERS}
-        trainer.accelerator.get_tracker(self.tracker).log(values, step=trainer.iter)
+        self._log(trainer, "val", record)
 
-    def after_run(self, trainer: "Trainer") -> None:
-        if getattr(trainer, "_trackers_started", False):
-            trainer.accelerator.end_training()
-            trainer._trackers_started = False
+    def _log(self, trainer: "Trainer", mode: str, record: dict[str, Any]) -> None:
+        """The trainer starts and ends the trackers with the run; between runs there is nowhere to write."""
+        if trainer.trackers_started:
+            values = {f"{mode}/{k}": v for k, v in record.items() if is_number(v) and k not in _COUNTERS}
+            trainer.accelerator.get_tracker(self.tracker).log(values, step=trainer.iter)
 
 
 class TensorboardLoggerHook(TrackerLoggerHook):

@@ -1,13 +1,16 @@
 """Sets lr and momentum before every iteration from the closed-form schedules (mmcv's updaters)."""
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
-from ..schedules import LrSchedule, MomentumSchedule, Progress, apply_schedules
+from ..schedules import LrSchedule, MomentumSchedule, apply_schedules
 from .base import PRIORITIES, Hook
 
 if TYPE_CHECKING:
     from ..trainer import Trainer
+
+logger = logging.getLogger(__name__)
 
 
 class ScheduleHook(Hook):
@@ -19,12 +22,10 @@ class ScheduleHook(Hook):
         self.lr = LrSchedule.from_config(lr_config, iter_based=iter_based)
         self.momentum = MomentumSchedule.from_config(momentum_config)
 
+    def before_run(self, trainer: "Trainer") -> None:
+        warning = trainer.run.warmup_overrun(self.lr)
+        if warning:
+            logger.warning(warning)
+
     def before_train_iter(self, trainer: "Trainer") -> None:
-        progress = Progress(
-            epoch=trainer.epoch,
-            iter=trainer.iter,
-            iters_per_epoch=trainer.iters_per_epoch,
-            max_epochs=trainer.max_epochs,
-            max_iters=trainer.max_iters,
-        )
-        apply_schedules(trainer.optimizer, self.lr, self.momentum, progress)
+        apply_schedules(trainer.optimizer, self.lr, self.momentum, trainer.run.progress(trainer.epoch, trainer.iter))

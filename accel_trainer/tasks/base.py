@@ -15,11 +15,13 @@ The trainer calls, in order::
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.shapes import ShapesSpec
 from ..schema import Recipe
 
 
@@ -55,8 +57,9 @@ class Task:
     def reset_metrics(self) -> None:
         raise NotImplementedError
 
-    def val_step(self, model: nn.Module, batch, accelerator) -> None:
-        """Accumulate one val batch; every process calls it, each sample must count once."""
+    def val_step(self, model: nn.Module, batch, accelerator) -> Any:
+        """Accumulate one val batch (every process calls it, each sample must count once) and
+        return this process's outputs for it, which hooks see as `trainer.outputs`."""
         raise NotImplementedError
 
     def compute_metrics(self) -> dict[str, float]:
@@ -67,6 +70,11 @@ class Task:
         """Number of classes a dataset declares (`classes`); None when it does not say."""
         classes = getattr(dataset, "classes", None)
         return None if classes is None else len(classes)
+
+    def shapes_spec(self) -> ShapesSpec:
+        """The built-in synthetic set the recipe's `[data.shapes]` describes."""
+        s = self.recipe.data.shapes
+        return ShapesSpec(num_train=s.num_train, num_val=s.num_val, image_size=s.image_size, seed=s.seed)
 
     def describe_data(self, split: str) -> str:
         """Where a split's data comes from, as the recipe names it."""

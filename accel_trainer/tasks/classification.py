@@ -75,11 +75,9 @@ class ClassificationTask(Task):
     def _roots(self) -> tuple[Path, Path]:
         d = self.recipe.data
         if d.type == "shapes":
-            from ..data.shapes import ShapesSpec, ensure_shapes_classification
+            from ..data.shapes import ensure_shapes_classification
 
-            s = d.shapes
-            spec = ShapesSpec(num_train=s.num_train, num_val=s.num_val, image_size=s.image_size, seed=s.seed)
-            return ensure_shapes_classification(spec)
+            return ensure_shapes_classification(self.shapes_spec())
         if d.type != "imagefolder":
             raise RecipeError(f'data.type = "{d.type}" is for detection; classification takes "imagefolder" or "shapes"')
         return Path(d.train.root), Path(d.val.root)
@@ -94,8 +92,8 @@ class ClassificationTask(Task):
     def reset_metrics(self) -> None:
         self._parts: list[torch.Tensor] = []
 
-    def val_step(self, model: nn.Module, batch, accelerator) -> None:
-        """Per-sample loss and hits, gathered so every val sample counts exactly once."""
+    def val_step(self, model: nn.Module, batch, accelerator) -> torch.Tensor:
+        """Per-sample loss and hits, gathered so every val sample counts exactly once; returns the logits."""
         images, targets = batch
         logits = model(images)
         loss = F.cross_entropy(logits.float(), targets, reduction="none")
@@ -103,6 +101,7 @@ class ClassificationTask(Task):
         hits = logits.topk(k, dim=1).indices.eq(targets[:, None])
         per_sample = torch.stack([loss, hits[:, :1].any(1).float(), hits.any(1).float()], dim=1)
         self._parts.append(accelerator.gather_for_metrics(per_sample).detach())
+        return logits
 
     def compute_metrics(self) -> dict[str, float]:
         allv = torch.cat(self._parts) if self._parts else torch.zeros(0, 3)

@@ -36,7 +36,7 @@ from ..errors import RecipeError
 from ..schema import ModelCfg, Recipe
 from .base import Task
 
-logger = logging.getLogger("accel_trainer")
+logger = logging.getLogger(__name__)
 
 FPN_CHANNELS = 256
 # torchvision's loss names -> mmdet's, so logs read the same as the seeds'.
@@ -236,11 +236,9 @@ class DetectionTask(Task):
         if self._paths is None:
             d = self.recipe.data
             if d.type == "shapes":
-                from ..data.shapes import ShapesSpec, ensure_shapes_detection
+                from ..data.shapes import ensure_shapes_detection
 
-                s = d.shapes
-                spec = ShapesSpec(num_train=s.num_train, num_val=s.num_val, image_size=s.image_size, seed=s.seed)
-                self._paths = ensure_shapes_detection(spec)
+                self._paths = ensure_shapes_detection(self.shapes_spec())
             elif d.type == "coco":
                 self._paths = {}
                 for split in ("train", "val"):
@@ -301,8 +299,9 @@ class DetectionTask(Task):
             for box, label, score in zip(boxes.tolist(), labels, detections["scores"].float().cpu().tolist())
         ]
 
-    def val_step(self, model: nn.Module, batch, accelerator) -> None:
-        """Losses and detections per image, gathered so every val image counts exactly once."""
+    def val_step(self, model: nn.Module, batch, accelerator) -> list[dict[str, Any]]:
+        """Losses and detections per image, gathered so every val image counts exactly once;
+        returns this process's per-image records (image_id, losses, COCO-style results)."""
         images, targets = batch
         model = accelerator.unwrap_model(model)
         kept = [i for i, image in enumerate(images) if image is not None]
@@ -317,6 +316,7 @@ class DetectionTask(Task):
                 image_id = per_image[i]["image_id"]
                 per_image[i] = {"image_id": image_id, "losses": losses, "results": self._results(image_id, detections, cat_ids)}
         self._records.extend(accelerator.gather_for_metrics(per_image, use_gather_object=True))
+        return per_image
 
     def val_gt(self) -> COCO:
         """The val annotation file's pycocotools index (the ground truth of COCOeval)."""

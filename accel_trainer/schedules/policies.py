@@ -1,7 +1,7 @@
 """The mmcv 1.x lr / momentum updater policies as pure functions of the progress counters.
 
 Each policy reads its recipe table with mmcv's keys and defaults and computes the regular value
-(before warmup) of one param group from its base value and a `Progress`; `schedules.py` adds
+(before warmup) of one param group from its base value and a `Progress`; `apply.py` adds
 mmcv's warmup and applies the values to an optimizer.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import RecipeError, check_choice, join_path
+from ..errors import RecipeError, check_choice, is_int, is_number, join_path
 
 
 @dataclass(frozen=True)
@@ -42,14 +42,6 @@ ANNEALING: dict[str, Callable[[float, float, float], float]] = {"cos": annealing
 _REQUIRED = object()
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 class Table:
     """Typed reads from one recipe table; every error names the dotted key path and the value."""
 
@@ -74,12 +66,12 @@ class Table:
     def number(
         self, key: str, default: Any = _REQUIRED, ok: Callable[[float], bool] | None = None, expected: str = "a number"
     ) -> Any:
-        return self._typed(key, default, ok, expected, _is_number, float)
+        return self._typed(key, default, ok, expected, is_number, float)
 
     def integer(
         self, key: str, default: Any = _REQUIRED, ok: Callable[[int], bool] | None = None, expected: str = "an integer"
     ) -> Any:
-        return self._typed(key, default, ok, expected, _is_int, int)
+        return self._typed(key, default, ok, expected, is_int, int)
 
     def _typed(self, key: str, default: Any, ok: Callable[[Any], bool] | None, expected: str,
                is_kind: Callable[[object], bool], convert: Callable[[Any], Any]) -> Any:
@@ -105,7 +97,7 @@ class Table:
 
     def numbers(self, key: str, default: Any = _REQUIRED, expected: str = "a list of numbers") -> list[float]:
         value = self.get(key, default, expected)
-        if not isinstance(value, (list, tuple)) or not all(_is_number(v) for v in value):
+        if not isinstance(value, (list, tuple)) or not all(is_number(v) for v in value):
             raise self.fail(key, expected)
         return [float(v) for v in value]
 
@@ -113,7 +105,7 @@ class Table:
         """mmcv's per-group arguments: one number for all groups, or one per group."""
         expected = "a number, or a list with one number per param group"
         value = self.get(key, default, expected)
-        if _is_number(value):
+        if is_number(value):
             return float(value)
         return self.numbers(key, default, expected)
 
@@ -175,8 +167,8 @@ class _Step(Policy):
         super().__init__(t, kind, by_epoch)
         expected = "a positive integer (decay interval) or a list of positive integers (milestones)"
         step = t.get("step", _REQUIRED, expected)
-        positive_ints = isinstance(step, (list, tuple)) and all(_is_int(s) and s > 0 for s in step)
-        if not (positive_ints or (_is_int(step) and step > 0)):
+        positive_ints = isinstance(step, (list, tuple)) and all(is_int(s) and s > 0 for s in step)
+        if not (positive_ints or (is_int(step) and step > 0)):
             raise t.fail("step", expected)
         self.step: int | list[int] = list(step) if isinstance(step, (list, tuple)) else step
         self.gamma = t.number("gamma", 0.1 if kind == "lr" else 0.5)
@@ -298,7 +290,7 @@ class _CosineRestart(_ToTarget):
     def __init__(self, t: Table, kind: str, by_epoch: bool) -> None:
         super().__init__(t, kind, by_epoch)
         periods = t.get("periods", _REQUIRED, "a list of positive integers")
-        if not isinstance(periods, (list, tuple)) or not periods or not all(_is_int(v) and v > 0 for v in periods):
+        if not isinstance(periods, (list, tuple)) or not periods or not all(is_int(v) and v > 0 for v in periods):
             raise t.fail("periods", "a non-empty list of positive integers")
         self.periods = list(periods)
         self.weights = t.numbers("restart_weights", [1])
@@ -334,9 +326,9 @@ class _Cyclic(Policy):
         default = (10, 1e-4) if kind == "lr" else (0.85 / 0.95, 1.0)
         expected = "a number r (meaning [r, r / 1e5]) or a list of one or two numbers"
         ratio = t.get("target_ratio", default, expected)
-        if _is_number(ratio):
+        if is_number(ratio):
             ratio = [ratio]
-        if not isinstance(ratio, (list, tuple)) or len(ratio) not in (1, 2) or not all(_is_number(r) for r in ratio):
+        if not isinstance(ratio, (list, tuple)) or len(ratio) not in (1, 2) or not all(is_number(r) for r in ratio):
             raise t.fail("target_ratio", expected)
         self.ratio = (ratio[0], ratio[0] / 1e5) if len(ratio) == 1 else tuple(ratio)
         self.cycles = t.integer("cyclic_times", 1, lambda v: v > 0, "a positive integer")

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import RecipeError
-from .recipe import BASE_KEY, merge
+from ..errors import RecipeError, is_number
+from ..recipe import BASE_KEY, merge
 
 MAX_INT_BITS = 4096
 MAX_SEQUENCE_LEN = 100_000
@@ -31,10 +31,6 @@ _NUMBER_OPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Pow: operator.pow,
 }
 _CONTAINER_CALLS = ("dict", "list", "tuple", "set")
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _too_big(op: type, left: Any, right: Any) -> bool:
@@ -119,7 +115,7 @@ class _Reader:
             return out
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             operand = self.value(node.operand)
-            if not _is_number(operand):
+            if not is_number(operand):
                 raise self.fail(node, "a sign applies to numbers only")
             return -operand if isinstance(node.op, ast.USub) else operand
         if isinstance(node, ast.BinOp):
@@ -143,7 +139,7 @@ class _Reader:
     def binop(self, node: ast.BinOp) -> Any:
         left, right = self.value(node.left), self.value(node.right)
         op = type(node.op)
-        if _is_number(left) and _is_number(right) and op in _NUMBER_OPS:
+        if is_number(left) and is_number(right) and op in _NUMBER_OPS:
             if _too_big(op, left, right):
                 raise self.fail(node, "the result would be too large")
             try:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import timm
 import torch
 
-from accel_trainer.memory_format import batch_to_channels_last, model_to_channels_last
+from accel_trainer.distributed import batch_to_channels_last, model_to_channels_last
 
 
 def test_batch_to_channels_last_converts_only_image_batches():

@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import RecipeError, check_choice, check_keys
-from .schedule_policies import LR_POLICIES, MOMENTUM_POLICIES, Policy, Progress, Table
+from ..errors import RecipeError, check_choice, check_keys
+from .policies import LR_POLICIES, MOMENTUM_POLICIES, Policy, Progress, Table
 
 __all__ = ["LrSchedule", "MomentumSchedule", "Progress", "apply_schedules"]
 
@@ -188,3 +188,15 @@ def apply_schedules(optimizer: Any, lr: LrSchedule, momentum: MomentumSchedule |
             group["momentum"] = value
         else:
             group["betas"] = (value, *group["betas"][1:])
+
+
+def check_schedule_configs(lr_config: Mapping | None, momentum_config: Mapping | None, *, iter_based: bool) -> None:
+    """Validate `[lr_config]` and `[momentum_config]` without a run."""
+    LrSchedule.from_config(lr_config, iter_based=iter_based)
+    MomentumSchedule.from_config(momentum_config)
+
+
+def rescale_initial_lr(param_groups: list[dict], old_batch_size: int, new_batch_size: int) -> None:
+    """With auto_scale_lr, a stage with another batch size scales every group's base lr alike."""
+    for group in param_groups:
+        group["initial_lr"] = group.get("initial_lr", group["lr"]) * new_batch_size / old_batch_size

@@ -70,7 +70,7 @@ class ModelCfg:
     task: Literal["classification", "detection"] = "classification"
     backbone: str = "resnest50d"
     num_classes: int = 1000
-    pretrained: str = ""
+    pretrained: bool | str = ""
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     head: Literal["fcos", "retinanet", "faster_rcnn"] = "fcos"
@@ -238,7 +238,13 @@ def _check_value(tp: Any, value: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         options = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _check_value(options[0], value, path)
+        errors = []
+        for option in options:  # the first type that takes the value, e.g. `bool | str`
+            try:
+                return _check_value(option, value, path)
+            except RecipeError as exc:
+                errors.append(exc)
+        raise errors[0]
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise RecipeError(f"{path} must be a table, got {value!r}")
@@ -381,8 +387,9 @@ def check_recipe_files(r: Recipe) -> None:
             ann_file = getattr(r.data, split).ann_file
             if r.data.type == "coco" and ann_file and not Path(ann_file).is_file():
                 raise RecipeError(f"data.{split}.ann_file: file not found: {ann_file}")
-    if r.model.pretrained and not Path(r.model.pretrained).is_file():
-        raise RecipeError(f"model.pretrained: file not found: {r.model.pretrained}")
+    from .pretrained import check_available
+
+    check_available(r.model.backbone, r.model.pretrained)
     for key in ("load_from", "resume_from"):
         value = getattr(r, key)
         if value and not Path(value).exists():

@@ -12,6 +12,7 @@ from torch import nn
 from torchvision.datasets import ImageFolder
 
 from ..errors import RecipeError
+from ..pretrained import load_into, resolve
 from ..schema import Recipe
 from .base import Task
 
@@ -46,16 +47,16 @@ class ClassificationTask(Task):
     def build_model(self) -> nn.Module:
         m = self.recipe.model
         kwargs = dict(num_classes=m.num_classes, drop_rate=m.drop_rate, drop_path_rate=m.drop_path_rate)
+        source = resolve(m.backbone, m.pretrained)
         try:
-            if m.pretrained:
-                return timm.create_model(
-                    m.backbone, pretrained=True, pretrained_cfg_overlay=dict(file=str(Path(m.pretrained))), **kwargs
-                )
-            return timm.create_model(m.backbone, pretrained=False, **kwargs)
+            model = timm.create_model(source.name if source else m.backbone, pretrained=False, **kwargs)
         except RuntimeError as exc:
             if "Unknown model" in str(exc):
                 raise RecipeError(f"model.backbone = {m.backbone!r} is not a timm model ({exc})") from None
             raise
+        if source is not None:
+            load_into(model, source, classifier=model.pretrained_cfg.get("classifier") or ())
+        return model
 
     def build_datasets(self) -> tuple[ImageFolder, ImageFolder]:
         d = self.recipe.data

@@ -33,6 +33,7 @@ from ..data.coco import (
     load_coco,
 )
 from ..errors import RecipeError
+from ..pretrained import load_into, resolve
 from ..schema import ModelCfg, Recipe
 from .base import Task
 
@@ -111,20 +112,25 @@ def frozen_children(body: nn.Module, frozen_stages: int) -> list[str]:
 
 
 def build_body(m: ModelCfg, num_levels: int) -> nn.Module:
-    """The timm trunk returning its last `num_levels` feature maps; `pretrained` is a local file
-    (timm loads it into the full model before cutting it to features, dropping the classifier)."""
+    """The timm trunk returning its last `num_levels` feature maps.
+
+    Pretrained weights are fitted (with a report) into the headless classifier first, then handed
+    to timm as that model's state dict, so timm cuts it to features as it does its own weights.
+    """
     kwargs: dict[str, Any] = dict(features_only=True, out_indices=num_levels)
     if m.drop_path_rate:
         kwargs["drop_path_rate"] = m.drop_path_rate
-    if m.pretrained:
-        kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(Path(m.pretrained))))
+    source = resolve(m.backbone, m.pretrained)
+    name = source.name if source else m.backbone
     try:
-        return timm.create_model(m.backbone, **kwargs)
+        if source is not None:
+            trunk = timm.create_model(name, num_classes=0)
+            load_into(trunk, source, classifier=trunk.pretrained_cfg.get("classifier") or ())
+            kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(state_dict=trunk.state_dict()))
+        return timm.create_model(name, **kwargs)
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
             raise RecipeError(f"model.backbone = {m.backbone!r} is not a timm model ({exc})") from None
-        if m.pretrained:
-            raise RecipeError(f"model.pretrained = {m.pretrained!r} does not fit {m.backbone}: {exc}") from None
         raise
 
 

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from . import checkpoint, weights
+from .classes import dataset_classes
 from .distributed import announce_hardware, build_accelerator, maybe_sync_batchnorm
 from .errors import RecipeError
 from .hooks import Hook, build_hooks
@@ -330,6 +331,7 @@ class Trainer:
             "num_processes": self.accelerator.num_processes,
             "train_batch_size": self.train_batch_size,
             "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler else None,
+            "classes": dataset_classes(self.val_dataset),
             "versions": {"accel_trainer": __import__("accel_trainer").__version__, "torch": torch.__version__},
         }
 
@@ -389,6 +391,20 @@ class Trainer:
         weights.fit_weights(self.unwrapped_model, weights.load_weights(path), source=path,
                                revise_keys=[tuple(pair) for pair in opts.revise_keys], strict=opts.strict)
         logger.info("loaded weights from %s", path)
+
+    def predict(self, images, **options: Any) -> list[dict[str, Any]]:
+        """Records for `images` (paths, PIL images, tensors) from the model in memory; see `Predictor.predict`."""
+        from .classes import resolve_classes
+        from .predict import Predictor
+
+        classes = resolve_classes(dataset_classes(self.val_dataset), self.recipe.model.num_classes, "the val dataset")
+        model = self.unwrapped_model
+        was_training = model.training
+        try:
+            return Predictor(self.recipe, model, classes, self.accelerator.device).predict(images, **options)
+        finally:
+            if was_training:
+                self.set_train_mode()
 
     def evaluate(self) -> dict[str, Any]:
         """Evaluate the current weights once and return the val results."""

@@ -96,9 +96,11 @@ def run_schedule(args: argparse.Namespace) -> int:
 
 
 def export_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="accel-trainer export", description="Write a checkpoint's weights as one safetensors file.")
+    parser = argparse.ArgumentParser(prog="accel-trainer export",
+                                     description="Write a checkpoint's weights as one safetensors file, or the model as ONNX.")
     parser.add_argument("checkpoint", help="checkpoint folder, e.g. work_dirs/cls/checkpoints/epoch_8")
-    parser.add_argument("--out", required=True, help="output .safetensors file")
+    parser.add_argument("--out", required=True, help="output .safetensors or .onnx file (the suffix picks the format)")
+    parser.add_argument("--check", action="store_true", help="ONNX: run onnxruntime on a few val images and compare with PyTorch")
     parser.add_argument("--backbone-only", action="store_true", help="only the timm backbone, loadable by timm.create_model")
     parser.add_argument("--ema", action="store_true", help="export the EMA weights instead of the raw ones")
     return parser
@@ -107,7 +109,7 @@ def export_parser() -> argparse.ArgumentParser:
 def run_export(args: argparse.Namespace) -> int:
     from .commands.export import export_command
 
-    return export_command(args.checkpoint, args.out, args.backbone_only, args.ema)
+    return export_command(args.checkpoint, args.out, args.backbone_only, args.ema, args.check)
 
 
 def predict_parser() -> argparse.ArgumentParser:

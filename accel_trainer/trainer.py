@@ -77,6 +77,7 @@ class Trainer:
             train_dataset = train_dataset if train_dataset is not None else built_train
             val_dataset = val_dataset if val_dataset is not None else built_val
         self.train_dataset, self.val_dataset = train_dataset, val_dataset
+        self.task.bind_val_dataset(val_dataset)
 
         self.optimizer = self._build_optimizer()
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)

@@ -48,6 +48,9 @@ class Task:
         return build_loader(dataset, self.recipe, batch_size=batch_size, train=train, collate_fn=self.collate_fn,
                             drop_last=train and self.full_train_batches)
 
+    def bind_val_dataset(self, dataset: Dataset) -> None:
+        """The val set the run evaluates (the recipe's or the user's); tasks that score against it keep it."""
+
     def train_loss(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss to back-propagate and the detached values to log."""
         raise NotImplementedError

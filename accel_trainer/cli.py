@@ -111,9 +111,11 @@ def run_schedule(args: argparse.Namespace) -> int:
 
 
 def export_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="accel-trainer export", description="Write a checkpoint's weights as one safetensors file.")
+    parser = argparse.ArgumentParser(prog="accel-trainer export",
+                                     description="Write a checkpoint's weights as one safetensors file, or the model as ONNX.")
     parser.add_argument("checkpoint", help="checkpoint folder, e.g. work_dirs/cls/checkpoints/epoch_8")
-    parser.add_argument("--out", required=True, help="output .safetensors file")
+    parser.add_argument("--out", required=True, help="output .safetensors or .onnx file (the suffix picks the format)")
+    parser.add_argument("--check", action="store_true", help="ONNX: run onnxruntime on a few val images and compare with PyTorch")
     parser.add_argument("--backbone-only", action="store_true", help="only the timm backbone, loadable by timm.create_model")
     parser.add_argument("--ema", action="store_true", help="export the EMA weights instead of the raw ones")
     return parser
@@ -122,7 +124,30 @@ def export_parser() -> argparse.ArgumentParser:
 def run_export(args: argparse.Namespace) -> int:
     from .commands.export import export_command
 
-    return export_command(args.checkpoint, args.out, args.backbone_only, args.ema)
+    return export_command(args.checkpoint, args.out, args.backbone_only, args.ema, args.check)
+
+
+def predict_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="accel-trainer predict",
+        description="Run a checkpoint on images: one JSON line per image, in input order (also under accelerate launch).",
+    )
+    parser.add_argument("checkpoint", help="checkpoint folder (its recipe.toml says how to build the model and preprocess)")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or globs")
+    parser.add_argument("--out", required=True, metavar="FILE.jsonl", help="output JSON lines file")
+    parser.add_argument("--draw", metavar="DIR", help="also write each image with its boxes / top label drawn")
+    parser.add_argument("--batch-size", type=int, help="images per forward pass (default: the recipe's data.batch_size)")
+    parser.add_argument("--score-thresh", type=float, help="detection: drop boxes scoring below this (default: keep all)")
+    parser.add_argument("--topk", type=int, default=5, help="classification: labels per image (default 5, at most num_classes)")
+    parser.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
+    return parser
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from .commands.predict import predict_command
+
+    return predict_command(args.checkpoint, args.inputs, args.out, args.draw, args.batch_size, args.score_thresh,
+                           args.topk, args.ema)
 
 
 def visualize_parser() -> argparse.ArgumentParser:
@@ -182,6 +207,7 @@ def run_plot(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {
     "schedule": (schedule_parser, run_schedule),
     "export": (export_parser, run_export),
+    "predict": (predict_parser, run_predict),
     "visualize": (visualize_parser, run_visualize),
     "import-mmcv": (import_mmcv_parser, run_import_mmcv),
     "plot": (plot_parser, run_plot),

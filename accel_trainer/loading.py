@@ -11,6 +11,7 @@ from typing import Any
 
 from .hooks import check_hook_configs
 from .optim import check_optimizer_config
+from .pretrained import check_available
 from .recipe import read_recipe
 from .schedules import check_schedule_configs
 from .schema import Recipe
@@ -30,7 +31,10 @@ def load_recipe(
     check_files: bool = True,
 ) -> Recipe:
     """Read and fully check a recipe: `--set`-style `overrides`, an optional `work_dir`, and with
-    `check_files` every file and folder it names must exist."""
+    `check_files` every file and folder it names must exist and hub weights must be reachable
+    (cached, or huggingface_hub online)."""
     recipe = read_recipe(path, overrides, work_dir, check_files)
     check_components(recipe)
+    if check_files:
+        check_available(recipe.model.backbone, recipe.model.pretrained)
     return recipe

@@ -110,7 +110,7 @@ class ModelCfg:
     task: Literal["classification", "detection"] = "classification"
     backbone: str = "resnest50d"
     num_classes: int = 1000
-    pretrained: str = ""
+    pretrained: bool | str = ""
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     head: Literal["fcos", "retinanet", "faster_rcnn"] = "fcos"
@@ -348,7 +348,8 @@ class Recipe:
             raise RecipeError("[freeze] counts epochs; it needs runner.type = \"EpochBasedRunner\"")
 
     def check_files(self) -> None:
-        """Every file and folder the recipe names exists, so a run fails before anything is built."""
+        """Every data folder and file the recipe names exists, so a run fails before anything is built
+        (pretrained weights are checked by `loading.load_recipe`, which knows the hub cache)."""
         if self.data.type in ("imagefolder", "coco"):
             for split in ("train", "val"):
                 root, ann_file = getattr(self.data, split).root, getattr(self.data, split).ann_file
@@ -356,8 +357,6 @@ class Recipe:
                     raise RecipeError(f"data.{split}.root: folder not found: {root}")
                 if self.data.type == "coco" and ann_file and not Path(ann_file).is_file():
                     raise RecipeError(f"data.{split}.ann_file: file not found: {ann_file}")
-        if self.model.pretrained and not Path(self.model.pretrained).is_file():
-            raise RecipeError(f"model.pretrained: file not found: {self.model.pretrained}")
         for key in ("load_from", "resume_from"):
             value = getattr(self, key)
             if value and not Path(value).exists():

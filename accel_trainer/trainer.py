@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from . import checkpoint, weights
+from .classes import dataset_classes
 from .data.loader import batches_per_process
 from .distributed import (
     announce_hardware,
@@ -87,6 +88,7 @@ class Trainer:
             train_dataset = train_dataset if train_dataset is not None else built_train
             val_dataset = val_dataset if val_dataset is not None else built_val
         self.train_dataset, self.val_dataset = train_dataset, val_dataset
+        self.task.bind_val_dataset(val_dataset)
 
         self.optimizer = self._build_optimizer()
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
@@ -375,6 +377,7 @@ class Trainer:
             "num_processes": self.accelerator.num_processes,
             "train_batch_size": self.train_batch_size,
             "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler else None,
+            "classes": dataset_classes(self.val_dataset),
             "versions": {"accel_trainer": __import__("accel_trainer").__version__, "torch": torch.__version__},
         }
 
@@ -436,6 +439,20 @@ class Trainer:
         weights.fit_weights(self.unwrapped_model, weights.load_weights(path), source=path,
                                revise_keys=[tuple(pair) for pair in opts.revise_keys], strict=opts.strict)
         logger.info("loaded weights from %s", path)
+
+    def predict(self, images, **options: Any) -> list[dict[str, Any]]:
+        """Records for `images` (paths, PIL images, tensors) from the model in memory; see `Predictor.predict`."""
+        from .classes import resolve_classes
+        from .predict import Predictor
+
+        classes = resolve_classes(dataset_classes(self.val_dataset), self.recipe.model.num_classes, "the val dataset")
+        model = self.unwrapped_model
+        was_training = model.training
+        try:
+            return Predictor(self.recipe, model, classes, self.accelerator.device).predict(images, **options)
+        finally:
+            if was_training:
+                self.set_train_mode()
 
     def evaluate(self) -> dict[str, Any]:
         """Evaluate the current weights once and return the val results.

@@ -80,6 +80,18 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return _unwrap(obj, path)
 
 
+def match_report(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+    """Keys of the model the weights lack, keys the model lacks, and keys whose shapes differ."""
+    return {
+        "missing": [k for k in own if k not in tensors],
+        "unexpected": [k for k in tensors if k not in own],
+        "shape mismatch": [
+            f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+            for k, v in tensors.items() if k in own and v.shape != own[k].shape
+        ],
+    }
+
+
 def fit_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], *, source: str | Path,
                 revise_keys: Iterable[tuple[str, str]] = (), strict: bool = False) -> dict[str, list[str]]:
     """Load `tensors` into `model` after renaming keys by `revise_keys` (regex, replacement) pairs.
@@ -90,14 +102,7 @@ def fit_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], *, sou
     for pattern, replacement in revise_keys:
         tensors = {re.sub(pattern, replacement, k): v for k, v in tensors.items()}
     own = model.state_dict()
-    report = {
-        "missing": [k for k in own if k not in tensors],
-        "unexpected": [k for k in tensors if k not in own],
-        "shape mismatch": [
-            f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-            for k, v in tensors.items() if k in own and v.shape != own[k].shape
-        ],
-    }
+    report = match_report(own, tensors)
     problems = {kind: keys for kind, keys in report.items() if keys}
     lines = "; ".join(f"{len(keys)} {kind}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
                       for kind, keys in problems.items())

@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "accel_trainer"
 LAYERS: list[set[str]] = [
     {"errors"},
     {"recipe", "schema"},
-    {"log", "plotting", "checkpoint", "weights", "data", "schedules", "optim", "tasks", "distributed", "hooks"},
+    {"log", "plotting", "checkpoint", "weights", "pretrained", "classes", "data", "schedules", "optim", "tasks",
+     "distributed", "hooks", "predict", "onnx_export"},
     {"loading", "trainer"},
     {"commands"},
     {"cli", "__main__"},

@@ -1,4 +1,5 @@
-"""`accel-trainer export CKPT --out FILE.safetensors`: weights for inference or for plain timm.
+"""`accel-trainer export CKPT --out FILE.safetensors`: weights for inference or for plain timm
+(`--out FILE.onnx`: see `onnx_export.py`).
 
 `--backbone-only` writes what `timm.create_model(name, pretrained=True,
 pretrained_cfg_overlay=dict(file=FILE), num_classes=0)` loads: the timm model's own keys,
@@ -32,8 +33,20 @@ def backbone_state(state: dict[str, torch.Tensor], model_cfg: dict) -> dict[str,
     return {k: v for k, v in state.items() if not any(k == h or k.startswith(h + ".") for h in heads)}
 
 
-def export_command(ckpt: str, out: str, backbone_only: bool, ema: bool) -> int:
+def export_command(ckpt: str, out: str, backbone_only: bool, ema: bool, check: bool = False) -> int:
+    """The format follows the suffix of `out`: `.safetensors` (weights) or `.onnx` (a graph, see onnx_export)."""
+    if not out.endswith((".safetensors", ".onnx")):
+        raise RecipeError(f"--out {out}: expected a .safetensors or .onnx file")
+    if check and not out.endswith(".onnx"):
+        raise RecipeError("--check compares an ONNX file with PyTorch; use it with --out FILE.onnx")
     loaded = checkpoint.load_checkpoint(Path(ckpt))
+    classes = loaded.trainer_state.get("classes")
+    if out.endswith(".onnx"):
+        if backbone_only:
+            raise RecipeError("--backbone-only writes weights for timm; ONNX export takes the whole model")
+        from ..onnx_export import export_onnx
+
+        return export_onnx(ckpt, out, ema=ema, check=check, classes=classes)
     model_cfg = tomllib.loads(loaded.recipe_text).get("model", {})
     if ema:
         if "ema" not in loaded.extra_tensors:
@@ -49,6 +62,8 @@ def export_command(ckpt: str, out: str, backbone_only: bool, ema: bool) -> int:
     metadata = {"format": "pt", "backbone": str(model_cfg.get("backbone", "")), "source": str(ckpt),
                 "part": "backbone" if backbone_only else "model", "weights": "ema" if ema else "raw",
                 "model": json.dumps(model_cfg)}
+    if classes:
+        metadata["classes"] = json.dumps(classes)
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
     os.replace(tmp, out_path)
     print(f"wrote {len(state)} tensors to {out_path}")

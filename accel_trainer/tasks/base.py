@@ -22,7 +22,20 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.shapes import ShapesSpec
+from ..errors import RecipeError
 from ..schema import Recipe
+
+
+def create_timm_model(name: str, **kwargs: Any) -> nn.Module:
+    """`timm.create_model`, with an unknown name reported as the recipe's `model.backbone`."""
+    import timm
+
+    try:
+        return timm.create_model(name, **kwargs)
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc):
+            raise RecipeError(f"model.backbone = {name!r} is not a timm model ({exc})") from None
+        raise
 
 
 class Task:
@@ -49,6 +62,9 @@ class Task:
 
         return build_loader(dataset, self.recipe, batch_size=batch_size, train=train, collate_fn=self.collate_fn,
                             drop_last=train and self.full_train_batches)
+
+    def bind_val_dataset(self, dataset: Dataset) -> None:
+        """The val set the run evaluates (the recipe's or the user's); tasks that score against it keep it."""
 
     def train_loss(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss to back-propagate and the detached values to log."""

@@ -1,19 +1,52 @@
 """Image classification: a timm model, ImageFolder data with timm transforms, top-1/top-5."""
 from __future__ import annotations
 
+import numbers
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import timm
 import torch
 import torch.nn.functional as F
 from timm.data import Mixup, create_transform
 from timm.loss import SoftTargetCrossEntropy
+from PIL import Image
 from torch import nn
+from torch.utils.data import default_collate
 from torchvision.datasets import ImageFolder
 
 from ..errors import RecipeError
+from ..pretrained import load_into, resolve
 from ..schema import Recipe
-from .base import Task
+from .base import Task, create_timm_model
+
+
+SAMPLE_CONTRACT = "(image, label): image a PIL image or a normalised float CHW tensor, label an int class index"
+
+
+class PilCollate:
+    """Batches `(image, label)` samples; PIL images first go through the recipe's transform.
+
+    Datasets built from the recipe already yield tensors; a user's dataset may yield PIL images
+    (as torchvision's do without a transform) and still train with the recipe's augmentation.
+    """
+
+    def __init__(self, transform: Callable) -> None:
+        self.transform = transform
+
+    def __call__(self, batch: list) -> Any:
+        samples = []
+        for sample in batch:
+            if not isinstance(sample, (tuple, list)) or len(sample) != 2:
+                raise RecipeError(f"classification dataset: a sample is {type(sample).__name__}; expected {SAMPLE_CONTRACT}")
+            image, label = sample
+            if isinstance(image, Image.Image):
+                image = self.transform(image.convert("RGB"))
+            if not isinstance(image, torch.Tensor) or not isinstance(label, (numbers.Integral, torch.Tensor)):
+                raise RecipeError(f"classification dataset: a sample is ({type(image).__name__}, {type(label).__name__}); "
+                                  f"expected {SAMPLE_CONTRACT}")
+            samples.append((image, label))
+        return default_collate(samples)
 
 
 class ClassificationTask(Task):
@@ -46,18 +79,14 @@ class ClassificationTask(Task):
     def build_model(self) -> nn.Module:
         m = self.recipe.model
         kwargs = dict(num_classes=m.num_classes, drop_rate=m.drop_rate, drop_path_rate=m.drop_path_rate)
-        try:
-            if m.pretrained:
-                return timm.create_model(
-                    m.backbone, pretrained=True, pretrained_cfg_overlay=dict(file=str(Path(m.pretrained))), **kwargs
-                )
-            return timm.create_model(m.backbone, pretrained=False, **kwargs)
-        except RuntimeError as exc:
-            if "Unknown model" in str(exc):
-                raise RecipeError(f"model.backbone = {m.backbone!r} is not a timm model ({exc})") from None
-            raise
+        source = resolve(m.backbone, m.pretrained)
+        model = create_timm_model(source.name if source else m.backbone, pretrained=False, **kwargs)
+        if source is not None:
+            load_into(model, source, classifier=model.pretrained_cfg.get("classifier") or ())
+        return model
 
-    def build_datasets(self) -> tuple[ImageFolder, ImageFolder]:
+    def transforms(self) -> tuple[Callable, Callable]:
+        """The recipe's train and val transforms (timm's): PIL image -> normalised tensor."""
         d = self.recipe.data
         aug = d.augment
         train_tf = create_transform(
@@ -68,7 +97,18 @@ class ClassificationTask(Task):
             color_jitter=aug.color_jitter,
             auto_augment=aug.auto_augment or None,
         )
-        val_tf = create_transform(d.img_size, is_training=False, crop_pct=d.crop_pct)
+        return train_tf, create_transform(d.img_size, is_training=False, crop_pct=d.crop_pct)
+
+    def build_loader(self, dataset, *, batch_size: int, train: bool):
+        """A dataset of the user's may yield PIL images: they get the recipe's transforms (see PilCollate)."""
+        from ..data.loader import build_loader
+
+        collate = PilCollate(self.transforms()[0 if train else 1])
+        return build_loader(dataset, self.recipe, batch_size=batch_size, train=train, collate_fn=collate,
+                            drop_last=train and self.full_train_batches)
+
+    def build_datasets(self) -> tuple[ImageFolder, ImageFolder]:
+        train_tf, val_tf = self.transforms()
         train_root, val_root = self._roots()
         return ImageFolder(str(train_root), transform=train_tf), ImageFolder(str(val_root), transform=val_tf)
 

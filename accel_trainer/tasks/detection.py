@@ -4,6 +4,7 @@ COCO data, and pycocotools bbox metrics under mmdet's key names.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 from collections import OrderedDict
@@ -11,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
@@ -33,8 +33,9 @@ from ..data.coco import (
     load_coco,
 )
 from ..errors import RecipeError
+from ..pretrained import load_into, resolve
 from ..schema import ModelCfg, Recipe
-from .base import Task
+from .base import Task, create_timm_model
 
 logger = logging.getLogger(__name__)
 
@@ -111,21 +112,21 @@ def frozen_children(body: nn.Module, frozen_stages: int) -> list[str]:
 
 
 def build_body(m: ModelCfg, num_levels: int) -> nn.Module:
-    """The timm trunk returning its last `num_levels` feature maps; `pretrained` is a local file
-    (timm loads it into the full model before cutting it to features, dropping the classifier)."""
+    """The timm trunk returning its last `num_levels` feature maps.
+
+    Pretrained weights are fitted (with a report) into the headless classifier first, then handed
+    to timm as that model's state dict, so timm cuts it to features as it does its own weights.
+    """
     kwargs: dict[str, Any] = dict(features_only=True, out_indices=num_levels)
     if m.drop_path_rate:
         kwargs["drop_path_rate"] = m.drop_path_rate
-    if m.pretrained:
-        kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(Path(m.pretrained))))
-    try:
-        return timm.create_model(m.backbone, **kwargs)
-    except RuntimeError as exc:
-        if "Unknown model" in str(exc):
-            raise RecipeError(f"model.backbone = {m.backbone!r} is not a timm model ({exc})") from None
-        if m.pretrained:
-            raise RecipeError(f"model.pretrained = {m.pretrained!r} does not fit {m.backbone}: {exc}") from None
-        raise
+    source = resolve(m.backbone, m.pretrained)
+    name = source.name if source else m.backbone
+    if source is not None:
+        trunk = create_timm_model(name, num_classes=0)
+        load_into(trunk, source, classifier=trunk.pretrained_cfg.get("classifier") or ())
+        kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(state_dict=trunk.state_dict()))
+    return create_timm_model(name, **kwargs)
 
 
 def head_kwargs(m: ModelCfg, image_mean: list[float], image_std: list[float], skip_resize: bool) -> dict[str, Any]:
@@ -203,6 +204,45 @@ def loss_mode(model: nn.Module, device: torch.device) -> Iterator[None]:
             model.eval()
 
 
+TARGET_CONTRACT = ('(image, target): image a float CHW RGB tensor in [0, 1], target a dict with "boxes" (float '
+                   'tensor N x 4, x1 y1 x2 y2 in pixels), "labels" (int64 tensor N, 0 .. num_classes-1) and optionally '
+                   '"image_id" (int)')
+
+
+def check_target(target: Any, num_classes: int) -> None:
+    """A RecipeError naming what a detection dataset must yield, for a target that does not."""
+    problem = ""
+    if not isinstance(target, dict):
+        problem = f"a target is a {type(target).__name__}"
+    elif not isinstance(target.get("boxes"), torch.Tensor) or target["boxes"].ndim != 2 or target["boxes"].shape[-1] != 4:
+        boxes = target.get("boxes")
+        problem = f'"boxes" is {tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__}'
+    elif not isinstance(target.get("labels"), torch.Tensor) or target["labels"].dtype not in (torch.int64, torch.int32) \
+            or target["labels"].shape != target["boxes"].shape[:1]:
+        labels = target.get("labels")
+        problem = f'"labels" is {labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__} ' \
+                  f'{tuple(labels.shape) if isinstance(labels, torch.Tensor) else ""} for {len(target["boxes"])} boxes'
+    elif len(target["labels"]) and not 0 <= int(target["labels"].min()) <= int(target["labels"].max()) < num_classes:
+        problem = f'"labels" range {int(target["labels"].min())}..{int(target["labels"].max())} with model.num_classes = {num_classes}'
+    if problem:
+        raise RecipeError(f"detection dataset: {problem}; expected {TARGET_CONTRACT}")
+
+
+def coco_from_targets(targets: list[dict[str, Any]], classes: list[str]) -> COCO:
+    """A pycocotools index whose ground truth is the given targets (boxes xyxy, contiguous labels)."""
+    annotations = []
+    for t in targets:
+        for (x1, y1, x2, y2), label in zip(t["boxes"], t["labels"]):
+            annotations.append({"id": len(annotations) + 1, "image_id": t["image_id"], "category_id": label,
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+    gt = COCO()
+    gt.dataset = {"images": [{"id": t["image_id"]} for t in targets], "annotations": annotations,
+                  "categories": [{"id": i, "name": name} for i, name in enumerate(classes)]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    return gt
+
+
 class DetectionTask(Task):
     """Builds the parts of a detection run and computes its losses and COCO metrics.
 
@@ -223,6 +263,8 @@ class DetectionTask(Task):
         self.rescale = list(recipe.data.augment.scale) != [1.0, 1.0]
         self._paths: dict[str, Path] | None = None
         self._val_gt: COCO | None = None
+        self.own_val = False
+        self.val_cat_ids: list[int] | None = None
         self.predictions: list[dict] = []
         self.reset_metrics()
 
@@ -263,6 +305,15 @@ class DetectionTask(Task):
         val = CocoDetection(paths["val_images"], paths["val_ann"], detection_transforms(train=False), skip_bad_images=skip)
         return train, val
 
+    def bind_val_dataset(self, dataset: Any) -> None:
+        """Score against this dataset's own ground truth: its COCO file, or (any other dataset) its targets."""
+        self.own_val = not isinstance(dataset, CocoDetection)
+        if not self.own_val:
+            self._val_gt, self.val_cat_ids = dataset.coco, list(dataset.cat_ids)
+        else:
+            names = getattr(dataset, "classes", None) or [str(i) for i in range(self.recipe.model.num_classes)]
+            self.val_classes, self.val_cat_ids = list(names), list(range(len(names)))
+
     # ----------------------------------------------------------------- training
 
     def _model_targets(self, targets: list[dict]) -> list[dict[str, torch.Tensor]]:
@@ -281,6 +332,8 @@ class DetectionTask(Task):
             loss = sum(p.sum() for p in model.parameters()) * 0.0
             return loss, {"loss": loss.detach()}
         images, targets = map(list, zip(*kept))
+        for t in targets:
+            check_target(t, self.recipe.model.num_classes)
         named = self._named_losses(model(images, self._model_targets(targets)))
         return named["loss"], {k: v.detach() for k, v in named.items()}
 
@@ -305,16 +358,22 @@ class DetectionTask(Task):
         images, targets = batch
         model = accelerator.unwrap_model(model)
         kept = [i for i, image in enumerate(images) if image is not None]
-        per_image: list[dict[str, Any]] = [{"image_id": int(t["image_id"]), "skipped": True} for t in targets]
+        for i in kept:
+            check_target(targets[i], self.recipe.model.num_classes)
+        # A dataset of the user's may leave image_id out: images are then numbered in val order (compute_metrics).
+        per_image: list[dict[str, Any]] = [{"image_id": t.get("image_id") if isinstance(t, dict) else None, "skipped": True}
+                                           for t in targets]
         if kept:
             kept_images = [images[i] for i in kept]
             with loss_mode(model, accelerator.device):
                 losses = self._named_losses(model(kept_images, self._model_targets([targets[i] for i in kept])))
             losses = {k: float(v) for k, v in losses.items()}
-            cat_ids = sorted(self.val_gt().getCatIds())
+            cat_ids = self.val_cat_ids if self.val_cat_ids is not None else sorted(self.val_gt().getCatIds())
             for i, detections in zip(kept, model(kept_images)):
                 image_id = per_image[i]["image_id"]
                 per_image[i] = {"image_id": image_id, "losses": losses, "results": self._results(image_id, detections, cat_ids)}
+                if self.own_val:
+                    per_image[i]["truth"] = {"boxes": targets[i]["boxes"].tolist(), "labels": targets[i]["labels"].tolist()}
         self._records.extend(accelerator.gather_for_metrics(per_image, use_gather_object=True))
         return per_image
 
@@ -326,6 +385,14 @@ class DetectionTask(Task):
 
     def compute_metrics(self) -> dict[str, float]:
         records, self._records = self._records, []
+        if self.own_val:
+            if any(r["image_id"] is None for r in records) or len({r["image_id"] for r in records}) < len(records):
+                for number, r in enumerate(records, start=1):
+                    r["image_id"] = number
+                    for det in r.get("results", []):
+                        det["image_id"] = number
+            self._val_gt = coco_from_targets([{"image_id": r["image_id"], **r["truth"]} for r in records if "truth" in r],
+                                             self.val_classes)
         evaluated = [r for r in records if not r.get("skipped")]
         if len(evaluated) < len(records):
             logger.warning("val: %d unreadable images left out of the metrics", len(records) - len(evaluated))

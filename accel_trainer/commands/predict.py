@@ -1,0 +1,132 @@
+"""`accel-trainer predict CKPT INPUT... --out FILE.jsonl`: one JSON record per image, in input order.
+
+INPUT is an image file, a folder (searched recursively) or a glob. Under `accelerate launch` each
+process predicts a contiguous share of the images once; the main process writes every record in
+input order. An unreadable image is named on stderr and skipped (no record), and the count is
+printed at the end.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
+from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
+from torchvision.utils import draw_bounding_boxes
+from tqdm import tqdm
+
+from ..distributed import launched_without_accelerator
+from ..errors import RecipeError
+from ..predict import Predictor
+
+logger = logging.getLogger(__name__)
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Image files from files, folders (recursively, sorted) and globs, in the order given."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_file():
+            files.append(path)
+        elif path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS))
+        elif glob.has_magic(item):
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            if not matches:
+                raise RecipeError(f"input {item!r}: the pattern matches no file")
+            files.extend(matches)
+        else:
+            raise RecipeError(f"input {item!r}: no such file or folder")
+    if not files:
+        raise RecipeError(f"no images found in {' '.join(inputs)} (looked for {', '.join(IMG_EXTENSIONS)})")
+    return files
+
+
+def drawing_names(files: list[Path]) -> list[str]:
+    """`<stem>.png` per input; a repeated stem gets `_<n>` so no drawing overwrites another."""
+    seen: dict[str, int] = {}
+    names = []
+    for file in files:
+        n = seen.get(file.stem, 0)
+        seen[file.stem] = n + 1
+        names.append(f"{file.stem}.png" if n == 0 else f"{file.stem}_{n}.png")
+    return names
+
+
+def draw(file: Path, record: dict[str, Any], out: Path) -> None:
+    """The image with its boxes (detection) or its top label framing it (classification)."""
+    from PIL import Image
+
+    with Image.open(file) as raw:
+        canvas = pil_to_tensor(raw.convert("RGB"))
+    if "boxes" in record:
+        if record["boxes"]:
+            labels = [f"{name} {score:.2f}" for name, score in zip(record["labels"], record["scores"])]
+            canvas = draw_bounding_boxes(canvas, torch.tensor(record["boxes"]), labels=labels, colors="red", width=2)
+    else:
+        top = record["topk"][0]
+        h, w = canvas.shape[1:]
+        canvas = draw_bounding_boxes(canvas, torch.tensor([[0, 0, w - 1, h - 1]]), labels=[f"{top['label']} {top['score']:.2f}"],
+                                     colors="red", width=1)
+    to_pil_image(canvas).save(out)
+
+
+def predict_command(ckpt: str, inputs: list[str], out: str, draw_dir: str | None, batch_size: int | None,
+                    score_thresh: float | None, topk: int, ema: bool) -> int:
+    if topk <= 0:
+        raise RecipeError(f"--topk must be positive, got {topk}")
+    if batch_size is not None and batch_size <= 0:
+        raise RecipeError(f"--batch-size must be positive, got {batch_size}")
+    state = PartialState(cpu=launched_without_accelerator())
+    files = expand_inputs(inputs)
+    names = drawing_names(files)
+    predictor = Predictor.from_checkpoint(ckpt, ema=ema, device=state.device)
+    batch_size = batch_size or predictor.recipe.data.batch_size
+    if draw_dir:
+        Path(draw_dir).mkdir(parents=True, exist_ok=True)
+    records: list[tuple[int, dict[str, Any] | None]] = []
+    with state.split_between_processes(list(range(len(files)))) as mine:
+        bar = tqdm(total=len(files), desc="predict", unit="img", disable=not (state.is_main_process and sys.stderr.isatty()))
+        for start in range(0, len(mine), batch_size):
+            batch = []
+            for index in mine[start:start + batch_size]:
+                try:
+                    batch.append((index, predictor.preprocess(files[index])))
+                except (OSError, SyntaxError, ValueError) as exc:
+                    print(f"accel-trainer: skipping unreadable image {files[index]}: {exc}", file=sys.stderr)
+                    records.append((index, None))
+            if batch:
+                indices, prepared = zip(*batch)
+                inputs_, file_names, sizes = zip(*prepared)
+                found = predictor.predict_tensors(inputs_, file_names, sizes, topk=topk, score_thresh=score_thresh)
+                for index, record in zip(indices, found):
+                    records.append((index, record))
+                    if draw_dir:
+                        draw(files[index], record, Path(draw_dir) / names[index])
+            bar.update(min(batch_size, len(mine) - start) * state.num_processes)
+        bar.close()
+    everything = sorted(gather_object(records), key=lambda item: item[0]) if state.num_processes > 1 else records
+    if state.is_main_process:
+        out_path = Path(out)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
+        written = [record for _, record in everything if record is not None]
+        with open(tmp, "w", encoding="utf-8") as f:
+            for record in written:
+                f.write(json.dumps(record) + "\n")
+        os.replace(tmp, out_path)
+        skipped = len(everything) - len(written)
+        processes = f" ({state.num_processes} processes)" if state.num_processes > 1 else ""
+        print(f"wrote {len(written)} predictions to {out_path}{processes}"
+              + (f"; skipped {skipped} unreadable images" if skipped else "") + (f"; drawings in {draw_dir}" if draw_dir else ""))
+    state.wait_for_everyone()
+    return 0

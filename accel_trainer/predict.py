@@ -1,0 +1,149 @@
+"""Run a trained model on new images: the recipe says how to build and preprocess, the checkpoint
+gives the weights and class names, and each image becomes one plain record.
+
+Classification records: `{"file", "topk": [{"label", "index", "score"}, ...]}` (softmax
+probabilities). Detection records: `{"file", "width", "height", "boxes" (xyxy, original pixels),
+"labels", "category_ids", "scores"}`. Preprocessing is the val pipeline of the recipe, so a
+prediction on a val image is what evaluation scored.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.transforms.v2.functional import to_pil_image
+
+from . import checkpoint
+from .classes import resolve_classes
+from .errors import RecipeError
+from .recipe import tomllib
+from .schema import Recipe
+from .weights import load_weights
+
+ImageInput = Union[str, Path, Image.Image, torch.Tensor]
+
+
+def checkpoint_recipe(path: str | Path) -> Recipe:
+    """The recipe saved in a checkpoint folder, set to build the bare model (no pretrained download).
+
+    A timm tag in `model.pretrained` becomes the backbone name, so the model keeps that tag's
+    pretrained config (its normalisation) without fetching the weights again.
+    """
+    from .pretrained import resolve
+
+    path = Path(path)
+    recipe_file = path / checkpoint.RECIPE
+    if not recipe_file.is_file():
+        raise RecipeError(f"{path}: not a checkpoint folder (no {checkpoint.RECIPE}); expected e.g. work_dirs/cls/checkpoints/epoch_8")
+    data = tomllib.loads(recipe_file.read_text(encoding="utf-8"))
+    model = data.setdefault("model", {})
+    source = resolve(model.get("backbone", "resnest50d"), model.get("pretrained", ""))
+    if source is not None and source.kind == "hub" and "." in source.name:
+        model["backbone"] = source.name
+    model["pretrained"] = False
+    return Recipe.from_dict(data, source=str(recipe_file), check_files=False)
+
+
+def _open(image: ImageInput) -> tuple[Image.Image, str | None]:
+    """An RGB PIL image and its file name; tensors are CHW RGB, float in [0, 1] or uint8."""
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as raw:
+            return raw.convert("RGB"), str(image)
+    if isinstance(image, Image.Image):
+        return image.convert("RGB"), getattr(image, "filename", None) or None
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise ValueError(f"expected a CHW RGB tensor, got shape {tuple(image.shape)}")
+        return to_pil_image(image.cpu()), None
+    raise TypeError(f"expected a path, PIL image or tensor, got {type(image).__name__}")
+
+
+class Predictor:
+    """A model in eval mode with its recipe's val preprocessing and its class names."""
+
+    def __init__(self, recipe: Recipe, model: nn.Module, classes: dict[str, list], device: str | torch.device | None = None) -> None:
+        from .tasks import build_task
+
+        self.recipe = recipe
+        self.task_name = recipe.model.task
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.names: list[str] = classes["names"]
+        self.category_ids: list[int] = classes["category_ids"]
+        if self.task_name == "detection":
+            from .data.coco import detection_transforms
+
+            self.transform = detection_transforms(train=False)
+            self.label_offset = build_task(recipe).label_offset
+        else:
+            from timm.data import create_transform
+
+            self.transform = create_transform(recipe.data.img_size, is_training=False, crop_pct=recipe.data.crop_pct)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, ema: bool = False, device: str | torch.device | None = None) -> "Predictor":
+        """Build the checkpoint's model from its recipe.toml and load its (EMA) weights and class names."""
+        from .tasks import build_task
+
+        path = Path(path)
+        recipe = checkpoint_recipe(path)
+        model = build_task(recipe).build_model()
+        if ema:
+            state = checkpoint.load_extra_tensors(path, "ema")
+            if state is None:
+                raise RecipeError(f"{path}: has no EMA weights (ema.safetensors); train with [ema] enable = true")
+        else:
+            state = load_weights(path)
+        model.load_state_dict(state)
+        trainer_state = path / checkpoint.TRAINER_STATE
+        saved = json.loads(trainer_state.read_text(encoding="utf-8")).get("classes") if trainer_state.is_file() else None
+        return cls(recipe, model, resolve_classes(saved, recipe.model.num_classes, str(path)), device)
+
+    def preprocess(self, image: ImageInput) -> tuple[torch.Tensor, str | None, tuple[int, int]]:
+        """The model input for one image, its file name and its original (width, height)."""
+        pil, name = _open(image)
+        return self.transform(pil), name, pil.size
+
+    @torch.no_grad()
+    def predict_tensors(self, inputs: Sequence[torch.Tensor], files: Sequence[str | None], sizes: Sequence[tuple[int, int]],
+                        *, topk: int = 5, score_thresh: float | None = None) -> list[dict[str, Any]]:
+        """Records for already preprocessed images (what `preprocess` returns), one batch."""
+        if self.task_name == "detection":
+            outputs = self.model([x.to(self.device) for x in inputs])
+            return [self._detection_record(o, f, s, score_thresh) for o, f, s in zip(outputs, files, sizes)]
+        probs = self.model(torch.stack(list(inputs)).to(self.device)).float().softmax(dim=1).cpu()
+        k = min(topk, probs.shape[1])
+        top = probs.topk(k, dim=1)
+        return [
+            {"file": f, "topk": [{"label": self.names[i], "index": i, "score": p}
+                                 for i, p in zip(idx.tolist(), val.tolist())]}
+            for f, idx, val in zip(files, top.indices, top.values)
+        ]
+
+    def _detection_record(self, out: dict[str, torch.Tensor], file: str | None, size: tuple[int, int],
+                          score_thresh: float | None) -> dict[str, Any]:
+        keep = out["scores"] >= score_thresh if score_thresh is not None else slice(None)
+        labels = (out["labels"][keep] - self.label_offset).tolist()
+        return {
+            "file": file, "width": size[0], "height": size[1],
+            "boxes": out["boxes"][keep].float().cpu().tolist(),
+            "labels": [self.names[i] for i in labels],
+            "category_ids": [self.category_ids[i] for i in labels],
+            "scores": out["scores"][keep].float().cpu().tolist(),
+        }
+
+    def predict(self, images: Sequence[ImageInput], *, batch_size: int | None = None, topk: int = 5,
+                score_thresh: float | None = None) -> list[dict[str, Any]]:
+        """One record per image, in order; `images` are paths, PIL images or CHW RGB tensors."""
+        batch_size = batch_size or self.recipe.data.batch_size
+        records: list[dict[str, Any]] = []
+        for start in range(0, len(images), batch_size):
+            prepared = [self.preprocess(image) for image in images[start:start + batch_size]]
+            inputs, files, sizes = zip(*prepared)
+            records.extend(self.predict_tensors(inputs, files, sizes, topk=topk, score_thresh=score_thresh))
+        return records

@@ -1,0 +1,150 @@
+"""`accel-trainer predict` and `Predictor`: the same answers as `--eval-only` for the same checkpoint,
+class names from the checkpoint, every kind of input, unreadable images skipped, and two processes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms.v2.functional import pil_to_tensor
+
+from accel_trainer import Trainer, load_recipe
+from accel_trainer.cli import main
+from accel_trainer.predict import Predictor
+
+from .conftest import write_recipe
+from .test_ddp import launch
+from .test_detection import TINY_DET
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def cls_run(tmp_path_factory) -> dict:
+    """A classifier trained for one epoch, its checkpoint and its val folder."""
+    tmp = tmp_path_factory.mktemp("cls")
+    recipe = write_recipe(tmp)
+    assert main([str(recipe), "--set", "runner.max_epochs=1", 'workflow=[["train", 1]]']) == 0
+    trainer_recipe = load_recipe(recipe)
+    from accel_trainer.tasks import build_task
+
+    _, val = build_task(trainer_recipe).build_datasets()
+    return {"recipe": recipe, "ckpt": tmp / "work" / "checkpoints" / "epoch_1", "val_root": Path(val.root), "tmp": tmp}
+
+
+@pytest.fixture(scope="module")
+def det_run(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("det")
+    recipe = write_recipe(tmp, TINY_DET, name="det.toml", head="fcos")
+    assert main([str(recipe), "--set", 'workflow=[["train", 1]]']) == 0
+    return {"recipe": recipe, "ckpt": tmp / "work" / "checkpoints" / "epoch_1", "tmp": tmp}
+
+
+def test_classification_top1_equals_eval_only(cls_run):
+    ckpt, tmp = cls_run["ckpt"], cls_run["tmp"]
+    assert main([str(cls_run["recipe"]), "--eval-only", "--checkpoint", str(ckpt), "--work-dir", str(tmp / "eval")]) == 0
+    metrics = json.loads((tmp / "eval" / "eval" / "metrics.json").read_text())
+    out = tmp / "pred.jsonl"
+    assert main(["predict", str(ckpt), str(cls_run["val_root"]), "--out", str(out), "--topk", "9"]) == 0
+    records = read_jsonl(out)
+    assert len(records) == metrics["num_samples"] == 21
+    hits = [r["topk"][0]["label"] == Path(r["file"]).parent.name for r in records]
+    assert 100.0 * sum(hits) / len(hits) == pytest.approx(metrics["top1"], abs=1e-6)
+    first = records[0]["topk"]
+    assert len(first) == 4  # capped at num_classes
+    assert {e["label"] for e in first} == {p.name for p in cls_run["val_root"].iterdir()}  # names from the checkpoint
+    assert sum(e["score"] for e in first) == pytest.approx(1.0, abs=1e-5)
+    assert [e["score"] for e in first] == sorted((e["score"] for e in first), reverse=True)
+
+
+def test_paths_pil_images_and_tensors_give_the_same_records(cls_run):
+    predictor = Predictor.from_checkpoint(cls_run["ckpt"])
+    files = sorted(cls_run["val_root"].rglob("*.png"))[:3]
+    pils = [Image.open(f).convert("RGB") for f in files]
+    by_path = predictor.predict(files)
+    by_pil = predictor.predict(pils)
+    by_tensor = predictor.predict([pil_to_tensor(p) for p in pils])
+    for a, b, c in zip(by_path, by_pil, by_tensor):
+        assert a["topk"] == b["topk"] == c["topk"]
+    assert by_path[0]["file"] == str(files[0]) and by_tensor[0]["file"] is None
+
+
+def test_trainer_predict_uses_the_model_in_memory(tiny_recipe):
+    trainer = Trainer(load_recipe(tiny_recipe, {"runner.max_epochs": 1}))
+    files = sorted(Path(trainer.val_dataset.root).rglob("*.png"))[:2]
+    records = trainer.predict(files, topk=2)
+    assert [len(r["topk"]) for r in records] == [2, 2]
+    assert records[0]["topk"][0]["label"] in trainer.val_dataset.classes
+    assert trainer.unwrapped_model.training  # left as it was
+
+
+def test_unreadable_images_are_skipped_and_counted_order_kept_drawings_written(cls_run, tmp_path, capsys):
+    files = sorted(cls_run["val_root"].rglob("*.png"))[:3]
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    inputs = [str(files[2]), str(bad), str(files[0]), str(files[1].parent / "*.png")]
+    out, drawn = tmp_path / "p.jsonl", tmp_path / "drawn"
+    assert main(["predict", str(cls_run["ckpt"]), *inputs, "--out", str(out), "--draw", str(drawn), "--batch-size", "2"]) == 0
+    records = read_jsonl(out)
+    globbed = sorted(files[1].parent.glob("*.png"))
+    assert [r["file"] for r in records] == [str(files[2]), str(files[0]), *map(str, globbed)]
+    captured = capsys.readouterr()
+    assert f"skipping unreadable image {bad}" in captured.err and "skipped 1 unreadable images" in captured.out
+    assert len(list(drawn.glob("*.png"))) == len(records)  # a repeated file is drawn under a second name
+
+
+def test_missing_input_exits_2(cls_run, tmp_path, capsys):
+    assert main(["predict", str(cls_run["ckpt"]), str(tmp_path / "nope.jpg"), "--out", str(tmp_path / "p.jsonl")]) == 2
+    assert "nope.jpg" in capsys.readouterr().err
+
+
+def test_detection_boxes_equal_eval_only_predictions(det_run):
+    ckpt, tmp = det_run["ckpt"], det_run["tmp"]
+    assert main([str(det_run["recipe"]), "--eval-only", "--checkpoint", str(ckpt), "--work-dir", str(tmp / "eval")]) == 0
+    expected = json.loads((tmp / "eval" / "eval" / "predictions.bbox.json").read_text())
+    task_recipe = load_recipe(det_run["recipe"])
+    from accel_trainer.tasks import build_task
+
+    paths = build_task(task_recipe).data_paths()
+    ann = json.loads(paths["val_ann"].read_text())
+    id_of = {img["file_name"]: img["id"] for img in ann["images"]}
+    names = {c["id"]: c["name"] for c in ann["categories"]}
+    out = tmp / "det.jsonl"
+    assert main(["predict", str(ckpt), str(paths["val_images"]), "--out", str(out), "--draw", str(tmp / "drawn")]) == 0
+    records = read_jsonl(out)
+    assert len(records) == len(id_of) and len(list((tmp / "drawn").glob("*.png"))) == len(id_of)
+    got = []
+    for r in records:
+        image = Image.open(r["file"])
+        assert (r["width"], r["height"]) == image.size
+        assert r["labels"] == [names[c] for c in r["category_ids"]]
+        for (x1, y1, x2, y2), cat, score in zip(r["boxes"], r["category_ids"], r["scores"]):
+            got.append((id_of[Path(r["file"]).name], cat, [x1, y1, x2 - x1, y2 - y1], score))
+    want = [(d["image_id"], d["category_id"], d["bbox"], d["score"]) for d in expected]
+    assert len(got) == len(want) > 0
+    key = lambda item: (item[0], -item[3])  # noqa: E731
+    for (gi, gc, gb, gs), (wi, wc, wb, ws) in zip(sorted(got, key=key), sorted(want, key=key)):
+        assert (gi, gc) == (wi, wc)
+        assert gs == pytest.approx(ws, abs=1e-5)
+        assert gb == pytest.approx(wb, abs=1e-3)
+
+
+def test_two_processes_predict_each_image_once_in_input_order(det_run, tmp_path):
+    from accel_trainer.tasks import build_task
+
+    paths = build_task(load_recipe(det_run["recipe"])).data_paths()
+    files = sorted(paths["val_images"].glob("*"))[::-1]  # an order unlike the split's
+    out = tmp_path / "two.jsonl"
+    proc = launch(Path("predict"), str(det_run["ckpt"]), *map(str, files), "--out", str(out), "--batch-size", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(2 processes)" in proc.stdout
+    records = read_jsonl(out)
+    assert [r["file"] for r in records] == list(map(str, files))
+    single = tmp_path / "one.jsonl"
+    assert main(["predict", str(det_run["ckpt"]), *map(str, files), "--out", str(single)]) == 0
+    for a, b in zip(records, read_jsonl(single)):
+        assert torch.allclose(torch.tensor(a["boxes"]).reshape(-1, 4), torch.tensor(b["boxes"]).reshape(-1, 4), atol=1e-4)

@@ -364,21 +364,21 @@ def find_resumable(ckpt_root: Path) -> Path | None:
     return None
 
 
-def remove_old_checkpoints(ckpt_root: Path, prefix: str, keep: int, protect: set[str], exact: bool = False) -> None:
-    """mmcv's max_keep_ckpts: keep the newest `keep` `<prefix>_N` folders (keep <= 0: all), never those in `protect`.
+def remove_checkpoint(ckpt_root: Path, name: str) -> None:
+    """Remove the checkpoint folder `name`, if it exists."""
+    path = Path(ckpt_root) / name
+    if path.is_dir():
+        _remove(path)
 
-    With `exact`, `prefix` names one folder, which is removed unless protected (`keep` is not used).
-    """
-    ckpt_root = Path(ckpt_root)
-    if exact:
-        doomed = [ckpt_root / prefix] if (ckpt_root / prefix).is_dir() else []
-    elif keep <= 0:
+
+def prune_checkpoints(ckpt_root: Path, prefix: str, keep: int, protect: set[str]) -> None:
+    """mmcv's max_keep_ckpts: keep the newest `keep` `<prefix>_N` folders (keep <= 0: all), never those in `protect`."""
+    if keep <= 0:
         return
-    else:
-        pattern = re.compile(re.escape(prefix) + r"_(\d+)")
-        numbered = [(int(m[1]), p) for p in ckpt_root.iterdir() if p.is_dir() and (m := pattern.fullmatch(p.name))]
-        doomed = [p for _, p in sorted(numbered, reverse=True)[keep:]]
-    for path in doomed:
+    ckpt_root = Path(ckpt_root)
+    pattern = re.compile(re.escape(prefix) + r"_(\d+)")
+    numbered = [(int(m[1]), p) for p in ckpt_root.iterdir() if p.is_dir() and (m := pattern.fullmatch(p.name))]
+    for _, path in sorted(numbered, reverse=True)[keep:]:
         if path.name not in protect:
             _remove(path)
 

@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from accelerate.utils import broadcast_object_list
+
 from . import checkpoint, weights
+from .checkpoint import CheckpointError
 from .errors import RecipeError
 from .optim import load_optimizer_state
 from .recipe import dump_toml, recipe_changes, tomllib
@@ -20,6 +23,11 @@ if TYPE_CHECKING:
     from .trainer import Trainer
 
 logger = logging.getLogger("accel_trainer")
+
+# trainer_state.json fields resume reads, and their types.
+STATE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "epoch": int, "iter": int, "inner_iter": int, "by_epoch": bool, "best": dict, "scaler": (dict, type(None)),
+}
 
 
 class Checkpointer:
@@ -99,49 +107,72 @@ class Checkpointer:
         }
 
     def save(self, name: str, *, save_optimizer: bool = True, update_latest: bool = True) -> None:
-        """Write a complete checkpoint (main process), every process waiting for it."""
+        """Write a complete checkpoint (main process), every process waiting for it.
+
+        Non-finite weights are refused before anything is written (every process holds the same
+        weights, so all refuse together); a failed write is reported by every process alike.
+        """
         t = self.trainer
+        model_state = t.unwrapped_model.state_dict()
+        extra = {k: v for hook in t.hooks for k, v in hook.checkpoint_tensors(t).items()}
+        _refuse_non_finite(self.root / name, {"model": model_state, **extra})
         t.accelerator.wait_for_everyone()
+        error = [""]
         if t.accelerator.is_main_process:
-            checkpoint.save_checkpoint(
-                self.root,
-                name,
-                model_state=t.unwrapped_model.state_dict(),
-                trainer_state=self.state(),
-                recipe_text=dump_toml(t.recipe.to_dict()),
-                optimizer=t.optimizer.optimizer if save_optimizer else None,
-                extra_tensors={k: v for hook in t.hooks for k, v in hook.checkpoint_tensors(t).items()},
-                update_latest=update_latest,
-            )
-            logger.info("saved checkpoint %s", self.root / name)
+            try:
+                checkpoint.save_checkpoint(
+                    self.root,
+                    name,
+                    model_state=model_state,
+                    trainer_state=self.state(),
+                    recipe_text=dump_toml(t.recipe.to_dict()),
+                    optimizer=t.optimizer.optimizer if save_optimizer else None,
+                    extra_tensors=extra,
+                    update_latest=update_latest,
+                )
+                logger.info("saved checkpoint %s", self.root / name)
+            except CheckpointError as e:
+                error[0] = str(e)
+        if t.accelerator.num_processes > 1:
+            broadcast_object_list(error)  # also the barrier: nobody runs ahead of the write
+        if error[0]:
+            raise CheckpointError(error[0])
         if update_latest:
             self.last = name
-        t.accelerator.wait_for_everyone()
 
     # ----------------------------------------------------------------- reading
 
     def find_resumable(self) -> Path | None:
-        return checkpoint.find_resumable(self.root)
+        """The newest checkpoint that verifies and holds optimizer state (`best_*` folders do not)."""
+        return checkpoint.find_resumable(self.root, need_optimizer=True)
 
     def resume(self, path: str | Path | None = None) -> None:
         """Continue from a checkpoint: weights, optimizer state, counters, best metric and RNG.
 
-        `None` picks the newest checkpoint in `work_dir` that verifies. The param groups'
+        `None` picks the newest resumable checkpoint in `work_dir`; `"auto"` does too, but starts
+        fresh when there is none (what a requeued job passes every time). The param groups'
         hyperparameters (lr, momentum) come from the recipe, so a changed lr is honoured.
         """
         t = self.trainer
-        if path is None:
-            path = self.find_resumable()
-            if path is None:
+        if path is None or path == "auto":
+            found = self.find_resumable()
+            if found is None and path == "auto":
+                logger.info("--resume auto: no resumable checkpoint under %s; starting fresh", self.root)
+                return
+            if found is None:
                 raise RecipeError(f"--resume: no complete checkpoint under {self.root}")
+            path = found
         ckpt = checkpoint.load_checkpoint(Path(path))
+        state = _checked_state(ckpt.trainer_state, Path(path) / checkpoint.TRAINER_STATE)
         t.unwrapped_model.load_state_dict(ckpt.model_state)
         for hook in t.hooks:
             hook.load_checkpoint_tensors(t, ckpt.extra_tensors)
         if ckpt.optimizer_state is None:
             raise RecipeError(f"{path}: saved without optimizer state (save_optimizer = false); use --load-from for weights")
-        load_optimizer_state(t.optimizer.optimizer, ckpt.optimizer_state)
-        state = ckpt.trainer_state
+        try:
+            load_optimizer_state(t.optimizer.optimizer, ckpt.optimizer_state)
+        except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
+            raise CheckpointError(f"{Path(path) / checkpoint.OPTIMIZER_JSON}: does not fit this optimizer ({e})") from None
         if state["by_epoch"] != t.by_epoch:
             raise RecipeError(f"{path}: saved by an {'epoch' if state['by_epoch'] else 'iteration'}-based run; runner.type differs")
         t.epoch, t.iter, t.resume_inner_iter = state["epoch"], state["iter"], state["inner_iter"]
@@ -161,3 +192,34 @@ class Checkpointer:
         weights.fit_weights(self.trainer.unwrapped_model, weights.load_weights(path), source=path,
                             revise_keys=[tuple(pair) for pair in opts.revise_keys], strict=opts.strict)
         logger.info("loaded weights from %s", path)
+
+
+def _checked_state(state: Any, where: Path) -> dict[str, Any]:
+    """trainer_state.json with every field resume reads present and of the right type."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{where}: expected a JSON object")
+    for key, types in STATE_FIELDS.items():
+        if key not in state:
+            raise CheckpointError(f"{where}: field {key!r} is missing")
+        value = state[key]
+        if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+            value = None  # JSON true is not an integer here
+        if not isinstance(value, types):
+            expected = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+            raise CheckpointError(f"{where}: field {key!r} = {state[key]!r}: expected {expected}")
+    if min(state["epoch"], state["iter"], state["inner_iter"]) < 0:
+        raise CheckpointError(f"{where}: fields 'epoch', 'iter', 'inner_iter' must be >= 0")
+    return state
+
+
+def _refuse_non_finite(where: Path, groups: dict[str, dict[str, torch.Tensor]]) -> None:
+    """A checkpoint of NaN or inf weights is worse than none: refuse it, naming what is broken."""
+    for group, tensors in groups.items():
+        floats = [(k, v) for k, v in tensors.items() if v.is_floating_point()]
+        if not floats:
+            continue
+        finite = torch.stack([torch.isfinite(v).all() for _, v in floats]).tolist()
+        bad = [k for (k, _), ok in zip(floats, finite) if not ok]
+        if bad:
+            raise RecipeError(f"{where}: not written: {len(bad)} of {len(floats)} {group} tensors are not finite "
+                              f"(e.g. {bad[0]}); earlier checkpoints are untouched (see [nan_guard])")

@@ -28,7 +28,9 @@ from .log import LogBuffer, setup_logging
 from .memory_format import batch_to_channels_last, model_to_channels_last
 from .optim import build_optimizer, format_param_group_table, scale_lr
 from .recipe import dump_toml, load_recipe
+from .run_lock import RunLockHook
 from .schema import Recipe
+from .step_guard import StepGuard
 from .tasks import build_task
 
 logger = logging.getLogger("accel_trainer")
@@ -96,7 +98,8 @@ class Trainer:
         self.iter_time = self.data_time = 0.0
         self._batches: Iterator | None = None
         self.hooks: list[Hook] = []
-        for hook in (*build_hooks(recipe), *hooks):
+        self.guard = StepGuard(recipe.nan_guard)
+        for hook in (*build_hooks(recipe), RunLockHook(), self.guard, *hooks):
             self.register_hook(hook)
 
     @classmethod
@@ -196,8 +199,8 @@ class Trainer:
     def fit(self, resume: str | Path | bool | None = None) -> None:
         """Run the workflow phases until the runner's budget is spent.
 
-        `resume`: a checkpoint path, True for the newest valid one in work_dir, None for the
-        recipe's `resume_from`.
+        `resume`: a checkpoint path, True for the newest resumable one in work_dir, "auto" for that
+        or a fresh start when there is none, None for the recipe's `resume_from`.
         """
         if resume is None and self.recipe.resume_from:
             resume = self.recipe.resume_from
@@ -264,7 +267,8 @@ class Trainer:
                     outputs["grad_norm"] = accelerator.clip_grad_norm_(
                         model.parameters(), self.grad_clip["max_norm"], self.grad_clip.get("norm_type", 2)
                     )
-                optimizer.step()
+                if self.guard.allows_step(self, loss, outputs):
+                    optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             self.log_buffer.update(outputs)
             if accelerator.sync_gradients:
@@ -274,6 +278,9 @@ class Trainer:
                 self.iter += 1
                 self.inner_iter += 1
                 self.call("after_train_iter")
+                if self.guard.after_step(self):  # rolled back: this epoch's batches are void
+                    self._batches = None
+                    return
                 steps += 1
                 tick = time.perf_counter()
                 if limit is not None and steps >= limit:

@@ -127,7 +127,7 @@ def test_crash_mid_save_keeps_previous_checkpoint(tmp_path, monkeypatch, name):
     monkeypatch.setattr(checkpoint, "save_file", crash)
     monkeypatch.setattr(checkpoint.shutil, "rmtree", lambda *a, **k: None)  # like SIGKILL: no cleanup runs
     train(model, optimizer, 1)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match="disk full"):
         save(tmp_path, name, model, optimizer)
     monkeypatch.undo()
 
@@ -142,7 +142,7 @@ def test_crash_before_latest_update_keeps_latest(tmp_path, monkeypatch):
     model = tiny_model()
     first = save(tmp_path, "iter_1", model)
     monkeypatch.setattr(checkpoint.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("killed")))
-    with pytest.raises(OSError, match="killed"):
+    with pytest.raises(CheckpointError, match="killed"):
         save(tmp_path, "iter_2", model)
     monkeypatch.undo()
     assert (tmp_path / "latest").read_text().strip() == "iter_1"

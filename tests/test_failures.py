@@ -18,7 +18,6 @@ import pytest
 import torch
 
 from accel_trainer import Trainer, checkpoint, cli
-from accel_trainer.checkpoint import CheckpointError
 from accel_trainer.errors import RecipeError
 from accel_trainer.hooks.checkpoint import SaveBestHook
 from accel_trainer.step_guard import NonFiniteError

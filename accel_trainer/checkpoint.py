@@ -144,8 +144,12 @@ def _write_durable(path: Path, text: str) -> None:
 def _write_latest(root: Path, name: str) -> None:
     """Replace `latest` atomically: readers see the old name or the new one, never a partial file."""
     tmp = root / f".tmp-{LATEST}-{os.getpid()}"
-    _write_durable(tmp, name + "\n")
-    os.replace(tmp, root / LATEST)
+    try:
+        _write_durable(tmp, name + "\n")
+        os.replace(tmp, root / LATEST)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync(root)
 
 
@@ -252,20 +256,25 @@ def save_checkpoint(ckpt_root: Path, name: str, *, model_state: dict[str, torch.
         files[RNG], files[RNG_JSON] = rng_tensors, json.dumps(rng_meta)
 
     ckpt_root = Path(ckpt_root)
-    ckpt_root.mkdir(parents=True, exist_ok=True)
     tmp, final = ckpt_root / f".tmp-{name}-{os.getpid()}", ckpt_root / name
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
-        digests = _write_files(tmp, files)
-        _write_durable(tmp / MANIFEST, json.dumps({"sha256": digests}, indent=2))
-        _fsync(tmp)
-        _install(tmp, final)
-    except BaseException:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if update_latest:
-        _write_latest(ckpt_root, name)
+        tmp.mkdir()
+        try:
+            digests = _write_files(tmp, files)
+            _write_durable(tmp / MANIFEST, json.dumps({"sha256": digests}, indent=2))
+            _fsync(tmp)
+            _install(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if update_latest:
+            _write_latest(ckpt_root, name)
+    except (OSError, SafetensorError) as e:
+        # Disk full, read-only or gone: every earlier checkpoint and `latest` are as they were.
+        raise CheckpointError(f"{final}: cannot write the checkpoint ({getattr(e, 'strerror', None) or e}); "
+                              "earlier checkpoints and 'latest' are untouched") from None
     return final
 
 
@@ -317,13 +326,36 @@ def _read_json(path: Path) -> Any:
         raise CheckpointError(f"{path}: not readable JSON ({e})") from None
 
 
+def _read_optimizer(path: Path) -> dict[str, Any]:
+    """`optimizer.json` + `optimizer.safetensors` as a torch optimizer state dict, its shape checked field by field."""
+    where = path / OPTIMIZER_JSON
+    try:
+        state = _decode(_read_json(where), read_tensors(path / OPTIMIZER))
+    except KeyError as e:
+        raise CheckpointError(f"{where}: refers to tensor {e} that {OPTIMIZER} does not hold") from None
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: malformed ({e})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{where}: expected an object with 'state' and 'param_groups'")
+    if not isinstance(state.get("state"), dict):
+        raise CheckpointError(f"{where}: field 'state' is missing or not an object")
+    groups = state.get("param_groups")
+    if not isinstance(groups, list) or not groups:
+        raise CheckpointError(f"{where}: field 'param_groups' is missing or not a non-empty list")
+    for i, group in enumerate(groups):
+        params = group.get("params") if isinstance(group, dict) else None
+        if not isinstance(params, list) or not all(isinstance(p, int) and not isinstance(p, bool) for p in params):
+            raise CheckpointError(f"{where}: field 'param_groups[{i}].params' is missing or not a list of integers")
+    return state
+
+
 def load_checkpoint(path: Path, *, verify: bool = True) -> Checkpoint:
     """Read a checkpoint folder; with `verify`, every file must match its manifest digest first."""
     path = Path(path)
     names = set(verify_checkpoint(path) if verify else _read_manifest(path))
     optimizer_state = None
     if OPTIMIZER_JSON in names:
-        optimizer_state = _decode(_read_json(path / OPTIMIZER_JSON), read_tensors(path / OPTIMIZER))
+        optimizer_state = _read_optimizer(path)
     rng = (read_tensors(path / RNG), _read_json(path / RNG_JSON)) if RNG in names else ({}, {})
     extras = {n[: -len(".safetensors")]: read_tensors(path / n) for n in sorted(names)
               if n.endswith(".safetensors") and n[: -len(".safetensors")] not in RESERVED}
@@ -345,40 +377,84 @@ def _order(path: Path) -> tuple[int, bool]:
     return step, (path / OPTIMIZER).exists()
 
 
-def find_resumable(ckpt_root: Path) -> Path | None:
-    """The newest checkpoint that verifies: `latest` first, then the others; damaged ones are skipped with a warning."""
+def candidates(ckpt_root: Path) -> list[Path]:
+    """Checkpoint folders, newest first: the one `latest` names, then by saved iteration."""
     ckpt_root = Path(ckpt_root)
     if not ckpt_root.is_dir():
-        return None
+        return []
     latest_file = ckpt_root / LATEST
     latest = latest_file.read_text(encoding="utf-8").strip() if latest_file.is_file() else ""
-    candidates = [ckpt_root / latest] if _NAME.fullmatch(latest) else []
+    first = [ckpt_root / latest] if _NAME.fullmatch(latest) else []
     others = [p for p in ckpt_root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != latest]
-    for path in candidates + sorted(others, key=_order, reverse=True):
+    return first + sorted(others, key=_order, reverse=True)
+
+
+def find_resumable(ckpt_root: Path, need_optimizer: bool = False) -> Path | None:
+    """The newest checkpoint that verifies: `latest` first, then the others; damaged ones are skipped with a warning.
+
+    With `need_optimizer`, weights-only folders (`best_*`, save_optimizer = false) are skipped too, also with a warning.
+    """
+    for path in candidates(ckpt_root):
         try:
-            verify_checkpoint(path)
+            names = verify_checkpoint(path)
         except CheckpointError as e:
             logger.warning("skipping checkpoint %s: %s", path, e)
+            continue
+        if need_optimizer and OPTIMIZER_JSON not in names:
+            logger.warning("skipping checkpoint %s: weights only (no optimizer state), so it cannot be resumed", path)
             continue
         return path
     return None
 
 
-def remove_old_checkpoints(ckpt_root: Path, prefix: str, keep: int, protect: set[str], exact: bool = False) -> None:
-    """mmcv's max_keep_ckpts: keep the newest `keep` `<prefix>_N` folders (keep <= 0: all), never those in `protect`.
+def remove_checkpoint(ckpt_root: Path, name: str) -> None:
+    """Remove the checkpoint folder `name`, if it exists."""
+    path = Path(ckpt_root) / name
+    if path.is_dir():
+        _remove(path)
 
-    With `exact`, `prefix` names one folder, which is removed unless protected (`keep` is not used).
+
+_TEMPORARY = re.compile(r"\.(tmp|old|del)-.+-(\d+)")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def remove_stale_temporaries(ckpt_root: Path) -> list[Path]:
+    """Remove `.tmp-`, `.old-` and `.del-` leftovers (folders or `latest` files) of processes that are gone.
+
+    Each is named after the pid that made it; those of a live process are left alone.
     """
     ckpt_root = Path(ckpt_root)
-    if exact:
-        doomed = [ckpt_root / prefix] if (ckpt_root / prefix).is_dir() else []
-    elif keep <= 0:
+    if not ckpt_root.is_dir():
+        return []
+    removed = []
+    for path in ckpt_root.iterdir():
+        m = _TEMPORARY.fullmatch(path.name)
+        if m and not _alive(int(m[2])):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def prune_checkpoints(ckpt_root: Path, prefix: str, keep: int, protect: set[str]) -> None:
+    """mmcv's max_keep_ckpts: keep the newest `keep` `<prefix>_N` folders (keep <= 0: all), never those in `protect`."""
+    if keep <= 0:
         return
-    else:
-        pattern = re.compile(re.escape(prefix) + r"_(\d+)")
-        numbered = [(int(m[1]), p) for p in ckpt_root.iterdir() if p.is_dir() and (m := pattern.fullmatch(p.name))]
-        doomed = [p for _, p in sorted(numbered, reverse=True)[keep:]]
-    for path in doomed:
+    ckpt_root = Path(ckpt_root)
+    pattern = re.compile(re.escape(prefix) + r"_(\d+)")
+    numbered = [(int(m[1]), p) for p in ckpt_root.iterdir() if p.is_dir() and (m := pattern.fullmatch(p.name))]
+    for _, path in sorted(numbered, reverse=True)[keep:]:
         if path.name not in protect:
             _remove(path)
 

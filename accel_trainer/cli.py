@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import RecipeError
-
 from .recipe import dump_toml, parse_override
 
 if TYPE_CHECKING:
@@ -55,7 +54,8 @@ def train_parser() -> argparse.ArgumentParser:
         nargs="?",
         const=True,
         metavar="PATH",
-        help="continue from a checkpoint folder; without PATH, the newest valid one in work_dir",
+        help="continue from a checkpoint folder; without PATH, the newest resumable one in work_dir; "
+        "'auto': that one, or a fresh start when there is none (for requeued jobs)",
     )
     parser.add_argument("--load-from", metavar="PATH", help="start from these whole-model weights (sets load_from)")
     parser.add_argument("--eval-only", action="store_true", help="evaluate once and write work_dir/eval/metrics.json")

@@ -14,15 +14,34 @@ import psutil
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration, recursively_apply
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    DistributedDataParallelKwargs,
+    DistributedType,
+    ProjectConfiguration,
+    recursively_apply,
+)
 from timm.layers import convert_sync_batchnorm
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .data.loader import pins_memory
+from .errors import RecipeError
 from .schema import Recipe
 
 logger = logging.getLogger(__name__)
+
+# Engines `accelerate launch` can ask for that this trainer does not drive (it saves, resumes and
+# counts steps for one model replica per process), by the variable the launcher sets.
+UNSUPPORTED_ENGINES = {
+    "ACCELERATE_USE_FSDP": "FSDP",
+    "ACCELERATE_USE_DEEPSPEED": "DeepSpeed",
+    "ACCELERATE_USE_MEGATRON_LM": "Megatron-LM",
+    "ACCELERATE_USE_PARALLELISM_CONFIG": "a parallelism config (tensor / context parallel)",
+}
+UNSUPPORTED_TYPES = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM, DistributedType.XLA)
+SUPPORTED = ("supported: one process (distributed_type NO, on CPU, GPU or MPS) or DDP over processes and machines "
+             "(MULTI_GPU, MULTI_CPU, MULTI_XPU, MULTI_NPU, ...)")
 
 # Devices whose tensors torch's SyncBatchNorm can synchronise (it rejects CPU tensors).
 SYNC_BN_DEVICES = ("cuda", "xpu", "hpu")
@@ -32,11 +51,12 @@ def build_accelerator(recipe: Recipe, log_with: list[str]) -> Accelerator:
     """The recipe's `[accelerate]` settings; what it leaves unset comes from the launcher's config.
 
     `log_with`: Accelerate tracker names (tensorboard, wandb, ...) the logger hooks write to."""
+    refuse_unsupported_engine()
     acc = recipe.accelerate
     # Accelerate keeps precision settings in a process-wide singleton; a second Trainer in the
     # same process (a notebook, a test) gets its own. The process group is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(
+    accelerator = Accelerator(
         cpu=acc.cpu or launched_without_accelerator(),
         mixed_precision=acc.mixed_precision,
         gradient_accumulation_steps=acc.gradient_accumulation_steps,
@@ -50,6 +70,18 @@ def build_accelerator(recipe: Recipe, log_with: list[str]) -> Accelerator:
         # Copies from pinned host memory can overlap the previous step's compute.
         dataloader_config=DataLoaderConfiguration(non_blocking=pins_memory(recipe.data)),
     )
+    refuse_unsupported_engine(accelerator.distributed_type)  # e.g. XLA, which no variable announces
+    return accelerator
+
+
+def refuse_unsupported_engine(distributed_type: DistributedType | None = None) -> None:
+    """Stop at start, in one line, when the launch config asks for an engine this trainer does not drive."""
+    for var, name in UNSUPPORTED_ENGINES.items():
+        if os.environ.get(var, "false").lower() in ("true", "1", "yes"):
+            raise RecipeError(f"the accelerate launch config asks for {name} ({var}), which accel_trainer does not "
+                              f"support; {SUPPORTED}")
+    if distributed_type in UNSUPPORTED_TYPES:
+        raise RecipeError(f"accelerate distributed_type {distributed_type.value} is not supported; {SUPPORTED}")
 
 
 def announce_hardware(accelerator: Accelerator, cpu_threads: int) -> None:

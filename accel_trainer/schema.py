@@ -266,6 +266,20 @@ class EmaCfg:
 
 
 @dataclass
+class NanGuardCfg:
+    """What a non-finite loss or gradient does (checked every optimizer step, see `step_guard.py`)."""
+
+    action: Literal["stop", "skip", "rollback"] = "stop"
+    max_skips: int = 3  # skip: non-finite steps in a row before stopping; rollback: rollbacks per run
+    rollback_lr_factor: float = 0.5  # rollback: lr multiplier applied after each rollback
+
+    def check(self, path: str) -> None:
+        positive(self.max_skips, f"{path}.max_skips")
+        require(0.0 < self.rollback_lr_factor <= 1.0, f"{path}.rollback_lr_factor", self.rollback_lr_factor,
+                "must be in (0, 1], e.g. 0.5")
+
+
+@dataclass
 class AccelerateCfg:
     # unset: the launcher's choice (`accelerate config` file or --mixed_precision), else "no"
     mixed_precision: Literal["no", "fp16", "bf16"] | None = None
@@ -307,6 +321,7 @@ class Recipe:
     accelerate: AccelerateCfg = field(default_factory=AccelerateCfg)
     freeze: FreezeCfg = field(default_factory=FreezeCfg)
     ema: EmaCfg = field(default_factory=EmaCfg)
+    nan_guard: NanGuardCfg = field(default_factory=NanGuardCfg)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     mp_start_method: Literal["fork", "spawn", "forkserver"] = "fork"
     source: str = field(default="", metadata={"internal": True})

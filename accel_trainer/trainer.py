@@ -20,7 +20,7 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import checkpoint, weights
+from .checkpointer import Checkpointer
 from .classes import dataset_classes
 from .data.loader import batches_per_process
 from .distributed import (
@@ -30,14 +30,15 @@ from .distributed import (
     maybe_sync_batchnorm,
     model_to_channels_last,
 )
-from .errors import RecipeError
 from .hooks import Hook, build_hooks, tracker_names
 from .hooks.base import STAGES, Stage
 from .hooks.logger import flat_hparams
-from .log import LogBuffer, setup_logging
-from .optim import auto_scaled_lr, build_optimizer, format_param_group_table, load_optimizer_state
+from .hooks.run_lock import RunLockHook
+from .hooks.step_guard import StepGuard
 from .loading import load_recipe
-from .recipe import dump_toml, recipe_changes, tomllib
+from .log import LogBuffer, setup_logging
+from .optim import auto_scaled_lr, build_optimizer, format_param_group_table
+from .recipe import dump_toml
 from .schedules.run_length import RunLength
 from .schema import Recipe
 from .tasks import build_task
@@ -65,7 +66,7 @@ class Trainer:
         self.work_dir = Path(recipe.work_dir)
         acc = recipe.accelerate
         # Custom hook modules are imported here, when a run is about to train or evaluate.
-        all_hooks = [*build_hooks(recipe), *hooks]
+        built_hooks = build_hooks(recipe)
         self.accelerator = build_accelerator(recipe, tracker_names(recipe))
         self.timestamp = time.strftime("%Y%m%d_%H%M%S")
         if self.accelerator.is_main_process:
@@ -98,16 +99,15 @@ class Trainer:
             self.task.build_loader(self.val_dataset, batch_size=recipe.data.batch_size, train=False)
         )
         self.grad_clip = recipe.optimizer_config.grad_clip
+        self.checkpointer = Checkpointer(self)
         if recipe.load_from:
-            self.load_weights(recipe.load_from)
+            self.checkpointer.load_weights(recipe.load_from)
 
         self.epoch = 0
         self.iter = 0
         self.inner_iter = 0
         self.resume_inner_iter = 0
         self.val_results: dict[str, Any] = {}
-        self.best: dict[str, Any] = {}
-        self.last_checkpoint = ""
         self.log_buffer = LogBuffer()
         self.iter_time = self.data_time = 0.0
         # What the current `*_iter` stage is about: the batch, and the step's outputs (loss terms
@@ -119,7 +119,8 @@ class Trainer:
         self._validated_at: int | None = None  # self.iter of the newest val_results
         self._batches: Iterator | None = None
         self.hooks: list[Hook] = []
-        for hook in all_hooks:
+        self.guard = StepGuard(recipe.nan_guard)
+        for hook in (*built_hooks, RunLockHook(), self.guard, *hooks):
             self.register_hook(hook)
 
     @classmethod
@@ -213,6 +214,15 @@ class Trainer:
     def current_lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
+    @property
+    def mid_epoch(self) -> bool:
+        """An epoch's batches are in progress (False between epochs)."""
+        return self._batches is not None
+
+    def weights_replaced(self) -> None:
+        """Weights were loaded from outside the loop: the last val results no longer describe them."""
+        self._validated_at = None
+
     def _done(self) -> bool:
         return self.epoch >= self.max_epochs if self.by_epoch else self.iter >= self.max_iters
 
@@ -221,13 +231,13 @@ class Trainer:
     def fit(self, resume: str | Path | bool | None = None) -> None:
         """Run the workflow phases until the runner's budget is spent.
 
-        `resume`: a checkpoint path, True for the newest valid one in work_dir, None for the
-        recipe's `resume_from`.
+        `resume`: a checkpoint path, True for the newest resumable one in work_dir, "auto" for that
+        or a fresh start when there is none, None for the recipe's `resume_from`.
         """
         if resume is None and self.recipe.resume_from:
             resume = self.recipe.resume_from
         if resume:
-            self.resume(None if resume is True else resume)
+            self.checkpointer.resume(None if resume is True else resume)
         self._start_run()
         while not self._done():
             for phase, count in self.recipe.workflow:
@@ -307,7 +317,8 @@ class Trainer:
                     outputs["grad_norm"] = accelerator.clip_grad_norm_(
                         model.parameters(), self.grad_clip.max_norm, self.grad_clip.norm_type
                     )
-                optimizer.step()
+                if self.guard.allows_step(self, loss, outputs):
+                    optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             self.log_buffer.update(outputs)
             if accelerator.sync_gradients:
@@ -318,6 +329,9 @@ class Trainer:
                 self.inner_iter += 1
                 self.outputs = outputs
                 self.call("after_train_iter")
+                if self.guard.after_step(self):  # rolled back: this epoch's batches are void
+                    self._batches = None
+                    return
                 steps += 1
                 tick = time.perf_counter()
                 if limit is not None and steps >= limit:
@@ -355,90 +369,6 @@ class Trainer:
             self.outputs = self.task.val_step(model, batch, self.accelerator)
             self.call("after_val_iter")
         return self.task.compute_metrics()
-
-    # ----------------------------------------------------------------- checkpoints
-
-    @property
-    def ckpt_root(self) -> Path:
-        out_dir = self.recipe.checkpoint_config.out_dir
-        return (Path(out_dir) / self.work_dir.name if out_dir else self.work_dir) / "checkpoints"
-
-    def protected_checkpoints(self) -> set[str]:
-        return {name for name in (self.best.get("name"), self.last_checkpoint) if name}
-
-    def trainer_state(self) -> dict[str, Any]:
-        return {
-            "epoch": self.epoch,
-            "iter": self.iter,
-            # At an epoch's end the next run starts a fresh epoch, not the tail of this one.
-            "inner_iter": self.inner_iter if self._batches is not None else 0,
-            "by_epoch": self.by_epoch,
-            "best": self.best,
-            "num_processes": self.accelerator.num_processes,
-            "train_batch_size": self.train_batch_size,
-            "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler else None,
-            "classes": dataset_classes(self.val_dataset),
-            "versions": {"accel_trainer": __import__("accel_trainer").__version__, "torch": torch.__version__},
-        }
-
-    def save_checkpoint(self, name: str, *, save_optimizer: bool = True, update_latest: bool = True) -> None:
-        """Write a complete checkpoint (main process), every process waiting for it."""
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            checkpoint.save_checkpoint(
-                self.ckpt_root,
-                name,
-                model_state=self.unwrapped_model.state_dict(),
-                trainer_state=self.trainer_state(),
-                recipe_text=dump_toml(self.recipe.to_dict()),
-                optimizer=self.optimizer.optimizer if save_optimizer else None,
-                extra_tensors={k: v for hook in self.hooks for k, v in hook.checkpoint_tensors(self).items()},
-                update_latest=update_latest,
-            )
-            logger.info("saved checkpoint %s", self.ckpt_root / name)
-        if update_latest:
-            self.last_checkpoint = name
-        self.accelerator.wait_for_everyone()
-
-    def resume(self, path: str | Path | None = None) -> None:
-        """Continue from a checkpoint: weights, optimizer state, counters, best metric and RNG.
-
-        `None` picks the newest checkpoint in `work_dir` that verifies. The param groups'
-        hyperparameters (lr, momentum) come from the recipe, so a changed lr is honoured.
-        """
-        if path is None:
-            path = checkpoint.find_resumable(self.ckpt_root)
-            if path is None:
-                raise RecipeError(f"--resume: no complete checkpoint under {self.ckpt_root}")
-        ckpt = checkpoint.load_checkpoint(Path(path))
-        self._validated_at = None
-        self.unwrapped_model.load_state_dict(ckpt.model_state)
-        for hook in self.hooks:
-            hook.load_checkpoint_tensors(self, ckpt.extra_tensors)
-        if ckpt.optimizer_state is None:
-            raise RecipeError(f"{path}: saved without optimizer state (save_optimizer = false); use --load-from for weights")
-        load_optimizer_state(self.optimizer.optimizer, ckpt.optimizer_state)
-        state = ckpt.trainer_state
-        if state["by_epoch"] != self.by_epoch:
-            raise RecipeError(f"{path}: saved by an {'epoch' if state['by_epoch'] else 'iteration'}-based run; runner.type differs")
-        self.epoch, self.iter, self.resume_inner_iter = state["epoch"], state["iter"], state["inner_iter"]
-        self.best = state.get("best") or {}
-        if self.accelerator.scaler is not None and state.get("scaler"):
-            self.accelerator.scaler.load_state_dict(state["scaler"])
-        changes = recipe_changes(tomllib.loads(ckpt.recipe_text), self.recipe.to_dict())
-        if changes:
-            logger.warning("the recipe changed since %s was saved:\n%s", path, "\n".join(changes))
-        checkpoint.restore_rng_state(*ckpt.rng)
-        self.last_checkpoint = Path(path).name
-        logger.info("resumed from %s at epoch %d, iter %d", path, self.epoch, self.iter)
-
-    def load_weights(self, path: str | Path) -> None:
-        """Whole-model weights (`load_from`): no optimizer state, no counters."""
-        self._validated_at = None
-        opts = self.recipe.load_options
-        weights.fit_weights(self.unwrapped_model, weights.load_weights(path), source=path,
-                               revise_keys=[tuple(pair) for pair in opts.revise_keys], strict=opts.strict)
-        logger.info("loaded weights from %s", path)
 
     def predict(self, images, **options: Any) -> list[dict[str, Any]]:
         """Records for `images` (paths, PIL images, tensors) from the model in memory; see `Predictor.predict`."""

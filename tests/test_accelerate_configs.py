@@ -78,3 +78,33 @@ def test_launcher_mixed_precision_applies_unless_the_recipe_sets_one(tiny_recipe
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
     assert Trainer.from_recipe(tiny_recipe).accelerator.mixed_precision == "bf16"
     assert Trainer.from_recipe(tiny_recipe, {"accelerate.mixed_precision": "no"}).accelerator.mixed_precision == "no"
+
+
+def test_slurm_script_checkpoints_and_requeues_on_the_early_signal():
+    text = (REPO / "scripts/slurm_multinode.sh").read_text()
+    for needed in ("#SBATCH --signal=B:USR1@120", "#SBATCH --requeue", "scontrol requeue", "--resume auto"):
+        assert needed in text
+
+
+def test_multi_node_config_runs_as_two_machines_on_one_host(tiny_recipe):
+    """Both machine ranks of multi_node.yaml on 127.0.0.1, one CPU process each: one gloo group of 2."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
+    common = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "multi_node.yaml"),
+        "--num_machines", "2", "--num_processes", "2", "--main_process_ip", "127.0.0.1",
+        "--main_process_port", "29641", "--mixed_precision", "no",
+    ]
+    procs = [
+        subprocess.Popen([*common, "--machine_rank", str(rank), "-m", "accel_trainer", str(tiny_recipe),
+                          "--set", "runner.max_epochs=1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        for rank in (0, 1)
+    ]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for proc, (_, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-3000:]
+    work = tiny_recipe.parent / "work"
+    assert "MULTI_CPU, 2 processes" in next(work.glob("*.log")).read_text()
+    records = [json.loads(line) for line in next(work.glob("*.log.json")).read_text().splitlines()]
+    assert [r["iter"] for r in records if r["mode"] == "train"] == [4]
+    assert [r["num_samples"] for r in records if r["mode"] == "val"] == [21]

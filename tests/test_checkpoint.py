@@ -127,7 +127,7 @@ def test_crash_mid_save_keeps_previous_checkpoint(tmp_path, monkeypatch, name):
     monkeypatch.setattr(checkpoint, "save_file", crash)
     monkeypatch.setattr(checkpoint.shutil, "rmtree", lambda *a, **k: None)  # like SIGKILL: no cleanup runs
     train(model, optimizer, 1)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match="disk full"):
         save(tmp_path, name, model, optimizer)
     monkeypatch.undo()
 
@@ -142,7 +142,7 @@ def test_crash_before_latest_update_keeps_latest(tmp_path, monkeypatch):
     model = tiny_model()
     first = save(tmp_path, "iter_1", model)
     monkeypatch.setattr(checkpoint.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("killed")))
-    with pytest.raises(OSError, match="killed"):
+    with pytest.raises(CheckpointError, match="killed"):
         save(tmp_path, "iter_2", model)
     monkeypatch.undo()
     assert (tmp_path / "latest").read_text().strip() == "iter_1"
@@ -205,13 +205,13 @@ def test_find_resumable_orders_by_iteration_and_ignores_temp_folders(tmp_path):
     assert find_resumable(tmp_path / "missing") is None
 
 
-def test_remove_old_checkpoints_keeps_newest_and_protected(tmp_path):
+def test_prune_keeps_newest_and_protected_and_remove_takes_one(tmp_path):
     for name in ("epoch_1", "epoch_2", "epoch_3", "epoch_9", "epoch_10", "best_top1_epoch_2", "iter_5"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "manifest.json").write_text(json.dumps({"sha256": {}}))
-    checkpoint.remove_old_checkpoints(tmp_path, "epoch", 0, protect=set())
+    checkpoint.prune_checkpoints(tmp_path, "epoch", 0, protect=set())
     assert len(list(tmp_path.iterdir())) == 7
-    checkpoint.remove_old_checkpoints(tmp_path, "epoch", 2, protect={"epoch_1", "best_top1_epoch_2"})
+    checkpoint.prune_checkpoints(tmp_path, "epoch", 2, protect={"epoch_1", "best_top1_epoch_2"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best_top1_epoch_2", "epoch_1", "epoch_10", "epoch_9", "iter_5"]
-    checkpoint.remove_old_checkpoints(tmp_path, "best_top1_epoch_2", 0, protect=set(), exact=True)
+    checkpoint.remove_checkpoint(tmp_path, "best_top1_epoch_2")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_1", "epoch_10", "epoch_9", "iter_5"]

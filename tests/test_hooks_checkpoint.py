@@ -11,7 +11,7 @@ from accel_trainer.hooks.checkpoint import infer_rule
 
 
 def folders(trainer: Trainer) -> set[str]:
-    return {p.name for p in trainer.ckpt_root.iterdir() if p.is_dir()}
+    return {p.name for p in trainer.checkpointer.root.iterdir() if p.is_dir()}
 
 
 def test_interval_max_keep_and_save_last(tiny_recipe):
@@ -23,7 +23,7 @@ def test_interval_max_keep_and_save_last(tiny_recipe):
     trainer.fit()
     # Saved at epochs 2, 4 (interval) and 5 (last); only the newest two are kept.
     assert folders(trainer) == {"epoch_4", "epoch_5"}
-    assert (trainer.ckpt_root / "latest").read_text().strip() == "epoch_5"
+    assert (trainer.checkpointer.root / "latest").read_text().strip() == "epoch_5"
 
 
 def test_without_save_last_only_the_interval_counts(tiny_recipe):
@@ -59,11 +59,11 @@ def test_save_best_keeps_one_best_folder_that_holds_the_best_value(tiny_recipe):
     val = [json.loads(line) for line in log_json.read_text().splitlines() if '"mode": "val"' in line]
     best_epoch = min(val, key=lambda r: r["loss"])["epoch"]
     assert best == [f"best_loss_epoch_{best_epoch}"]
-    state = json.loads((trainer.ckpt_root / best[0] / "trainer_state.json").read_text())
+    state = json.loads((trainer.checkpointer.root / best[0] / "trainer_state.json").read_text())
     assert state["best"]["value"] == pytest.approx(min(r["loss"] for r in val))
     # The best checkpoint is weights only, and `latest` never points at it.
-    assert not (trainer.ckpt_root / best[0] / "optimizer.safetensors").exists()
-    assert not (trainer.ckpt_root / "latest").exists()
+    assert not (trainer.checkpointer.root / best[0] / "optimizer.safetensors").exists()
+    assert not (trainer.checkpointer.root / "latest").exists()
 
 
 def test_rule_inference_follows_mmcv():

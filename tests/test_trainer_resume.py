@@ -1,4 +1,5 @@
-"""Exact resume: a run SIGKILLed after a checkpoint and resumed ends with the uninterrupted run's weights.
+"""Exact resume: a run SIGKILLed after a checkpoint, or preempted by SIGTERM, and resumed ends with
+the uninterrupted run's weights; so does a DDP group restarted by `accelerate launch --max_restarts`.
 
 Runs go through the real CLI in subprocesses, so the kill is a real SIGKILL of the whole process
 (and of the data-loader workers with it); a custom hook pulls the trigger after a given iteration.
@@ -22,11 +23,16 @@ import os, signal
 from accel_trainer import Hook
 
 class KillAt(Hook):
-    def __init__(self, iter):
-        self.at = iter
+    # Sends `signal` to this process after iteration `iter`, on process `rank` (-1: all), in the first
+    # attempt of an elastic launch only.
+    def __init__(self, iter, signal="SIGKILL", rank=-1):
+        self.at, self.signal, self.rank = iter, getattr(signal_module, signal), rank
     def after_train_iter(self, trainer):
-        if trainer.iter == self.at:
-            os.kill(os.getpid(), signal.SIGKILL)
+        first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+        if trainer.iter == self.at and first_attempt and self.rank in (-1, trainer.accelerator.process_index):
+            os.kill(os.getpid(), self.signal)
+
+signal_module = signal
 """
 
 # Checkpoints every 3 iterations in an epoch runner of 2 x 8 iterations: iter_9 sits mid-epoch 2.
@@ -38,14 +44,15 @@ COMMON = [
 ]
 
 
-def run(tmp_path: Path, name: str, sets: list[str], *extra: str, ddp: bool = False) -> subprocess.CompletedProcess:
+def run(tmp_path: Path, name: str, sets: list[str], *extra: str, ddp: bool = False, port: int = 29531,
+        launch: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     recipe = write_recipe(tmp_path, name=f"{name}.toml", work_dir=str(tmp_path / name))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
     launcher = [sys.executable]
     if ddp:
         env["ACCELERATE_USE_CPU"] = "1"
         launcher += ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                     "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29531"]
+                     "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), *launch]
     args = [arg for s in COMMON + sets for arg in ("--set", s)]
     cmd = [*launcher, "-m", "accel_trainer", str(recipe), *args, *extra]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
@@ -63,14 +70,21 @@ def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> 
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
 
-def kill_and_resume(tmp_path: Path, name: str, kill_at: int, sets: list[str], ddp: bool = False) -> Path:
+def kill_hook(tmp_path: Path, kill_at: int, signal: str = "SIGKILL", rank: int = -1) -> str:
     (tmp_path / "kill_hook.py").write_text(KILL_HOOK)
-    hook = f'custom_hooks=[{{type = "kill_hook:KillAt", iter = {kill_at}}}]'
-    killed = run(tmp_path, name, [*sets, hook], ddp=ddp)
+    return f'custom_hooks=[{{type = "kill_hook:KillAt", iter = {kill_at}, signal = "{signal}", rank = {rank}}}]'
+
+
+def kill_and_resume(tmp_path: Path, name: str, kill_at: int, sets: list[str], ddp: bool = False) -> Path:
+    killed = run(tmp_path, name, [*sets, kill_hook(tmp_path, kill_at)], ddp=ddp)
     assert killed.returncode != 0, "the kill hook did not fire"
     resumed = run(tmp_path, name, sets, "--resume", ddp=ddp)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     return tmp_path / name
+
+
+def log_text(work: Path) -> str:
+    return "\n".join(p.read_text() for p in sorted(work.glob("*.log")))
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +113,53 @@ def test_resume_from_an_epoch_end_checkpoint_starts_the_next_epoch(tmp_path, ref
     assert train_iters.count((1, 4)) == 1 and train_iters.count((2, 4)) == 1 and (2, 8) in train_iters
 
 
-def test_two_process_ddp_sigkill_then_resume_is_bit_identical(tmp_path):
-    straight = run(tmp_path, "straight", [], ddp=True)
+@pytest.fixture(scope="module")
+def ddp_reference(tmp_path_factory) -> dict[str, torch.Tensor]:
+    tmp = tmp_path_factory.mktemp("ddp_reference")
+    straight = run(tmp, "straight", [], ddp=True)
     assert straight.returncode == 0, straight.stderr[-3000:]
+    return final_weights(tmp / "straight", "iter_8")
+
+
+def test_two_process_ddp_sigkill_then_resume_is_bit_identical(tmp_path, ddp_reference):
     # 2 processes x batch 16: 4 iterations per epoch, so iter_3 is mid-epoch 1 and iter_6 mid-epoch 2.
     work = kill_and_resume(tmp_path, "killed", kill_at=7, sets=[], ddp=True)
-    assert_identical(final_weights(work, "iter_8"), final_weights(tmp_path / "straight", "iter_8"))
+    assert_identical(final_weights(work, "iter_8"), ddp_reference)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigterm_saves_the_current_step_and_resume_auto_is_bit_identical(tmp_path, reference, workers):
+    sets = [f"data.num_workers={workers}"]
+    # The signal arrives after iteration 11 (mid-epoch 2), i.e. while step 12 is under way: that
+    # step finishes, is checkpointed, and nothing is lost.
+    stopped = run(tmp_path, "preempted", [*sets, kill_hook(tmp_path, 11, "SIGTERM")], "--resume", "auto")
+    assert stopped.returncode == 128 + 15, stopped.stderr[-3000:]
+    work = tmp_path / "preempted"
+    assert (work / "checkpoints" / "latest").read_text().strip() == "epoch_2_iter_12"
+    assert "preempted at epoch 1, iter 12 by SIGTERM" in log_text(work)
+    resumed = run(tmp_path, "preempted", sets, "--resume", "auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "epoch_2_iter_12 at epoch 1, iter 12" in log_text(work)
+    assert_identical(final_weights(work), reference)
+
+
+def test_ddp_sigterm_on_one_process_stops_both_at_the_same_step(tmp_path, ddp_reference):
+    # Only process 1 is signalled after iteration 5; the step vote makes both stop after iteration 6.
+    stopped = run(tmp_path, "preempted", [kill_hook(tmp_path, 5, "SIGTERM", rank=1)], ddp=True, port=29532)
+    assert stopped.returncode != 0
+    work = tmp_path / "preempted"
+    assert (work / "checkpoints" / "latest").read_text().strip() == "epoch_2_iter_6"
+    resumed = run(tmp_path, "preempted", [], "--resume", "auto", ddp=True, port=29532)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_identical(final_weights(work, "iter_8"), ddp_reference)
+
+
+def test_elastic_restart_after_a_killed_process_is_bit_identical(tmp_path, ddp_reference):
+    # Process 1 is SIGKILLed after iteration 7 (the first attempt only); --max_restarts restarts the
+    # group, which resumes from iter_6, the newest complete checkpoint.
+    proc = run(tmp_path, "elastic", [kill_hook(tmp_path, 7, rank=1)], "--resume", "auto", ddp=True, port=29533,
+               launch=("--max_restarts", "1", "--monitor_interval", "0.2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    work = tmp_path / "elastic"
+    assert "resumed from" in log_text(work) and "iter_6 at epoch 1, iter 6" in log_text(work)
+    assert_identical(final_weights(work, "iter_8"), ddp_reference)

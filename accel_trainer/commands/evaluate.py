@@ -17,12 +17,12 @@ def evaluate_command(trainer, weights: str | None) -> int:
     A checkpoint's EMA weights are evaluated too: metrics under the usual keys, the raw weights' as `raw_*`.
     """
     if weights is None and not trainer.recipe.load_from:
-        found = checkpoint.find_resumable(trainer.ckpt_root)
+        found = trainer.checkpointer.find_resumable()
         weights = str(found) if found else None
     if weights:
-        trainer.load_weights(weights)
+        trainer.checkpointer.load_weights(weights)
     elif not trainer.recipe.load_from:
-        logger.warning("--eval-only: no checkpoint found under %s; evaluating freshly initialised weights", trainer.ckpt_root)
+        logger.warning("--eval-only: no checkpoint found under %s; evaluating freshly initialised weights", trainer.checkpointer.root)
     source = weights or trainer.recipe.load_from
     ema = checkpoint.load_extra_tensors(source, EMA_STEM) if source else None
     evaluate_ema_weights(trainer, ema, source)

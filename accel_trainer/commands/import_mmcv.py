@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RecipeError, join_path
-from ..recipe import dump_toml, merge
 from ..loading import check_components
+from ..recipe import dump_toml, merge
 from ..schema import AutoScaleLrCfg, CheckpointCfg, EvaluationCfg, LogCfg, Recipe, RunnerCfg, field_names
 from .mmcv_config import Origin, read_mmcv_config
 

@@ -8,6 +8,7 @@ code. `_base_` files (paths relative to the config) are merged first, with mmcv'
 from __future__ import annotations
 
 import ast
+import math
 import operator
 import os
 from collections.abc import Callable
@@ -69,12 +70,16 @@ class _Reader:
             source = self.path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise RecipeError(f"{self.path}: cannot read the config: {exc}") from None
+        # Python's parser gives up on absurd nesting (a 100,000-deep `- - - 1`) with MemoryError or
+        # RecursionError, and so would this reader: both are a refusal, not a crash.
         try:
             module = ast.parse(source, filename=str(self.path))
+            for stmt in module.body:
+                self.statement(stmt)
         except SyntaxError as exc:
             raise RecipeError(f"{self.path}:{exc.lineno}: invalid Python: {exc.msg}") from None
-        for stmt in module.body:
-            self.statement(stmt)
+        except (MemoryError, RecursionError):
+            raise RecipeError(f"{self.path}: nested too deeply to read; a config needs no such expressions") from None
 
     def statement(self, stmt: ast.stmt) -> None:
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
@@ -94,6 +99,8 @@ class _Reader:
 
     def value(self, node: ast.expr) -> Any:
         if isinstance(node, ast.Constant):
+            if isinstance(node.value, float) and not math.isfinite(node.value):
+                raise self.fail(node, "the number is not finite (TOML would get inf)")
             if node.value is None or isinstance(node.value, (str, bool, int, float)):
                 return node.value
             raise self.fail(node, f"{type(node.value).__name__} values have no TOML form")
@@ -143,9 +150,12 @@ class _Reader:
             if _too_big(op, left, right):
                 raise self.fail(node, "the result would be too large")
             try:
-                return _NUMBER_OPS[op](left, right)
+                result = _NUMBER_OPS[op](left, right)
             except (ArithmeticError, ValueError) as exc:
                 raise self.fail(node, str(exc)) from None
+            if isinstance(result, float) and not math.isfinite(result):
+                raise self.fail(node, f"the result is {result}, not a finite number")
+            return result
         if op is ast.Add and type(left) is type(right) and isinstance(left, (str, list)):
             if len(left) + len(right) > MAX_SEQUENCE_LEN:
                 raise self.fail(node, "the result would be too long")

@@ -143,9 +143,7 @@ def build_hooks(recipe: Recipe) -> list[Hook]:
     ev = recipe.evaluation
     if not any(phase == "val" for phase, _ in recipe.workflow):
         hooks.append(EvalHook(ev.interval, ev.start, ev.by_epoch if recipe.by_epoch else False))
-    ck = recipe.checkpoint_config
-    ck_by_epoch = recipe.by_epoch if ck.by_epoch is None else ck.by_epoch
-    hooks.append(CheckpointHook(ck.interval, ck_by_epoch, ck.save_optimizer, ck.max_keep_ckpts, ck.save_last))
+    hooks.append(CheckpointHook())
     if recipe.ema.enable:
         hooks.append(EMAHook(recipe.ema.decay, recipe.ema.warmup, recipe.ema.update_interval, recipe.ema.eval))
     if ev.save_best:

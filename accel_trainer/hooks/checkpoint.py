@@ -1,18 +1,14 @@
 """Checkpoints on a schedule (mmcv's CheckpointHook) and the best one by a val metric (EvalHook's save_best)."""
 from __future__ import annotations
 
-import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..checkpoint import remove_old_checkpoints
 from ..errors import RecipeError
 from .base import PRIORITIES, Hook
 
 if TYPE_CHECKING:
     from ..trainer import Trainer
-
-logger = logging.getLogger(__name__)
 
 # mmcv 1.x's defaults for inferring whether a bigger metric is better.
 GREATER_KEYS = ("acc", "top", "AR@", "auc", "precision", "mAP", "mDice", "mIoU", "mAcc", "aAcc")
@@ -36,37 +32,19 @@ def infer_rule(key: str, greater_keys: list[str], less_keys: list[str]) -> str:
 
 
 class CheckpointHook(Hook):
-    """Saves `epoch_N` / `iter_N` every `interval`, and the last one with `save_last`."""
+    """Asks the run's Checkpointer for `epoch_N` / `iter_N` at mmcv's CheckpointHook stages; the policy is there."""
 
     priority = PRIORITIES["NORMAL"]
 
-    def __init__(self, interval: int, by_epoch: bool, save_optimizer: bool, max_keep_ckpts: int, save_last: bool):
-        self.interval = interval
-        self.by_epoch = by_epoch
-        self.save_optimizer = save_optimizer
-        self.max_keep_ckpts = max_keep_ckpts
-        self.save_last = save_last
-
     def after_train_epoch(self, trainer: "Trainer") -> None:
-        last = self.save_last and trainer.epoch == trainer.max_epochs
-        if self.by_epoch and (self.every_n_epochs(trainer, self.interval) or last):
-            self._save(trainer, f"epoch_{trainer.epoch}")
+        trainer.checkpointer.after_train_epoch()
 
     def after_train_iter(self, trainer: "Trainer") -> None:
-        last = self.save_last and trainer.iter == trainer.max_iters
-        if not self.by_epoch and (self.every_n_iters(trainer, self.interval) or last):
-            self._save(trainer, f"iter_{trainer.iter}")
-
-    def _save(self, trainer: "Trainer", name: str) -> None:
-        trainer.save_checkpoint(name, save_optimizer=self.save_optimizer)
-        if trainer.accelerator.is_main_process and self.max_keep_ckpts > 0:
-            prefix = "epoch" if self.by_epoch else "iter"
-            remove_old_checkpoints(trainer.ckpt_root, prefix, self.max_keep_ckpts, protect=trainer.protected_checkpoints())
-        trainer.accelerator.wait_for_everyone()
+        trainer.checkpointer.after_train_iter()
 
 
 class SaveBestHook(Hook):
-    """Keeps `best_<metric>_epoch_N` (or `_iter_N`) for the best val result, removing the previous best."""
+    """Decides whether a val result is the best so far; the Checkpointer writes `best_<metric>_epoch_N`."""
 
     priority = PRIORITIES["LOW"]
 
@@ -95,15 +73,5 @@ class SaveBestHook(Hook):
         if not trainer.iter:
             return
         value = float(trainer.val_results[self.key])
-        best: dict[str, Any] = trainer.best
-        if not self._better(value, best.get("value")):
-            return
-        where = f"epoch_{trainer.epoch}" if trainer.by_epoch else f"iter_{trainer.iter}"
-        previous = best.get("name")
-        trainer.best = {"key": self.key, "value": value, "name": f"best_{self.key}_{where}"}
-        trainer.save_checkpoint(trainer.best["name"], save_optimizer=False, update_latest=False)
-        if trainer.accelerator.is_main_process:
-            if previous and previous != trainer.best["name"]:
-                remove_old_checkpoints(trainer.ckpt_root, previous, 0, protect=set(), exact=True)
-            logger.info("best %s = %.4f so far: saved %s", self.key, value, trainer.best["name"])
-        trainer.accelerator.wait_for_everyone()
+        if self._better(value, trainer.checkpointer.best.get("value")):
+            trainer.checkpointer.save_best(self.key, value)

@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from timm.data import Mixup, create_transform
 from timm.loss import SoftTargetCrossEntropy
-from PIL import Image
 from torch import nn
 from torch.utils.data import default_collate
 from torchvision.datasets import ImageFolder
@@ -19,7 +19,6 @@ from ..errors import RecipeError
 from ..pretrained import load_into, resolve
 from ..schema import Recipe
 from .base import Task, create_timm_model
-
 
 SAMPLE_CONTRACT = "(image, label): image a PIL image or a normalised float CHW tensor, label an int class index"
 

@@ -27,8 +27,8 @@ from ..data.coco import (
     BBOX_METRIC_KEYS,
     CocoDetection,
     RandomRescale,
-    collate_detection,
     coco_bbox_metrics,
+    collate_detection,
     detection_transforms,
     load_coco,
 )

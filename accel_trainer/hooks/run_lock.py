@@ -1,0 +1,97 @@
+"""One training run per work_dir: two runs writing the same checkpoints would destroy each other's.
+
+The lock is an `flock` on `<work_dir>/.lock`, held by the main process for the whole run. The
+kernel drops it when that process dies, however it dies, so a killed run's lock is taken over by
+the next run without anyone deleting files. The file records the holder's pid and host for the
+message a second run prints. Once the lock is held, temporary checkpoint folders that dead
+processes left behind are removed.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+from accelerate.utils import broadcast_object_list
+
+from .. import checkpoint
+from ..errors import RecipeError
+from .base import PRIORITIES, Hook
+
+if TYPE_CHECKING:
+    from ..trainer import Trainer
+
+logger = logging.getLogger(__name__)
+
+LOCK = ".lock"
+# Locks this process holds, by path: a second Trainer in the same process (a notebook after an
+# error) reuses it instead of finding itself in the way.
+_HELD: dict[str, int] = {}
+
+
+class RunLockHook(Hook):
+    """Takes the work_dir lock when training starts, before any checkpoint is written (every process learns the outcome).
+
+    Not in `before_run`: `--eval-only` of a checkpoint may run beside the training run that writes them.
+    """
+
+    priority = PRIORITIES["HIGHEST"]
+
+    def __init__(self) -> None:
+        self._path = ""
+        self._checked = False  # on every process, so all of them take part in the same broadcast
+
+    def before_train_epoch(self, trainer: "Trainer") -> None:
+        if self._checked:
+            return
+        self._checked = True
+        error = [""]
+        if trainer.accelerator.is_main_process:
+            error[0] = self._acquire(trainer)
+        if trainer.accelerator.num_processes > 1:
+            broadcast_object_list(error)
+        if error[0]:
+            raise RecipeError(error[0])
+
+    def after_run(self, trainer: "Trainer") -> None:
+        fd = _HELD.pop(self._path, None)
+        if fd is not None:
+            os.close(fd)  # closing drops the flock
+        self._path, self._checked = "", False
+
+    def _acquire(self, trainer: "Trainer") -> str:
+        """'' when held; otherwise the one-line reason."""
+        path = trainer.work_dir / LOCK
+        self._path = str(path.resolve())
+        if self._path in _HELD:
+            return ""
+        trainer.work_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            return (f"{path}: work_dir is in use by another run (pid {holder.get('pid', '?')} on "
+                    f"{holder.get('host', '?')}); wait for it to end or choose another --work-dir")
+        previous = _read_holder(fd)
+        if previous.get("pid"):
+            logger.warning("%s: taking over the lock of run pid %s on %s, which is gone", path, previous["pid"],
+                           previous.get("host", "?"))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+        _HELD[self._path] = fd
+        for stale in checkpoint.remove_stale_temporaries(trainer.checkpointer.root):
+            logger.warning("removed %s, a checkpoint left half-written by a process that is gone", stale)
+        return ""
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except ValueError:
+        return {}
+    return holder if isinstance(holder, dict) else {}

@@ -82,7 +82,7 @@ def _write_files(folder: Path, files: dict[str, str | dict[str, torch.Tensor]]) 
             if isinstance(content, str):
                 path.write_text(content, encoding="utf-8")
             else:
-                save_file(_savable(content), path, metadata={"format": "pt"})
+                save_file(content, path, metadata={"format": "pt"})
             synced = syncs.submit(_fsync, path)
             digest = _sha256(path)
             synced.result()
@@ -92,13 +92,14 @@ def _write_files(folder: Path, files: dict[str, str | dict[str, torch.Tensor]]) 
         return {name: future.result() for name, future in futures.items()}
 
 
-def _savable(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """CPU, contiguous, no two tensors in one storage (safetensors' rules), copying only where needed."""
+def _savable(tensors: dict[str, torch.Tensor], copy: bool = False) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, no two tensors in one storage (safetensors' rules), copying only where needed;
+    with `copy`, every tensor is a copy (a snapshot the training can no longer change)."""
     out, seen = {}, set()
     for key, tensor in tensors.items():
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"{key}: expected a tensor, got {type(tensor).__name__}")
-        tensor = tensor.detach().cpu().contiguous()
+        tensor = tensor.detach().to("cpu", copy=copy).contiguous()
         ptr = tensor.untyped_storage().data_ptr()
         if ptr and ptr in seen:
             tensor = tensor.clone()
@@ -228,33 +229,38 @@ def restore_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) ->
             torch.cuda.set_rng_state(state, device)
 
 
-def save_checkpoint(ckpt_root: Path, name: str, *, model_state: dict[str, torch.Tensor], trainer_state: dict,
-                    recipe_text: str, optimizer: torch.optim.Optimizer | None = None,
-                    extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None, rng: bool = True,
-                    update_latest: bool = True) -> Path:
-    """Write `<ckpt_root>/<name>/` completely or not at all, then point `latest` at it (if `update_latest`).
+Files = dict[str, "str | dict[str, torch.Tensor]"]
 
-    `extra_tensors` maps a file stem (e.g. "ema") to tensors written as `<stem>.safetensors`.
-    """
+
+def prepare_checkpoint(name: str, *, model_state: dict[str, torch.Tensor], trainer_state: dict, recipe_text: str,
+                       optimizer: torch.optim.Optimizer | None = None,
+                       extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None, rng: bool = True,
+                       copy: bool = False) -> Files:
+    """A checkpoint's files in memory, ready for `write_checkpoint`. With `copy`, every tensor is
+    copied to host memory, so training may go on while another thread writes them."""
     if not _NAME.fullmatch(name) or name == LATEST:
         raise ValueError(f"checkpoint name {name!r}: use letters, digits and _.+=- (not starting with '.')")
     extras = extra_tensors or {}
     for stem in extras:
         if not _NAME.fullmatch(stem) or stem in RESERVED:
             raise ValueError(f"extra_tensors name {stem!r} is not allowed")
-    files: dict[str, str | dict[str, torch.Tensor]] = {
-        MODEL: model_state, TRAINER_STATE: json.dumps(trainer_state, indent=2), RECIPE: recipe_text,
+    files: Files = {
+        MODEL: _savable(model_state, copy), TRAINER_STATE: json.dumps(trainer_state, indent=2), RECIPE: recipe_text,
     }
     if optimizer is not None:
         opt_tensors: dict[str, torch.Tensor] = {}
         structure = _encode(optimizer.state_dict(), "", opt_tensors)
-        files[OPTIMIZER], files[OPTIMIZER_JSON] = opt_tensors, json.dumps(structure)
+        files[OPTIMIZER], files[OPTIMIZER_JSON] = _savable(opt_tensors, copy), json.dumps(structure)
     for stem, tensors in extras.items():
-        files[f"{stem}.safetensors"] = tensors
+        files[f"{stem}.safetensors"] = _savable(tensors, copy)
     if rng:
         rng_tensors, rng_meta = capture_rng_state()
-        files[RNG], files[RNG_JSON] = rng_tensors, json.dumps(rng_meta)
+        files[RNG], files[RNG_JSON] = _savable(rng_tensors), json.dumps(rng_meta)
+    return files
 
+
+def write_checkpoint(ckpt_root: Path, name: str, files: Files, *, update_latest: bool = True) -> Path:
+    """Write `<ckpt_root>/<name>/` completely or not at all, then point `latest` at it (if `update_latest`)."""
     ckpt_root = Path(ckpt_root)
     tmp, final = ckpt_root / f".tmp-{name}-{os.getpid()}", ckpt_root / name
     try:
@@ -276,6 +282,19 @@ def save_checkpoint(ckpt_root: Path, name: str, *, model_state: dict[str, torch.
         raise CheckpointError(f"{final}: cannot write the checkpoint ({getattr(e, 'strerror', None) or e}); "
                               "earlier checkpoints and 'latest' are untouched") from None
     return final
+
+
+def save_checkpoint(ckpt_root: Path, name: str, *, model_state: dict[str, torch.Tensor], trainer_state: dict,
+                    recipe_text: str, optimizer: torch.optim.Optimizer | None = None,
+                    extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None, rng: bool = True,
+                    update_latest: bool = True) -> Path:
+    """Write a checkpoint now, in this thread (`prepare_checkpoint` + `write_checkpoint`).
+
+    `extra_tensors` maps a file stem (e.g. "ema") to tensors written as `<stem>.safetensors`.
+    """
+    files = prepare_checkpoint(name, model_state=model_state, trainer_state=trainer_state, recipe_text=recipe_text,
+                               optimizer=optimizer, extra_tensors=extra_tensors, rng=rng)
+    return write_checkpoint(ckpt_root, name, files, update_latest=update_latest)
 
 
 def _read_manifest(path: Path) -> dict[str, str]:
@@ -319,18 +338,11 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not readable JSON ({e})") from None
-
-
-def _read_optimizer(path: Path) -> dict[str, Any]:
+def _read_optimizer(path: Path, structure: Any, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     """`optimizer.json` + `optimizer.safetensors` as a torch optimizer state dict, its shape checked field by field."""
     where = path / OPTIMIZER_JSON
     try:
-        state = _decode(_read_json(where), read_tensors(path / OPTIMIZER))
+        state = _decode(structure, tensors)
     except KeyError as e:
         raise CheckpointError(f"{where}: refers to tensor {e} that {OPTIMIZER} does not hold") from None
     except (TypeError, ValueError) as e:
@@ -349,22 +361,49 @@ def _read_optimizer(path: Path) -> dict[str, Any]:
     return state
 
 
-def load_checkpoint(path: Path, *, verify: bool = True) -> Checkpoint:
-    """Read a checkpoint folder; with `verify`, every file must match its manifest digest first."""
-    path = Path(path)
-    names = set(verify_checkpoint(path) if verify else _read_manifest(path))
-    optimizer_state = None
-    if OPTIMIZER_JSON in names:
-        optimizer_state = _read_optimizer(path)
-    rng = (read_tensors(path / RNG), _read_json(path / RNG_JSON)) if RNG in names else ({}, {})
-    extras = {n[: -len(".safetensors")]: read_tensors(path / n) for n in sorted(names)
-              if n.endswith(".safetensors") and n[: -len(".safetensors")] not in RESERVED}
+def _read_file(path: Path, digest: str | None) -> Any:
+    """One checkpoint file, its digest checked first (if `digest`), parsed by its suffix.
+
+    Tensors are memory-mapped by safetensors, so after hashing the bytes are read from the page
+    cache only where a tensor is used."""
+    if digest is not None:
+        try:
+            actual = _sha256(path)
+        except OSError as e:
+            raise CheckpointError(f"{path}: missing or unreadable ({e.strerror or e})") from None
+        if actual != digest:
+            raise CheckpointError(f"{path}: sha256 mismatch, the file is damaged or was changed after saving")
+    if path.suffix == ".safetensors":
+        return read_tensors(path)
     try:
-        recipe_text = (path / RECIPE).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path / RECIPE}: not readable ({e})") from None
-    return Checkpoint(path=path, model_state=read_tensors(path / MODEL), trainer_state=_read_json(path / TRAINER_STATE),
-                      optimizer_state=optimizer_state, extra_tensors=extras, rng=rng, recipe_text=recipe_text)
+        text = path.read_text(encoding="utf-8")
+        return json.loads(text) if path.suffix == ".json" else text
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{path}: not readable {'JSON' if path.suffix == '.json' else 'text'} ({e})") from None
+
+
+def load_checkpoint(path: Path, *, verify: bool = True) -> Checkpoint:
+    """Read a checkpoint folder; with `verify`, every file must match its manifest digest.
+
+    Each file is hashed and opened in its own thread (hashing releases the GIL), so the files
+    verify in parallel and a big file's hash overlaps the others' reading.
+    """
+    path = Path(path)
+    expected = _read_manifest(path)
+    for name in (MODEL, TRAINER_STATE, RECIPE):
+        if name not in expected:
+            raise CheckpointError(f"{path / name}: not listed in {MANIFEST}")
+    with ThreadPoolExecutor(min(8, len(expected))) as pool:
+        futures = {n: pool.submit(_read_file, path / n, digest if verify else None) for n, digest in expected.items()}
+        content = {n: future.result() for n, future in futures.items()}
+    optimizer_state = None
+    if OPTIMIZER_JSON in content:
+        optimizer_state = _read_optimizer(path, content[OPTIMIZER_JSON], content.get(OPTIMIZER, {}))
+    rng = (content[RNG], content[RNG_JSON]) if RNG in content and RNG_JSON in content else ({}, {})
+    extras = {n[: -len(".safetensors")]: content[n] for n in sorted(content)
+              if n.endswith(".safetensors") and n[: -len(".safetensors")] not in RESERVED}
+    return Checkpoint(path=path, model_state=content[MODEL], trainer_state=content[TRAINER_STATE],
+                      optimizer_state=optimizer_state, extra_tensors=extras, rng=rng, recipe_text=content[RECIPE])
 
 
 def _order(path: Path) -> tuple[int, bool]:

@@ -2,10 +2,17 @@
 
 `checkpoint.py` owns the folder format (write, verify, read); this module decides which folders
 exist. The trainer's loop only calls it; hooks reach it as `trainer.checkpointer`.
+
+Saving is asynchronous: the loop waits only while the tensors are copied to host memory; a
+background thread writes, hashes, fsyncs and renames the folder, moves `latest`, then prunes.
+The next save, a resume, the end of the run and a preemption wait for it first (`wait`), so at
+most one checkpoint is in flight and a crash meanwhile leaves the previous one as `latest`.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +50,8 @@ class Checkpointer:
         self.save_last = cfg.save_last
         self.best: dict[str, Any] = {}
         self.last = ""  # the folder `latest` names: never pruned
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
 
     @property
     def root(self) -> Path:
@@ -69,11 +78,14 @@ class Checkpointer:
 
     def _save_numbered(self, name: str) -> None:
         """An interval checkpoint, then mmcv's max_keep_ckpts pruning of its kind."""
-        self.save(name, save_optimizer=self.save_optimizer)
-        if self.trainer.accelerator.is_main_process and self.max_keep_ckpts > 0:
-            prefix = "epoch" if self.by_epoch else "iter"
-            checkpoint.prune_checkpoints(self.root, prefix, self.max_keep_ckpts, protect=self.protected())
-        self.trainer.accelerator.wait_for_everyone()
+        prune = None
+        if self.max_keep_ckpts > 0:
+            prefix, keep, protect = "epoch" if self.by_epoch else "iter", self.max_keep_ckpts, {name, *self.protected()}
+
+            def prune() -> None:
+                checkpoint.prune_checkpoints(self.root, prefix, keep, protect=protect)
+
+        self.save(name, save_optimizer=self.save_optimizer, then=prune)
 
     def save_best(self, key: str, value: float) -> None:
         """`best_<key>_epoch_N` (or `_iter_N`), weights only, replacing the previous best folder."""
@@ -81,12 +93,14 @@ class Checkpointer:
         where = f"epoch_{t.epoch}" if t.by_epoch else f"iter_{t.iter}"
         previous = self.best.get("name")
         self.best = {"key": key, "value": value, "name": f"best_{key}_{where}"}
-        self.save(self.best["name"], save_optimizer=False, update_latest=False)
-        if t.accelerator.is_main_process:
-            if previous and previous != self.best["name"]:
+        remove = None
+        if previous and previous != self.best["name"]:
+
+            def remove() -> None:
                 checkpoint.remove_checkpoint(self.root, previous)
-            logger.info("best %s = %.4f so far: saved %s", key, value, self.best["name"])
-        t.accelerator.wait_for_everyone()
+
+        self.save(self.best["name"], save_optimizer=False, update_latest=False, then=remove)
+        logger.info("best %s = %.4f so far: saving %s", key, value, self.best["name"])
 
     # ----------------------------------------------------------------- writing
 
@@ -107,44 +121,64 @@ class Checkpointer:
             "versions": {"accel_trainer": __import__("accel_trainer").__version__, "torch": torch.__version__},
         }
 
-    def save(self, name: str, *, save_optimizer: bool = True, update_latest: bool = True) -> None:
-        """Write a complete checkpoint (main process), every process waiting for it.
+    def save(self, name: str, *, save_optimizer: bool = True, update_latest: bool = True,
+             then: Callable[[], None] | None = None) -> None:
+        """Start writing a complete checkpoint (main process); `then` runs after it is in place.
 
-        Non-finite weights are refused before anything is written (every process holds the same
-        weights, so all refuse together); a failed write is reported by every process alike.
+        The previous save is finished first. Non-finite weights are refused before anything is
+        written (every process holds the same weights, so all refuse together); a failed write
+        is reported by every process alike, at the next `wait`.
         """
         t = self.trainer
+        self.wait()
         model_state = t.unwrapped_model.state_dict()
         extra = {k: v for hook in t.hooks for k, v in hook.checkpoint_tensors(t).items()}
         _refuse_non_finite(self.root / name, {"model": model_state, **extra})
-        t.accelerator.wait_for_everyone()
-        error = [""]
         if t.accelerator.is_main_process:
-            try:
-                checkpoint.save_checkpoint(
-                    self.root,
-                    name,
-                    model_state=model_state,
-                    trainer_state=self.state(),
-                    recipe_text=dump_toml(t.recipe.to_dict()),
-                    optimizer=t.optimizer.optimizer if save_optimizer else None,
-                    extra_tensors=extra,
-                    update_latest=update_latest,
-                )
-                logger.info("saved checkpoint %s", self.root / name)
-            except CheckpointError as e:
-                error[0] = str(e)
-        if t.accelerator.num_processes > 1:
-            broadcast_object_list(error)  # also the barrier: nobody runs ahead of the write
-        if error[0]:
-            raise CheckpointError(error[0])
+            files = checkpoint.prepare_checkpoint(
+                name,
+                model_state=model_state,
+                trainer_state=self.state(),
+                recipe_text=dump_toml(t.recipe.to_dict()),
+                optimizer=t.optimizer.optimizer if save_optimizer else None,
+                extra_tensors=extra,
+                copy=True,
+            )
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
+            self._pending = self._writer.submit(self._write, name, files, update_latest, then)
         if update_latest:
             self.last = name
+
+    def _write(self, name: str, files: checkpoint.Files, update_latest: bool, then: Callable[[], None] | None) -> None:
+        path = checkpoint.write_checkpoint(self.root, name, files, update_latest=update_latest)
+        logger.info("saved checkpoint %s", path)
+        if then is not None:
+            then()
+
+    def wait(self) -> None:
+        """Finish the checkpoint in flight, if any; every process raises its error alike.
+
+        Every process calls it at the same points (it is a collective under DDP)."""
+        t = self.trainer
+        error = [""]
+        if self._pending is not None:
+            try:
+                self._pending.result()
+            except CheckpointError as e:
+                error[0] = str(e)
+            finally:
+                self._pending = None
+        if t.accelerator.num_processes > 1:
+            broadcast_object_list(error)  # also the barrier: nobody reads a checkpoint still being written
+        if error[0]:
+            raise CheckpointError(error[0])
 
     # ----------------------------------------------------------------- reading
 
     def find_resumable(self) -> Path | None:
         """The newest checkpoint that verifies and holds optimizer state (`best_*` folders do not)."""
+        self.wait()
         return checkpoint.find_resumable(self.root, need_optimizer=True)
 
     def resume(self, path: str | Path | None = None) -> None:

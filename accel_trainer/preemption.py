@@ -61,6 +61,7 @@ class Preemption:
         ck = trainer.checkpointer
         if not (ck.last == name and ck.save_optimizer):  # this step's interval checkpoint may already be it
             ck.save(name, save_optimizer=True)
+        ck.wait()
         # A process that got no signal itself exits as the one that did.
         code = 128 + (self.signum or signum)
         logger.warning("preempted at epoch %d, iter %d by %s: saved %s; continue with --resume auto",

@@ -261,6 +261,7 @@ class Trainer:
 
     def _end_run(self) -> None:
         self.call("after_run")
+        self.checkpointer.wait()
         if self.trackers_started:
             self.accelerator.end_training()
             self.trackers_started = False

@@ -50,6 +50,7 @@ class Trainer:
 
     `Trainer(recipe)` builds everything from the recipe; pass `model`, `train_dataset` or
     `val_dataset` to bring your own parts (datasets yield what the recipe's task expects).
+    `progress`: progress bars on stdout (None: when it is a terminal).
     """
 
     def __init__(
@@ -60,12 +61,13 @@ class Trainer:
         train_dataset: Dataset | None = None,
         val_dataset: Dataset | None = None,
         hooks: Iterable[Hook] = (),
+        progress: bool | None = None,
     ) -> None:
         self.recipe = recipe
         self.work_dir = Path(recipe.work_dir)
         acc = recipe.accelerate
         # Custom hook modules are imported here, when a run is about to train or evaluate.
-        all_hooks = [*build_hooks(recipe), *hooks]
+        all_hooks = [*build_hooks(recipe, progress), *hooks]
         self.accelerator = build_accelerator(recipe, tracker_names(recipe))
         self.timestamp = time.strftime("%Y%m%d_%H%M%S")
         if self.accelerator.is_main_process:

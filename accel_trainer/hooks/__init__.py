@@ -13,6 +13,7 @@ import inspect
 from typing import Any
 
 from ..errors import RecipeError, check_choice, check_keys, did_you_mean
+from ..progress import progress_enabled
 from ..schema import LogCfg, Recipe, field_names
 from .base import PRIORITIES, Hook, resolve_priority
 from .checkpoint import CheckpointHook, SaveBestHook
@@ -21,6 +22,7 @@ from .evaluation import EvalHook
 from .freeze import FreezeHook
 from .logger import LoggerHook, MlflowLoggerHook, TensorboardLoggerHook, TextLoggerHook, WandbLoggerHook
 from .num_class_check import NumClassCheckHook
+from .progress import TrainProgressHook, ValProgressHook
 from .schedule import ScheduleHook
 
 __all__ = ["Hook", "PRIORITIES", "build_hooks", "check_hook_configs", "tracker_names"]
@@ -135,8 +137,9 @@ def check_hook_configs(recipe: Recipe) -> None:
             _check_kwargs(CUSTOM_HOOKS[cfg["type"]], {k: v for k, v in cfg.items() if k not in ("type", "priority")}, path)
 
 
-def build_hooks(recipe: Recipe) -> list[Hook]:
-    """The hooks a recipe asks for, built from its sections."""
+def build_hooks(recipe: Recipe, progress: bool | None = None) -> list[Hook]:
+    """The hooks a recipe asks for, built from its sections; progress bars when `progress`
+    (None: when stdout is a terminal)."""
     hooks: list[Hook] = [ScheduleHook(recipe.lr_config, recipe.momentum_config, iter_based=not recipe.by_epoch)]
     if recipe.freeze.epochs:
         hooks.append(FreezeHook(recipe.freeze.modules, recipe.freeze.epochs, recipe.freeze.batch_size))
@@ -152,4 +155,6 @@ def build_hooks(recipe: Recipe) -> list[Hook]:
         hooks.append(SaveBestHook(ev.save_best, ev.rule, ev.greater_keys, ev.less_keys))
     hooks += [_logger_hook(cfg, recipe, f"log_config.hooks[{i}]") for i, cfg in enumerate(recipe.log_config.hooks)]
     hooks += [_custom_hook(cfg, f"custom_hooks[{i}]") for i, cfg in enumerate(recipe.custom_hooks)]
+    if progress_enabled(progress):
+        hooks += [TrainProgressHook(), ValProgressHook()]
     return hooks

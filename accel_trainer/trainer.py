@@ -31,7 +31,7 @@ from .distributed import (
     model_to_channels_last,
 )
 from .errors import RecipeError
-from .hooks import Hook, build_hooks, tracker_names
+from .hooks import Hook, build_hooks, tracker_names, tracker_run
 from .hooks.base import STAGES, Stage
 from .hooks.logger import flat_hparams
 from .log import LogBuffer, setup_logging
@@ -245,9 +245,9 @@ class Trainer:
         if self.run_started:
             return
         self.run_started = True
-        names = tracker_names(self.recipe)
-        if names:
-            self.accelerator.init_trackers("tf_logs", config=flat_hparams(self.recipe.to_dict()))
+        if tracker_names(self.recipe):
+            project, init_kwargs = tracker_run(self.hooks, self.work_dir)
+            self.accelerator.init_trackers(project, config=flat_hparams(self.recipe.to_dict()), init_kwargs=init_kwargs)
             self.trackers_started = True
         self.call("before_run")
 

@@ -20,12 +20,20 @@ from .checkpoint import CheckpointHook, SaveBestHook
 from .ema import EMAHook
 from .evaluation import EvalHook
 from .freeze import FreezeHook
-from .logger import LoggerHook, MlflowLoggerHook, TensorboardLoggerHook, TextLoggerHook, WandbLoggerHook
+from .logger import (
+    LoggerHook,
+    MlflowLoggerHook,
+    TensorboardLoggerHook,
+    TextLoggerHook,
+    TrackerLoggerHook,
+    WandbLoggerHook,
+    tracker_run,
+)
 from .num_class_check import NumClassCheckHook
 from .progress import TrainProgressHook, ValProgressHook
 from .schedule import ScheduleHook
 
-__all__ = ["Hook", "PRIORITIES", "build_hooks", "check_hook_configs", "tracker_names"]
+__all__ = ["PRIORITIES", "Hook", "build_hooks", "check_hook_configs", "tracker_names", "tracker_run"]
 
 LOGGER_HOOKS: dict[str, type[LoggerHook]] = {
     "TextLoggerHook": TextLoggerHook,
@@ -101,7 +109,10 @@ def _logger_hook(cfg: dict, recipe: Recipe, path: str) -> LoggerHook:
     cfg = dict(cfg)
     name = cfg.pop("type", None)
     check_choice(name, LOGGER_HOOKS, f"{path}.type")
-    check_keys(cfg, LOGGER_KEYS, path)
+    tracker = issubclass(LOGGER_HOOKS[name], TrackerLoggerHook)
+    check_keys(cfg, (*LOGGER_KEYS, "init_kwargs") if tracker else LOGGER_KEYS, path)
+    if "init_kwargs" in cfg and not isinstance(cfg["init_kwargs"], dict):
+        raise RecipeError(f"{path}.init_kwargs = {cfg['init_kwargs']!r}: expected a table of the tracker's arguments")
     lc = recipe.log_config
     args = dict(interval=lc.interval, ignore_last=lc.ignore_last, reset_flag=lc.reset_flag, by_epoch=recipe.by_epoch if lc.by_epoch is None else lc.by_epoch)
     args.update(cfg)

@@ -225,7 +225,8 @@ def run_import_mmcv(args: argparse.Namespace) -> int:
 def plot_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="accel-trainer plot",
-        description="Plot train loss, lr and val metrics from the newest *.log.json of each work dir (needs the 'plot' extra).",
+        description="Plot train loss, lr and val metrics of each work dir's latest run, across the *.log.json files of the "
+        "runs it resumed (needs the 'plot' extra).",
     )
     parser.add_argument("work_dirs", nargs="+", metavar="WORK_DIR", help="work dirs (or .log.json files) to compare")
     parser.add_argument("--out", default="curves.png", help="output image (default: curves.png)")

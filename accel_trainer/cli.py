@@ -40,12 +40,45 @@ def add_recipe_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_progress_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bars on stdout (default: when stdout is a terminal)")
+
+
+def version_text() -> str:
+    """The package and the versions that decide its behaviour, read from metadata (nothing imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    deps = ", ".join(f"{name} {installed(name)}" for name in ("torch", "torchvision", "timm", "accelerate"))
+    from . import __version__
+
+    return f"accel-trainer {__version__} ({deps}; Python {sys.version.split()[0]})"
+
+
+class VersionAction(argparse.Action):
+    """`--version`, its text read only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="print the versions and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(version_text())
+        parser.exit()
+
+
 def train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="accel-trainer",
         description="Train from a recipe (also under `accelerate launch -m accel_trainer RECIPE`). "
         f"Tools: accel-trainer {{{','.join(COMMANDS)}}} --help.",
     )
+    parser.add_argument("--version", action=VersionAction)
     add_recipe_args(parser)
     parser.add_argument("--work-dir", help="output folder (default: the recipe's work_dir, else work_dirs/<recipe stem>)")
     parser.add_argument("--print-recipe", action="store_true", help="print the fully resolved recipe as TOML and exit")
@@ -62,6 +95,7 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--checkpoint", metavar="PATH", help="with --eval-only: the checkpoint folder or weights file to evaluate"
     )
+    add_progress_arg(parser)
     return parser
 
 
@@ -78,7 +112,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise RecipeError("--checkpoint goes with --eval-only; to continue training use --resume PATH")
     from .trainer import Trainer
 
-    trainer = Trainer(recipe)
+    trainer = Trainer(recipe, progress=args.progress)
     if args.eval_only:
         from .commands.evaluate import evaluate_command
 
@@ -118,13 +152,14 @@ def export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check", action="store_true", help="ONNX: run onnxruntime on a few val images and compare with PyTorch")
     parser.add_argument("--backbone-only", action="store_true", help="only the timm backbone, loadable by timm.create_model")
     parser.add_argument("--ema", action="store_true", help="export the EMA weights instead of the raw ones")
+    add_progress_arg(parser)
     return parser
 
 
 def run_export(args: argparse.Namespace) -> int:
     from .commands.export import export_command
 
-    return export_command(args.checkpoint, args.out, args.backbone_only, args.ema, args.check)
+    return export_command(args.checkpoint, args.out, args.backbone_only, args.ema, args.check, args.progress)
 
 
 def predict_parser() -> argparse.ArgumentParser:
@@ -140,6 +175,7 @@ def predict_parser() -> argparse.ArgumentParser:
     parser.add_argument("--score-thresh", type=float, help="detection: drop boxes scoring below this (default: keep all)")
     parser.add_argument("--topk", type=int, default=5, help="classification: labels per image (default 5, at most num_classes)")
     parser.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
+    add_progress_arg(parser)
     return parser
 
 
@@ -147,7 +183,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from .commands.predict import predict_command
 
     return predict_command(args.checkpoint, args.inputs, args.out, args.draw, args.batch_size, args.score_thresh,
-                           args.topk, args.ema)
+                           args.topk, args.ema, args.progress)
 
 
 def visualize_parser() -> argparse.ArgumentParser:
@@ -189,7 +225,8 @@ def run_import_mmcv(args: argparse.Namespace) -> int:
 def plot_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="accel-trainer plot",
-        description="Plot train loss, lr and val metrics from the newest *.log.json of each work dir (needs the 'plot' extra).",
+        description="Plot train loss, lr and val metrics of each work dir's latest run, across the *.log.json files of the "
+        "runs it resumed (needs the 'plot' extra).",
     )
     parser.add_argument("work_dirs", nargs="+", metavar="WORK_DIR", help="work dirs (or .log.json files) to compare")
     parser.add_argument("--out", default="curves.png", help="output image (default: curves.png)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -61,7 +62,8 @@ def build_accelerator(recipe: Recipe, log_with: list[str]) -> Accelerator:
         mixed_precision=acc.mixed_precision,
         gradient_accumulation_steps=acc.gradient_accumulation_steps,
         log_with=log_with or None,
-        project_config=ProjectConfiguration(project_dir=recipe.work_dir, logging_dir=recipe.work_dir),
+        # TensorBoard writes to logging_dir/<project>: work_dir/tf_logs/<work_dir name>, as mmcv's tf_logs.
+        project_config=ProjectConfiguration(project_dir=recipe.work_dir, logging_dir=str(Path(recipe.work_dir) / "tf_logs")),
         step_scheduler_with_optimizer=False,
         # Parameters frozen for a stage produce no gradients; DDP must not wait for them.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=bool(recipe.freeze.epochs))],
@@ -107,17 +109,27 @@ def launched_without_accelerator() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available()
 
 
+# Set in every process a launcher starts: `accelerate launch` (both its launchers) and torchrun.
+LAUNCHER_VARS = ("ACCELERATE_MIXED_PRECISION", "TORCHELASTIC_RUN_ID", "LOCAL_RANK")
+
+
+def started_by_launcher() -> bool:
+    return any(name in os.environ for name in LAUNCHER_VARS)
+
+
 def configure_cpu_threads(requested: int, num_processes: int) -> int:
     """Set the torch threads of a CPU run; return how many it has.
 
     Launchers (a bare `accelerate launch` with no config, torchrun) export OMP_NUM_THREADS=1,
-    which on a CPU-only machine trains on one core. With `requested = 0` that one thread is
-    replaced by the physical cores this process may use, shared among the machine's processes;
-    any other OMP_NUM_THREADS, or none, is left alone. `requested > 0` sets exactly that many.
+    which on a CPU-only machine trains on one core. With `requested = 0` a launcher's single
+    thread is replaced by the physical cores this process may use, shared among the machine's
+    processes. Without a launcher an OMP_NUM_THREADS=1 is the user's and is kept, as is any
+    other value (a launcher passes the user's own value on, so under one `requested` is how to
+    insist on one thread). `requested > 0` sets exactly that many.
     """
     if requested > 0:
         torch.set_num_threads(requested)
-    elif os.environ.get("OMP_NUM_THREADS") == "1":
+    elif os.environ.get("OMP_NUM_THREADS") == "1" and started_by_launcher():
         usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         cores = min(psutil.cpu_count(logical=False) or usable, usable)
         local = int(os.environ.get("LOCAL_WORLD_SIZE", num_processes))

@@ -20,6 +20,7 @@ from torch import nn
 
 from .errors import RecipeError
 from .predict import Predictor
+from .progress import progress_bar, progress_enabled
 
 LOGITS_TOLERANCE = 1e-4
 BOX_TOLERANCE = 1e-3
@@ -87,7 +88,7 @@ def _check_inputs(predictor: Predictor, count: int = 4) -> tuple[list[torch.Tens
     return [torch.rand(3, size, size, generator=generator) for _ in range(count)], f"{count} random inputs"
 
 
-def export_onnx(ckpt: str, out: str, *, ema: bool, check: bool, classes: dict | None) -> int:
+def export_onnx(ckpt: str, out: str, *, ema: bool, check: bool, classes: dict | None, progress: bool | None = None) -> int:
     """Write `out` (complete or not at all); with `check`, compare onnxruntime with PyTorch and print the figures."""
     onnx, ort = _require_onnx()
     predictor = Predictor.from_checkpoint(ckpt, ema=ema, device="cpu")
@@ -130,19 +131,21 @@ def export_onnx(ckpt: str, out: str, *, ema: bool, check: bool, classes: dict | 
     os.replace(tmp, out_path)
     print(f"wrote {out_path} ({recipe.model.task}, {len(predictor.names)} classes)")
     if check:
-        _check(module, out_path, predictor, ort, recipe.model.task)
+        _check(module, out_path, predictor, ort, recipe.model.task, progress_enabled(progress))
     return 0
 
 
-def _check(module: nn.Module, path: Path, predictor: Predictor, ort, task: str) -> None:
-    """onnxruntime against PyTorch on the same inputs: logits within 1e-4, boxes within 1e-3 px."""
+def _check(module: nn.Module, path: Path, predictor: Predictor, ort, task: str, progress: bool) -> None:
+    """onnxruntime against PyTorch on the same inputs: logits within 1e-4 (one batch, the dynamic
+    batch axis included), boxes within 1e-3 px (image by image)."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     inputs, what = _check_inputs(predictor)
-    with torch.no_grad():
+    with torch.no_grad(), progress_bar(len(inputs), "check", "img", progress) as bar:
         if task == "classification":
             batch = torch.stack(inputs)
             diff = (torch.from_numpy(session.run(None, {"images": batch.numpy()})[0]) - module(batch)).abs().max().item()
             tolerance, unit = LOGITS_TOLERANCE, "logits"
+            bar.update(len(inputs))
         else:
             diff, tolerance, unit = 0.0, BOX_TOLERANCE, "box px"
             for image in inputs:
@@ -153,6 +156,7 @@ def _check(module: nn.Module, path: Path, predictor: Predictor, ort, task: str) 
                 got = torch.from_numpy(boxes)[torch.from_numpy(scores).argsort(descending=True)]
                 want = want_boxes[want_scores.argsort(descending=True)]
                 diff = max(diff, (got - want).abs().max().item() if len(got) else 0.0)
+                bar.update(1)
     print(f"check: onnxruntime vs PyTorch on {what}: max abs diff {diff:.2e} ({unit}; tolerance {tolerance:g})")
     if diff > tolerance:
         raise RecipeError(f"{path}: --check failed: max abs diff {diff:.2e} > {tolerance:g}; the file is kept for inspection")

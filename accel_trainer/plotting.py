@@ -3,8 +3,9 @@
 Training curves come from the `.log.json` records the text logger writes, one subplot per key:
 train records give the raw log windows (and an exponential moving average of them, debiased as
 TensorBoard's smoothing slider is); val records give one point per evaluation, all against the
-global iteration so runs of different lengths line up. The schedule preview draws lr and
-momentum per iteration with the epoch boundaries.
+global iteration so runs of different lengths line up. A resumed run's curves go on across
+its log files (`run_logs`). COCO's -1 ("no boxes of this size") is not a value and is not drawn.
+The schedule preview draws lr and momentum per iteration with the epoch boundaries.
 """
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ def figure_class(purpose: str) -> Any:
     return Figure
 
 
+def is_point(key: str, value: Any) -> bool:
+    """A value to draw: a number, except COCO's -1 for "no ground truth of this size" (bbox_mAP_s ...)."""
+    return is_number(value) and not (value == -1 and "mAP" in key)
+
+
 # Record fields that are bookkeeping, not curves.
 _NOT_CURVES = {"mode", "epoch", "iter", "global_iter", "memory", "time", "data_time", "num_samples"}
 
@@ -48,19 +54,62 @@ class RunLog:
     label: str
     train: list[dict[str, Any]] = field(default_factory=list)
     val: list[dict[str, Any]] = field(default_factory=list)
+    resumed_at: int = 0  # the iteration a resumed run's log starts after
 
 
-def newest_log(path: str | Path) -> Path:
-    """The newest `*.log.json` of a work dir (names are start timestamps), or the file itself."""
+def run_logs(path: str | Path, newest: Path | None = None) -> list[Path]:
+    """The `.log.json` files of a work dir's latest run, oldest first (a `.log.json` path: itself).
+
+    The run ends with the newest log that has train records (`newest`, if given) and takes in,
+    going back, the log each resumed run continued: a resumed run's log opens with a
+    `{"mode": "run", "resumed_at_iter": N}` record. Logs without train records (`--eval-only`,
+    a run stopped before its first log line) are passed over.
+    """
     path = Path(path)
     if path.is_file():
-        return path
+        return [path]
     if not path.is_dir():
         raise RecipeError(f"{path}: no such work dir")
-    logs = sorted(path.glob("*.log.json"))
+    logs = sorted(p for p in path.glob("*.log.json") if newest is None or p.name <= newest.name)
     if not logs:
         raise RecipeError(f"{path}: no *.log.json training log in this work dir")
-    return logs[-1]
+    chain: list[Path] = []
+    for log in reversed(logs):
+        trains, resumed = _log_start(log)
+        if not trains:
+            continue
+        chain.insert(0, log)
+        if not resumed:
+            break
+    return chain or [logs[-1]]
+
+
+def _log_start(log: Path) -> tuple[bool, bool]:
+    """(has train records, is a resumed run's log), from the first records."""
+    resumed = False
+    with log.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                return False, False
+            if record.get("mode") == "run":
+                resumed = bool(record.get("resumed_at_iter"))
+            elif record.get("mode") == "train":
+                return True, resumed
+    return False, resumed
+
+
+def read_run(logs: list[Path], label: str) -> RunLog:
+    """One curve through a run's logs (`run_logs`): each log's records before the iteration the
+    next one resumed at (the iterations trained again are drawn once, from the later log)."""
+    run = RunLog(label)
+    parts = [read_log(log, label) for log in logs]
+    for part, later in zip(parts, [*parts[1:], None]):
+        end = later.resumed_at if later is not None else None
+        run.train += [r for r in part.train if end is None or r["global_iter"] <= end]
+        run.val += [r for r in part.val if end is None or r.get("iter", 0) <= end]
+    return run
 
 
 def read_log(path: Path, label: str) -> RunLog:
@@ -78,6 +127,8 @@ def read_log(path: Path, label: str) -> RunLog:
             run.train.append(record)
         elif record.get("mode") == "val":
             run.val.append(record)
+        elif record.get("mode") == "run":
+            run.resumed_at = int(record.get("resumed_at_iter") or 0)
     return run
 
 
@@ -86,7 +137,7 @@ def available_keys(runs: list[RunLog]) -> list[str]:
     found: list[str] = []
     for run in runs:
         for record in run.train + run.val:
-            found += [k for k, v in record.items() if k not in _NOT_CURVES and k not in found and is_number(v)]
+            found += [k for k, v in record.items() if k not in _NOT_CURVES and k not in found and is_point(k, v)]
     return [k for k in ("loss", "lr") if k in found] + [k for k in found if k not in ("loss", "lr")]
 
 
@@ -100,7 +151,7 @@ def ema(values: list[float], weight: float) -> list[float]:
 
 
 def _series(records: list[dict], key: str, x_key: str) -> tuple[list[int], list[float]]:
-    points = [(r[x_key], r[key]) for r in records if is_number(r.get(key))]
+    points = [(r[x_key], r[key]) for r in records if is_point(key, r.get(key))]
     return [x for x, _ in points], [y for _, y in points]
 
 
@@ -149,15 +200,14 @@ def run_labels(paths: list[Path]) -> list[str]:
 
 
 def write_run_curves(log_json: Path, out: Path) -> None:
-    """`curves.png` at the end of a run; skipped (debug log) without matplotlib or train records."""
+    """`curves.png` at the end of a run: the whole run, across the logs of earlier runs it resumed;
+    skipped (debug log) without matplotlib or without train records in this run's log."""
     if not have_matplotlib():
         logger.debug("no %s: matplotlib is not installed (%s)", out.name, INSTALL_HINT)
         return
-    if not log_json.is_file():
+    if not log_json.is_file() or not _log_start(log_json)[0]:
         return
-    run = read_log(log_json, log_json.parent.name)
-    if not run.train:
-        return
+    run = read_run(run_logs(log_json.parent, newest=log_json), log_json.parent.name)
     plot_curves([run], title=log_json.parent.name).savefig(out, dpi=100)
     logger.info("curves: %s", out)
 

@@ -8,6 +8,7 @@ sections. Open sections whose keys depend on a chosen type (`optimizer`, `lr_con
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import re
 import types
@@ -199,9 +200,14 @@ class EvaluationCfg:
     rule: Literal["", "greater", "less"] = ""
     greater_keys: list[str] = field(default_factory=list)
     less_keys: list[str] = field(default_factory=list)
+    # COCO bbox metrics: "auto" is faster_coco_eval when installed, else pycocotools (same keys and numbers).
+    backend: Literal["auto", "pycocotools", "faster_coco_eval"] = "auto"
 
     def check(self, path: str) -> None:
         positive(self.interval, f"{path}.interval")
+        if self.backend == "faster_coco_eval" and importlib.util.find_spec("faster_coco_eval") is None:
+            raise RecipeError(f'{path}.backend = "faster_coco_eval" but the package is not installed: '
+                              'pip install "accel_trainer[coco-fast]" (or backend = "auto")')
 
 
 @dataclass

@@ -30,7 +30,7 @@ from .distributed import (
     maybe_sync_batchnorm,
     model_to_channels_last,
 )
-from .hooks import Hook, build_hooks, tracker_names
+from .hooks import Hook, build_hooks, tracker_names, tracker_run
 from .hooks.base import STAGES, Stage
 from .hooks.logger import flat_hparams
 from .hooks.run_lock import RunLockHook
@@ -51,6 +51,7 @@ class Trainer:
 
     `Trainer(recipe)` builds everything from the recipe; pass `model`, `train_dataset` or
     `val_dataset` to bring your own parts (datasets yield what the recipe's task expects).
+    `progress`: progress bars on stdout (None: when it is a terminal).
     """
 
     def __init__(
@@ -61,12 +62,13 @@ class Trainer:
         train_dataset: Dataset | None = None,
         val_dataset: Dataset | None = None,
         hooks: Iterable[Hook] = (),
+        progress: bool | None = None,
     ) -> None:
         self.recipe = recipe
         self.work_dir = Path(recipe.work_dir)
         acc = recipe.accelerate
         # Custom hook modules are imported here, when a run is about to train or evaluate.
-        built_hooks = build_hooks(recipe)
+        built_hooks = build_hooks(recipe, progress)
         self.accelerator = build_accelerator(recipe, tracker_names(recipe))
         self.timestamp = time.strftime("%Y%m%d_%H%M%S")
         if self.accelerator.is_main_process:
@@ -253,9 +255,9 @@ class Trainer:
         if self.run_started:
             return
         self.run_started = True
-        names = tracker_names(self.recipe)
-        if names:
-            self.accelerator.init_trackers("tf_logs", config=flat_hparams(self.recipe.to_dict()))
+        if tracker_names(self.recipe):
+            project, init_kwargs = tracker_run(self.hooks, self.work_dir)
+            self.accelerator.init_trackers(project, config=flat_hparams(self.recipe.to_dict()), init_kwargs=init_kwargs)
             self.trackers_started = True
         self.call("before_run")
 

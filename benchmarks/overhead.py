@@ -15,15 +15,25 @@ Each as wall time and as this process's CPU time (torch on one thread: the work 
 other jobs on a shared machine disturb less than the wall clock).
 
     python benchmarks/overhead.py [--repeats 5] [--epochs 3] [--img-size 32] [--batch-size 32] [--num-train 512] [--log-interval 8]
+
+`--process` times whole processes instead, as a user runs them, with the machine's default
+threads (OMP_NUM_THREADS removed) and `num_workers = 1`: `python -m accel_trainer recipes/cls.toml`
+(no val, no checkpoints) against `benchmarks/plain_loop.py` on the same images, alternating; and
+the start-up of `--help` and `--print-recipe` against `python -c "import torch"`.
+
+    python benchmarks/overhead.py --process [--repeats 2] [--epochs 3] [--num-train 4096] [--log-interval 32]
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import io
+import json
 import math
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,8 +50,10 @@ from torchvision.datasets import ImageFolder
 from accel_trainer import Hook, Trainer, load_recipe
 from accel_trainer.data.shapes import ShapesSpec, ensure_shapes_classification
 from accel_trainer.hooks.base import PRIORITIES
+from accel_trainer.recipe import tomllib
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "cls.toml"
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "cls.toml"
 END_OF_RUN: list[float] = []  # wall seconds the trainer's after_run hooks took, per run
 
 
@@ -170,8 +182,73 @@ def run_plain(recipe) -> tuple[tuple[float, float], list[tuple[float, float]], l
     return since(start), epochs, iters
 
 
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - start, proc.stdout
+
+
+def paired(rows: dict[str, list[tuple[float, float]]], title: str) -> None:
+    """Median of each side and of the paired ratios, with their spread."""
+    print(title)
+    print(f"{'':40s}{'ours':>10s}{'baseline':>10s}{'ratio':>8s}{'spread':>14s}")
+    for name, pairs in rows.items():
+        ratios = sorted(a / b for a, b in pairs)
+        ours, base = statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs)
+        print(f"{name:40s}{ours:10.3f}{base:10.3f}{statistics.median(ratios):8.3f}{f'{ratios[0]:.3f}-{ratios[-1]:.3f}':>14s}")
+
+
+def process_main(args: argparse.Namespace) -> None:
+    """Whole processes with default threads and a loader worker, and start-up times."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    sets = {
+        "data.num_workers": 1, "data.img_size": args.img_size, "data.batch_size": args.batch_size,
+        "data.shapes.image_size": args.img_size, "data.shapes.num_train": args.num_train,
+        "data.shapes.num_val": max(args.num_train // 16, 1), "runner.max_epochs": args.epochs,
+        "workflow": '[["train", 1]]', "evaluation.interval": 10**6, "evaluation.save_best": '""',
+        "checkpoint_config.interval": 10**6, "checkpoint_config.save_last": "false",
+        "log_config.interval": args.log_interval,
+    }
+    overrides = [f"{k}={v}" for k, v in sets.items()]
+    recipe = load_recipe(RECIPE, {k: tomllib.loads(f"v = {v}")["v"] for k, v in sets.items()})
+    s = recipe.data.shapes
+    train_root, _ = ensure_shapes_classification(
+        ShapesSpec(num_train=s.num_train, num_val=s.num_val, image_size=s.image_size, seed=s.seed))
+    rows: dict[str, list[tuple[float, float]]] = {"whole process, wall (s)": [], "per iteration after epoch 1 (ms)": []}
+    startup: dict[str, list[tuple[float, float]]] = {"accel-trainer --help (s)": [], "RECIPE --print-recipe (s)": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        cli = [sys.executable, "-m", "accel_trainer", str(RECIPE), "--no-progress", "--set", *overrides]
+        plain = [sys.executable, str(ROOT / "benchmarks/plain_loop.py"), str(train_root), "--epochs", str(args.epochs),
+                 "--img-size", str(args.img_size), "--batch-size", str(args.batch_size), "--num-workers", "1",
+                 "--lr", str(recipe.optimizer["lr"]), "--log-interval", str(args.log_interval)]
+        for r in range(args.repeats):
+            work = Path(tmp) / f"run{r}"
+            results = {}
+            for name in (("ours", "plain") if r % 2 == 0 else ("plain", "ours")):
+                cmd = [*cli, "--work-dir", str(work)] if name == "ours" else plain
+                results[name] = timed(cmd, env)
+            (log_json,) = work.glob("*.log.json")
+            windows = [json.loads(line) for line in log_json.read_text().splitlines()]
+            ours_iter = statistics.median(w["time"] for w in windows if w.get("mode") == "train" and w["epoch"] > 1)
+            plain_iter = float(results["plain"][1].rsplit(":", 1)[1])
+            rows["whole process, wall (s)"].append((results["ours"][0], results["plain"][0]))
+            rows["per iteration after epoch 1 (ms)"].append((1e3 * ours_iter, 1e3 * plain_iter))
+            torch_import = timed([sys.executable, "-c", "import torch"], env)[0]
+            startup["accel-trainer --help (s)"].append((timed(cli[:3] + ["--help"], env)[0], torch_import))
+            startup["RECIPE --print-recipe (s)"].append(
+                (timed([*cli[:4], "--print-recipe", "--set", *overrides], env)[0], torch_import))
+    print(f"{recipe.model.backbone} at {args.img_size} px, batch {args.batch_size}, {args.epochs} epochs of {args.num_train} "
+          f"images, num_workers 1, default threads, {args.repeats} repeats, {os.cpu_count()} CPUs, torch {torch.__version__}")
+    paired(rows, "python -m accel_trainer vs benchmarks/plain_loop.py (ratio: median of the runs paired in time)")
+    paired(startup, "start-up vs python -c 'import torch'")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--process", action="store_true", help="whole processes, default threads, num_workers = 1")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--img-size", type=int, default=32)
@@ -179,6 +256,9 @@ def main() -> None:
     parser.add_argument("--num-train", type=int, default=512)
     parser.add_argument("--log-interval", type=int, default=8)
     args = parser.parse_args()
+    if args.process:
+        process_main(args)
+        return
 
     runners = {"trainer": run_trainer, "plain": run_plain}
     rows = ("per iteration, wall (ms)", "per iteration, CPU (ms)", "whole run, wall (s)", "whole run, CPU (s)")

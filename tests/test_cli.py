@@ -53,6 +53,15 @@ def test_help_documents_flags():
         assert flag in proc.stdout
 
 
+def test_version_names_the_package_and_what_it_runs_on():
+    from accel_trainer import __version__
+
+    proc = run_cli("--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"accel-trainer {__version__} (torch ")
+    assert "accelerate " in proc.stdout and "timm " in proc.stdout
+
+
 def test_data_paths_are_checked_before_training_but_not_for_printing_or_the_schedule(tmp_path):
     recipe = tmp_path / "coco.toml"
     recipe.write_text(

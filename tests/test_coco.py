@@ -2,6 +2,7 @@
 transforms, and the pycocotools metrics."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -14,6 +15,7 @@ from accel_trainer.data.coco import (
     BBOX_METRIC_KEYS,
     CocoDetection,
     RandomRescale,
+    coco_backend,
     coco_bbox_metrics,
     collate_detection,
     detection_transforms,
@@ -201,3 +203,28 @@ def test_metrics_without_detections_are_zero(coco_set):
     metrics, _ = coco_bbox_metrics(gt, [], [1, 2, 3])
     assert metrics["bbox_mAP"] == 0.0 and metrics["bbox_mAP_50"] == 0.0
 
+
+
+def test_faster_coco_eval_gives_pycocotools_numbers(coco_set):
+    pytest.importorskip("faster_coco_eval")
+    gt = load_coco(coco_set[1])
+    perfect = _gt_results(gt)
+    generator = torch.Generator().manual_seed(0)
+    jittered = [{**r, "bbox": [v + float(d) for v, d in zip(r["bbox"], torch.randn(4, generator=generator) * 2)],
+                 "score": float(torch.rand(1, generator=generator))} for r in perfect for _ in range(3)]
+    result_sets = [perfect, jittered, perfect + [{"image_id": 3, "category_id": 12, "bbox": [1.0, 1.0, 6.0, 6.0], "score": 2.0}], []]
+    for results in result_sets:
+        reference, _ = coco_bbox_metrics(gt, results, [1, 2, 3], "pycocotools")
+        fast, summary = coco_bbox_metrics(gt, results, [1, 2, 3], "faster_coco_eval")
+        assert list(fast) == list(reference)
+        assert fast == pytest.approx(reference, abs=1e-4), results
+        assert "Average Precision" in summary
+    assert coco_backend("auto") == "faster_coco_eval"
+
+
+def test_auto_backend_is_pycocotools_without_faster_coco_eval(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faster_coco_eval" else real(name, *a))
+    assert coco_backend("auto") == "pycocotools"
+    with pytest.raises(RecipeError, match=r'evaluation.backend = "faster_coco_eval" but the package is not installed'):
+        Recipe.from_dict({"evaluation": {"backend": "faster_coco_eval"}, "runner": {"max_epochs": 1}})

@@ -10,7 +10,12 @@ import torch
 from timm.layers import BatchNormAct2d, SyncBatchNormAct
 from torch import nn
 
-from accel_trainer.distributed import configure_cpu_threads, launched_without_accelerator, maybe_sync_batchnorm
+from accel_trainer.distributed import (
+    LAUNCHER_VARS,
+    configure_cpu_threads,
+    launched_without_accelerator,
+    maybe_sync_batchnorm,
+)
 
 GPU = torch.device("cuda")  # only its type is read; nothing is moved
 
@@ -66,6 +71,7 @@ def test_cpu_threads_replace_a_launchers_single_thread(monkeypatch, restore_thre
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # set by accelerate launch in the processes it starts
     torch.set_num_threads(1)
     assert configure_cpu_threads(0, 1) == 8
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two processes on this machine share its cores
@@ -83,3 +89,16 @@ def test_cpu_threads_keep_an_explicit_choice(monkeypatch, restore_threads):
     assert configure_cpu_threads(0, 1) == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert configure_cpu_threads(2, 1) == 2  # the recipe's accelerate.cpu_threads wins
+
+
+def test_a_users_single_thread_is_kept_without_a_launcher(monkeypatch, restore_threads):
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 8)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    for name in LAUNCHER_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # `OMP_NUM_THREADS=1 python -m accel_trainer ...`
+    torch.set_num_threads(1)
+    assert configure_cpu_threads(0, 1) == 1
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")  # torchrun's processes: its 1 is replaced
+    assert configure_cpu_threads(0, 1) == 8

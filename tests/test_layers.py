@@ -15,7 +15,7 @@ LAYERS: list[set[str]] = [
     {"errors"},
     {"recipe", "schema"},
     {"log", "plotting", "checkpoint", "weights", "pretrained", "classes", "data", "schedules", "optim", "tasks",
-     "distributed", "hooks", "predict", "onnx_export", "checkpointer", "preemption"},
+     "distributed", "hooks", "predict", "onnx_export", "checkpointer", "preemption", "progress"},
     {"loading", "trainer"},
     {"commands"},
     {"cli", "__main__"},

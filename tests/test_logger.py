@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +15,15 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from accel_trainer import Trainer, load_recipe
 from accel_trainer.errors import RecipeError
-from accel_trainer.hooks.logger import flat_hparams
+from accel_trainer.hooks.logger import (
+    MlflowLoggerHook,
+    TensorboardLoggerHook,
+    WandbLoggerHook,
+    flat_hparams,
+    tracker_run,
+)
+
+from .conftest import REPO
 
 
 def records(work_dir: Path, mode: str) -> list[dict]:
@@ -31,7 +43,9 @@ def test_tensorboard_gets_train_and_val_scalars_and_the_recipe_once(tiny_recipe)
     hooks = [{"type": "TextLoggerHook", "reset_flag": True}, {"type": "TensorboardLoggerHook"}]
     trainer = run(tiny_recipe, **{"runner.max_epochs": 1, "log_config.hooks": hooks})
     train, val = records(trainer.work_dir, "train"), records(trainer.work_dir, "val")
-    events = EventAccumulator(str(Path(trainer.work_dir) / "tf_logs"))
+    # The run is named after the work_dir, under mmcv's tf_logs folder.
+    tb_dir = Path(trainer.work_dir) / "tf_logs" / Path(trainer.work_dir).name
+    events = EventAccumulator(str(tb_dir))
     events.Reload()
 
     def scalars(tag: str) -> list[tuple[int, float]]:
@@ -43,7 +57,7 @@ def test_tensorboard_gets_train_and_val_scalars_and_the_recipe_once(tiny_recipe)
     assert scalars("val/top1") == [(8, pytest.approx(val[0]["top1"]))]
     assert scalars("val/loss") == [(8, pytest.approx(val[0]["loss"]))]
 
-    (hparams_run,) = Path(trainer.work_dir, "tf_logs").glob("*/events.out.tfevents.*")
+    (hparams_run,) = tb_dir.glob("*/events.out.tfevents.*")
     content = EventAccumulator(str(hparams_run))
     content.Reload()
     start = content.PluginTagToContent("hparams")["_hparams_/session_start_info"]
@@ -82,3 +96,68 @@ def test_missing_tracker_package_is_named(tiny_recipe, hook, package):
         pytest.skip(f"{package} is installed")
     with pytest.raises(RecipeError, match=f"pip install {package}"):
         load_recipe(tiny_recipe, {"log_config.hooks": [{"type": "TextLoggerHook"}, {"type": hook}]})
+
+
+FAKE_WANDB = """
+import json, os
+LOG = os.environ["FAKE_WANDB_LOG"]
+def _write(*item):
+    with open(LOG, "a") as f:
+        f.write(json.dumps(item) + "\\n")
+class _Run:
+    def log(self, values, step=None, **kwargs):
+        _write("log", sorted(values), step)
+    def finish(self):
+        _write("finish")
+class config:
+    @staticmethod
+    def update(values, allow_val_change=False):
+        _write("config", len(values))
+def init(project=None, **kwargs):
+    _write("init", project, kwargs)
+    return _Run()
+"""
+
+
+def test_wandb_run_is_named_after_the_work_dir_and_gets_init_kwargs(tiny_recipe, tmp_path):
+    """End to end through Accelerate with a stand-in `wandb` package (with the metadata Accelerate
+    looks for when it is imported, hence a fresh process) that records its calls."""
+    site = tmp_path / "site"
+    (site / "wandb").mkdir(parents=True)
+    (site / "wandb" / "__init__.py").write_text(FAKE_WANDB)
+    (site / "wandb-0.0.0.dist-info").mkdir()
+    (site / "wandb-0.0.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: wandb\nVersion: 0.0.0\n")
+    calls_file = tmp_path / "wandb_calls.jsonl"
+    env = {**os.environ, "FAKE_WANDB_LOG": str(calls_file), "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    hooks = 'log_config.hooks=[{type = "TextLoggerHook"}, {type = "WandbLoggerHook", init_kwargs = {name = "lr1e-3", tags = ["a"]}}]'
+    proc = subprocess.run([sys.executable, "-m", "accel_trainer", str(tiny_recipe), "--set", "runner.max_epochs=1",
+                           "log_config.interval=3", hooks], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    calls = [json.loads(line) for line in calls_file.read_text().splitlines()]
+    assert calls[0] == ["init", "work", {"name": "lr1e-3", "tags": ["a"]}]  # tiny_recipe's work_dir is .../work
+    assert calls[1][0] == "config" and calls[1][1] > 20  # the flattened recipe
+    train_logs = [c for c in calls if c[0] == "log" and "train/loss" in c[1]]
+    assert [c[2] for c in train_logs] == [3, 6]
+    assert any(c[0] == "log" and "val/top1" in c[1] for c in calls)
+    assert calls[-1] == ["finish"]
+
+
+def test_tracker_project_names_and_init_kwargs_are_checked(tmp_path):
+    work = tmp_path / "cls_run"
+    assert tracker_run([TensorboardLoggerHook()], work) == ("cls_run", {})
+    mlflow = MlflowLoggerHook(init_kwargs={"experiment_name": "shapes", "run_name": "r1", "tags": {"k": "v"}})
+    assert tracker_run([mlflow, TensorboardLoggerHook()], work) == ("shapes", {"mlflow": {"run_name": "r1", "tags": {"k": "v"}}})
+    with pytest.raises(RecipeError, match="one project name"):
+        tracker_run([mlflow, WandbLoggerHook(init_kwargs={"project": "other"})], work)
+    assert tracker_run([WandbLoggerHook(init_kwargs={"project": "shapes"}), mlflow], work)[0] == "shapes"
+    with pytest.raises(RecipeError, match=r"MlflowLoggerHook.init_kwargs.runname: .*did you mean \"run_name\""):
+        tracker_run([MlflowLoggerHook(init_kwargs={"runname": "x"})], work)
+
+
+@pytest.mark.parametrize("hook, message", [
+    ({"type": "TextLoggerHook", "init_kwargs": {}}, "unknown key 'log_config.hooks[0].init_kwargs'"),
+    ({"type": "TensorboardLoggerHook", "init_kwargs": 3}, "init_kwargs = 3: expected a table"),
+])
+def test_init_kwargs_belongs_to_tracker_hooks_and_is_a_table(tiny_recipe, hook, message):
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        load_recipe(tiny_recipe, {"log_config.hooks": [hook]})

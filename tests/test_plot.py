@@ -95,11 +95,18 @@ def test_run_curves_are_skipped_without_matplotlib(tmp_path, monkeypatch):
     assert not (tmp_path / "a" / "curves.png").exists()
 
 
-def test_finished_run_writes_curves_png(tiny_recipe):
+def test_finished_run_writes_curves_png_and_a_resumed_one_continues_them(tiny_recipe):
     trainer = Trainer.from_recipe(tiny_recipe, overrides={"runner.max_epochs": 1})
     trainer.fit()
     png = Path(trainer.work_dir) / "curves.png"
     assert png.read_bytes().startswith(PNG_MAGIC)
+    png.unlink()
+    resumed = Trainer.from_recipe(tiny_recipe, overrides={"runner.max_epochs": 2})
+    resumed.fit(resume=True)
+    assert png.read_bytes().startswith(PNG_MAGIC)
+    logs = plotting.run_logs(trainer.work_dir)
+    assert len(logs) == 2
+    assert [r["epoch"] for r in plotting.read_run(logs, "x").train] == [1, 1, 2, 2]  # interval 4 of 8 iterations
 
 
 def test_foreign_train_records_are_refused_by_line(tmp_path, capsys):
@@ -108,3 +115,38 @@ def test_foreign_train_records_are_refused_by_line(tmp_path, capsys):
     log.write_text(json.dumps({"mode": "train", "epoch": 1, "iter": 50, "lr": 0.1, "loss": 1.0}) + "\n")
     assert main(["plot", str(log), "--out", str(tmp_path / "x.png")]) == 2
     assert f"{log}:1: train record without global_iter" in capsys.readouterr().err
+
+
+def write_records(work_dir: Path, name: str, train_iters: list[int], val_iters: list[int], resumed_at: int = 0,
+                  **val_extra) -> Path:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    lines = [{"mode": "run", "resumed_at_iter": resumed_at}] if resumed_at else []
+    lines += [{"mode": "train", "epoch": 1, "iter": i, "global_iter": i, "lr": 0.1, "loss": 1.0 / i} for i in train_iters]
+    lines += [{"mode": "val", "epoch": 1, "iter": i, "loss": 0.5, "num_samples": 4, **val_extra} for i in val_iters]
+    path = work_dir / f"{name}.log.json"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return path
+
+
+def test_a_resumed_run_is_plotted_across_its_logs(tmp_path):
+    work = tmp_path / "run"
+    write_records(work, "20250101_000000", [1, 2, 3, 4], [2])  # an earlier run, replaced by a fresh start
+    first = write_records(work, "20250102_000000", [2, 4, 6, 8, 10], [6])  # crashed after iteration 10
+    resumed = write_records(work, "20250103_000000", [8, 10, 12, 14], [12], resumed_at=6)
+    write_records(work, "20250104_000000", [], [14])  # --eval-only afterwards: no train records
+    assert plotting.run_logs(work) == [first, resumed]
+    run = plotting.read_run(plotting.run_logs(work), "run")
+    assert [r["global_iter"] for r in run.train] == [2, 4, 6, 8, 10, 12, 14]  # 8 and 10 of the first log dropped
+    assert [r["loss"] for r in run.train][3] == 1.0 / 8  # iteration 8 as trained again, from the later log
+    assert [r["iter"] for r in run.val] == [6, 12]
+    assert plotting.run_logs(work, newest=first) == [first]  # the curves.png of the first run
+
+
+def test_coco_minus_one_is_not_drawn(tmp_path):
+    log = write_records(tmp_path / "det", "20250101_000000", [2, 4], [2], bbox_mAP=0.1, bbox_mAP_s=-1.0)
+    write_records(tmp_path / "det2", "20250101_000000", [2, 4], [2], bbox_mAP=0.1, bbox_mAP_s=-1.0)
+    with open(log, "a") as f:
+        f.write(json.dumps({"mode": "val", "epoch": 2, "iter": 4, "loss": 0.4, "bbox_mAP": 0.2, "bbox_mAP_s": 0.05}) + "\n")
+    mixed = plot_curves([read_log(log, "det")], ["bbox_mAP_s"])
+    assert list(mixed.axes[0].lines[0].get_xdata()) == [4]
+    assert "bbox_mAP_s" not in plotting.available_keys([read_log(tmp_path / "det2" / "20250101_000000.log.json", "x")])

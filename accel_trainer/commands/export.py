@@ -33,7 +33,8 @@ def backbone_state(state: dict[str, torch.Tensor], model_cfg: dict) -> dict[str,
     return {k: v for k, v in state.items() if not any(k == h or k.startswith(h + ".") for h in heads)}
 
 
-def export_command(ckpt: str, out: str, backbone_only: bool, ema: bool, check: bool = False) -> int:
+def export_command(ckpt: str, out: str, backbone_only: bool, ema: bool, check: bool = False,
+                   progress: bool | None = None) -> int:
     """The format follows the suffix of `out`: `.safetensors` (weights) or `.onnx` (a graph, see onnx_export)."""
     if not out.endswith((".safetensors", ".onnx")):
         raise RecipeError(f"--out {out}: expected a .safetensors or .onnx file")
@@ -46,7 +47,7 @@ def export_command(ckpt: str, out: str, backbone_only: bool, ema: bool, check: b
             raise RecipeError("--backbone-only writes weights for timm; ONNX export takes the whole model")
         from ..onnx_export import export_onnx
 
-        return export_onnx(ckpt, out, ema=ema, check=check, classes=classes)
+        return export_onnx(ckpt, out, ema=ema, check=check, classes=classes, progress=progress)
     model_cfg = tomllib.loads(loaded.recipe_text).get("model", {})
     if ema:
         if "ema" not in loaded.extra_tensors:

@@ -21,11 +21,11 @@ from accelerate.utils import gather_object
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import draw_bounding_boxes
-from tqdm import tqdm
 
 from ..distributed import launched_without_accelerator
 from ..errors import RecipeError
 from ..predict import Predictor
+from ..progress import progress_bar, progress_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def draw(file: Path, record: dict[str, Any], out: Path) -> None:
 
 
 def predict_command(ckpt: str, inputs: list[str], out: str, draw_dir: str | None, batch_size: int | None,
-                    score_thresh: float | None, topk: int, ema: bool) -> int:
+                    score_thresh: float | None, topk: int, ema: bool, progress: bool | None = None) -> int:
     if topk <= 0:
         raise RecipeError(f"--topk must be positive, got {topk}")
     if batch_size is not None and batch_size <= 0:
@@ -95,14 +95,14 @@ def predict_command(ckpt: str, inputs: list[str], out: str, draw_dir: str | None
         Path(draw_dir).mkdir(parents=True, exist_ok=True)
     records: list[tuple[int, dict[str, Any] | None]] = []
     with state.split_between_processes(list(range(len(files)))) as mine:
-        bar = tqdm(total=len(files), desc="predict", unit="img", disable=not (state.is_main_process and sys.stderr.isatty()))
+        bar = progress_bar(len(files), "predict", "img", state.is_main_process and progress_enabled(progress))
         for start in range(0, len(mine), batch_size):
             batch = []
             for index in mine[start:start + batch_size]:
                 try:
                     batch.append((index, predictor.preprocess(files[index])))
                 except (OSError, SyntaxError, ValueError) as exc:
-                    print(f"accel-trainer: skipping unreadable image {files[index]}: {exc}", file=sys.stderr)
+                    bar.write(f"accel-trainer: skipping unreadable image {files[index]}: {exc}", file=sys.stderr)
                     records.append((index, None))
             if batch:
                 indices, prepared = zip(*batch)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import io
 import logging
 from collections.abc import Callable, Sequence
@@ -185,17 +186,35 @@ def _empty_results(gt: COCO) -> COCO:
     return dt
 
 
-def coco_bbox_metrics(gt: COCO, results: list[dict], image_ids: Sequence[int]) -> tuple[dict[str, float], str]:
+def coco_backend(name: str) -> str:
+    """The COCO evaluator a recipe's `evaluation.backend` means: "auto" is faster_coco_eval when installed."""
+    if name == "auto":
+        return "faster_coco_eval" if importlib.util.find_spec("faster_coco_eval") is not None else "pycocotools"
+    return name
+
+
+def coco_bbox_metrics(gt: COCO, results: list[dict], image_ids: Sequence[int],
+                      backend: str = "pycocotools") -> tuple[dict[str, float], str]:
     """COCOeval (bbox) over `image_ids`: mmdet's `bbox_mAP*` fractions and the printed summary.
 
-    Areas with no ground truth read -1, as COCOeval reports them.
+    `backend`: pycocotools' COCOeval, or faster_coco_eval's C++ COCOeval_faster (the same
+    metrics, many times faster on a large val set) on the same annotations. Areas with no ground
+    truth read -1, as COCOeval reports them.
     """
     with contextlib.redirect_stdout(io.StringIO()) as out:
-        dt = gt.loadRes(copy.deepcopy(results)) if results else _empty_results(gt)
-        evaluator = COCOeval(gt, dt, "bbox")
+        if backend == "faster_coco_eval":
+            from faster_coco_eval import COCO as FasterCOCO
+            from faster_coco_eval import COCOeval_faster
+
+            gt_index = FasterCOCO(gt.dataset)
+            dt = gt_index.loadRes(copy.deepcopy(results)) if results else FasterCOCO(_empty_results(gt).dataset)
+            evaluator = COCOeval_faster(gt_index, dt, "bbox", print_function=print)
+        else:
+            dt = gt.loadRes(copy.deepcopy(results)) if results else _empty_results(gt)
+            evaluator = COCOeval(gt, dt, "bbox")
         evaluator.params.imgIds = sorted(image_ids)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    summary = "\n".join(line for line in out.getvalue().splitlines() if line.startswith(" Average"))
+    summary = "\n".join(line for line in out.getvalue().splitlines() if line.strip().startswith("Average"))
     return {key: float(evaluator.stats[i]) for i, key in enumerate(BBOX_METRIC_KEYS)}, summary

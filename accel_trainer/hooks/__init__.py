@@ -13,17 +13,27 @@ import inspect
 from typing import Any
 
 from ..errors import RecipeError, check_choice, check_keys, did_you_mean
+from ..progress import progress_enabled
 from ..schema import LogCfg, Recipe, field_names
 from .base import PRIORITIES, Hook, resolve_priority
 from .checkpoint import CheckpointHook, SaveBestHook
 from .ema import EMAHook
 from .evaluation import EvalHook
 from .freeze import FreezeHook
-from .logger import LoggerHook, MlflowLoggerHook, TensorboardLoggerHook, TextLoggerHook, WandbLoggerHook
+from .logger import (
+    LoggerHook,
+    MlflowLoggerHook,
+    TensorboardLoggerHook,
+    TextLoggerHook,
+    TrackerLoggerHook,
+    WandbLoggerHook,
+    tracker_run,
+)
 from .num_class_check import NumClassCheckHook
+from .progress import TrainProgressHook, ValProgressHook
 from .schedule import ScheduleHook
 
-__all__ = ["Hook", "PRIORITIES", "build_hooks", "check_hook_configs", "tracker_names"]
+__all__ = ["PRIORITIES", "Hook", "build_hooks", "check_hook_configs", "tracker_names", "tracker_run"]
 
 LOGGER_HOOKS: dict[str, type[LoggerHook]] = {
     "TextLoggerHook": TextLoggerHook,
@@ -99,7 +109,10 @@ def _logger_hook(cfg: dict, recipe: Recipe, path: str) -> LoggerHook:
     cfg = dict(cfg)
     name = cfg.pop("type", None)
     check_choice(name, LOGGER_HOOKS, f"{path}.type")
-    check_keys(cfg, LOGGER_KEYS, path)
+    tracker = issubclass(LOGGER_HOOKS[name], TrackerLoggerHook)
+    check_keys(cfg, (*LOGGER_KEYS, "init_kwargs") if tracker else LOGGER_KEYS, path)
+    if "init_kwargs" in cfg and not isinstance(cfg["init_kwargs"], dict):
+        raise RecipeError(f"{path}.init_kwargs = {cfg['init_kwargs']!r}: expected a table of the tracker's arguments")
     lc = recipe.log_config
     args = dict(interval=lc.interval, ignore_last=lc.ignore_last, reset_flag=lc.reset_flag, by_epoch=recipe.by_epoch if lc.by_epoch is None else lc.by_epoch)
     args.update(cfg)
@@ -135,8 +148,9 @@ def check_hook_configs(recipe: Recipe) -> None:
             _check_kwargs(CUSTOM_HOOKS[cfg["type"]], {k: v for k, v in cfg.items() if k not in ("type", "priority")}, path)
 
 
-def build_hooks(recipe: Recipe) -> list[Hook]:
-    """The hooks a recipe asks for, built from its sections."""
+def build_hooks(recipe: Recipe, progress: bool | None = None) -> list[Hook]:
+    """The hooks a recipe asks for, built from its sections; progress bars when `progress`
+    (None: when stdout is a terminal)."""
     hooks: list[Hook] = [ScheduleHook(recipe.lr_config, recipe.momentum_config, iter_based=not recipe.by_epoch)]
     if recipe.freeze.epochs:
         hooks.append(FreezeHook(recipe.freeze.modules, recipe.freeze.epochs, recipe.freeze.batch_size))
@@ -150,4 +164,6 @@ def build_hooks(recipe: Recipe) -> list[Hook]:
         hooks.append(SaveBestHook(ev.save_best, ev.rule, ev.greater_keys, ev.less_keys))
     hooks += [_logger_hook(cfg, recipe, f"log_config.hooks[{i}]") for i, cfg in enumerate(recipe.log_config.hooks)]
     hooks += [_custom_hook(cfg, f"custom_hooks[{i}]") for i, cfg in enumerate(recipe.custom_hooks)]
+    if progress_enabled(progress):
+        hooks += [TrainProgressHook(), ValProgressHook()]
     return hooks

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
-from timm.utils.model_ema import ModelEmaV3
 from torch import nn
 
 from ..weights import fit_weights
 from .base import PRIORITIES, Hook
 
 if TYPE_CHECKING:
+    from timm.utils.model_ema import ModelEmaV3
+
     from ..trainer import Trainer
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class EMAHook(Hook):
     def model_ema(self, trainer: "Trainer") -> ModelEmaV3:
         """The EMA; the first call starts it as a copy of the current weights, on the model's device."""
         if self.ema is None:
+            from timm.utils.model_ema import ModelEmaV3  # here, not at import: checking a recipe needs no timm model zoo
+
             self.ema = ModelEmaV3(trainer.unwrapped_model, decay=self.decay, use_warmup=self.warmup)
         return self.ema
 

@@ -7,6 +7,7 @@ written too; the last logger hook clears the window (`reset_flag`).
 from __future__ import annotations
 
 import datetime
+import inspect
 import json
 import logging
 import resource
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..errors import is_number
+from ..errors import RecipeError, did_you_mean, is_number
 from ..plotting import write_run_curves
 from .base import PRIORITIES, Hook
 
@@ -105,6 +106,9 @@ class TextLoggerHook(LoggerHook):
         self.json_path = Path(trainer.work_dir) / f"{trainer.timestamp}.log.json"
         self.start_time = time.perf_counter()
         self.start_iter = trainer.iter
+        if trainer.iter and trainer.accelerator.is_main_process:
+            # A resumed run: `accel-trainer plot` and curves.png continue the earlier logs from here.
+            self._append_json({"mode": "run", "resumed_at_iter": trainer.iter})
 
     def _append_json(self, record: dict[str, Any]) -> None:
         with self.json_path.open("a", encoding="utf-8") as f:
@@ -145,9 +149,24 @@ def _fmt(key: str, value: Any) -> str:
 
 
 class TrackerLoggerHook(LoggerHook):
-    """Scalars to an Accelerate tracker (`train/loss`, `train/lr`, `val/top1`, ...)."""
+    """Scalars to an Accelerate tracker (`train/loss`, `train/lr`, `val/top1`, ...).
+
+    `init_kwargs` (mmcv's table) goes to the tracker's constructor through Accelerate's
+    `init_trackers`: `wandb.init` arguments for W&B, `MLflowTracker` arguments for MLflow,
+    `SummaryWriter` arguments for TensorBoard. The run's project is the work_dir's name unless
+    `init_kwargs[name_key]` names it.
+    """
 
     tracker = ""
+    name_key = ""  # the init_kwargs key that names the project, taken out of the kwargs
+
+    def __init__(self, init_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.init_kwargs = dict(init_kwargs or {})
+
+    def accepted_keys(self) -> set[str] | None:
+        """The keyword arguments the tracker's constructor takes (None: any); imported at run start."""
+        return None
 
     def write_train(self, trainer: "Trainer", record: dict[str, Any]) -> None:
         self._log(trainer, "train", record)
@@ -162,16 +181,70 @@ class TrackerLoggerHook(LoggerHook):
             trainer.accelerator.get_tracker(self.tracker).log(values, step=trainer.iter)
 
 
+def _keyword_names(fn: Any, leave_out: tuple[str, ...]) -> set[str] | None:
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.name not in ("self", *leave_out)}
+
+
 class TensorboardLoggerHook(TrackerLoggerHook):
+    """Event files in `work_dir/tf_logs/<project>/`."""
+
     tracker = "tensorboard"
+
+    def accepted_keys(self) -> set[str] | None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        return _keyword_names(SummaryWriter.__init__, ("log_dir",))
 
 
 class WandbLoggerHook(TrackerLoggerHook):
     tracker = "wandb"
+    name_key = "project"
+
+    def accepted_keys(self) -> set[str] | None:
+        import wandb
+
+        return _keyword_names(wandb.init, ())
 
 
 class MlflowLoggerHook(TrackerLoggerHook):
     tracker = "mlflow"
+    name_key = "experiment_name"
+
+    def accepted_keys(self) -> set[str] | None:
+        from accelerate.tracking import MLflowTracker
+
+        return _keyword_names(MLflowTracker.__init__, ())
+
+
+def tracker_run(hooks: list[Hook], work_dir: Path) -> tuple[str, dict[str, dict[str, Any]]]:
+    """Accelerate's `init_trackers(project_name, init_kwargs=...)` arguments for these hooks.
+
+    Accelerate gives every tracker the same project name: the work_dir's name, or the one a
+    tracker's `init_kwargs` sets (W&B `project`, MLflow `experiment_name`); two different ones
+    are an error. Unknown `init_kwargs` keys are named before any tracker starts.
+    """
+    named: dict[str, str] = {}
+    init_kwargs: dict[str, dict[str, Any]] = {}
+    for hook in hooks:
+        if not isinstance(hook, TrackerLoggerHook):
+            continue
+        kwargs = dict(hook.init_kwargs)
+        if hook.name_key in kwargs:
+            named[f"{type(hook).__name__}.init_kwargs.{hook.name_key}"] = str(kwargs.pop(hook.name_key))
+        accepted = hook.accepted_keys() if kwargs else None
+        unknown = [key for key in kwargs if accepted is not None and key not in accepted]
+        if accepted is not None and unknown:
+            raise RecipeError(f"{type(hook).__name__}.init_kwargs.{unknown[0]}: not an argument of the {hook.tracker} "
+                              f"tracker{did_you_mean(unknown[0], accepted)}; it takes {', '.join(sorted(accepted))}")
+        init_kwargs.setdefault(hook.tracker, {}).update(kwargs)
+    if len(set(named.values())) > 1:
+        raise RecipeError(f"{' and '.join(f'{k} = {v!r}' for k, v in named.items())}: Accelerate starts every tracker "
+                          "under one project name; set the same name (or one of them)")
+    project = next(iter(named.values()), Path(work_dir).name)
+    return project, {name: kwargs for name, kwargs in init_kwargs.items() if kwargs}
 
 
 def flat_hparams(data: dict, prefix: str = "") -> dict[str, Any]:

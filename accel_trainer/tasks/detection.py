@@ -27,6 +27,7 @@ from ..data.coco import (
     BBOX_METRIC_KEYS,
     CocoDetection,
     RandomRescale,
+    coco_backend,
     coco_bbox_metrics,
     collate_detection,
     detection_transforms,
@@ -404,8 +405,9 @@ class DetectionTask(Task):
         self.predictions = [det for r in evaluated for det in r["results"]]
         payload: list[Any] = [None]
         if PartialState().is_main_process:
-            metrics, summary = coco_bbox_metrics(self.val_gt(), self.predictions, [r["image_id"] for r in evaluated])
-            logger.info("COCO bbox evaluation of %d images, %d detections:\n%s", n, len(self.predictions), summary)
+            backend = coco_backend(self.recipe.evaluation.backend)
+            metrics, summary = coco_bbox_metrics(self.val_gt(), self.predictions, [r["image_id"] for r in evaluated], backend)
+            logger.info("COCO bbox evaluation (%s) of %d images, %d detections:\n%s", backend, n, len(self.predictions), summary)
             payload = [metrics]
         broadcast_object_list(payload)
         out.update(payload[0])

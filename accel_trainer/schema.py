@@ -191,7 +191,12 @@ TASK_KEYS: dict[str, str] = {
     **{f"model.{k}": "detection" for k in ("head", "frozen_stages", "norm_eval", "min_size", "max_size", "score_thresh",
                                           "nms_thresh", "detections_per_img", "topk_candidates")},
     **{f"data.augment.{k}": "detection" for k in ("mosaic", "mosaic_epochs", "scales", "multiscale_mode")},
+    "evaluation.iou_thr": "detection",
+    "evaluation.eval_mode": "detection",
 }
+# Keys of one detection metric: VOC AP's.
+VOC_AP_KEYS = ("evaluation.iou_thr", "evaluation.eval_mode")
+DETECTION_METRICS = ("", "bbox", "mAP")
 # Keys only some data types read; SPLIT_KEYS apply to each table of data.train / data.val.
 DATA_TYPE_KEYS: dict[str, tuple[str, ...]] = {"data.classes": ("voc",)}
 SPLIT_KEYS: dict[str, tuple[str, ...]] = {"ann_file": ("coco",), "split": ("voc",)}
@@ -240,7 +245,7 @@ def _choice(raw: dict, dotted: str, cls: type, name: str) -> str | None:
 def _split_tables(raw: dict) -> list[tuple[str, dict]]:
     """(path, table) for each table under data.train / data.val (a table or a VOC list of them)."""
     out = []
-    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    data: dict = raw["data"] if isinstance(raw.get("data"), dict) else {}
     for split in ("train", "val"):
         value = data.get(split)
         if isinstance(value, dict):
@@ -259,6 +264,9 @@ def _unused(raw: dict, sources: bool = False) -> list[tuple[str, str]]:
     for key, owner in TASK_KEYS.items():
         if task and owner != task and _lookup(raw, key)[0]:
             out.append((key, f'task = "{task}" ({owner} only)'))
+    metric = _lookup(raw, "evaluation.metric")[1] or ""
+    if task == "detection" and metric != "mAP":
+        out += [(key, f'evaluation.metric = "{metric}" (metric = "mAP" only)') for key in VOC_AP_KEYS if _lookup(raw, key)[0]]
     if data_type:
         for key, types_ in {**DATA_TYPE_KEYS, **(DATA_SOURCE_KEYS if sources else {})}.items():
             if data_type not in types_ and _lookup(raw, key)[0]:
@@ -383,7 +391,9 @@ class EvaluationCfg:
     interval: int = 1
     start: int | None = None
     by_epoch: bool = True
-    metric: str = ""
+    metric: str = ""  # detection: "bbox" (COCO mAP, the default) or "mAP" (VOC AP)
+    iou_thr: float = 0.5  # VOC AP (metric = "mAP")
+    eval_mode: Literal["", "11points", "area"] = ""  # VOC AP; "": 11points for VOC2007 val data, else area
     save_best: str = ""
     rule: Literal["", "greater", "less"] = ""
     greater_keys: list[str] = field(default_factory=list)
@@ -391,6 +401,7 @@ class EvaluationCfg:
 
     def check(self, path: str) -> None:
         positive(self.interval, f"{path}.interval")
+        require(0.0 < self.iou_thr < 1.0, f"{path}.iou_thr", self.iou_thr, "must be between 0 and 1 (exclusive), e.g. 0.5")
 
 
 @dataclass
@@ -534,6 +545,9 @@ class Recipe:
             for split in ("train", "val"):
                 if not getattr(self.data, split).root:
                     raise RecipeError(f"data.{split}.root is empty: data.type = \"imagefolder\" needs a folder")
+        if self.model.task == "detection" and self.evaluation.metric not in DETECTION_METRICS:
+            raise RecipeError(f"evaluation.metric = {self.evaluation.metric!r} is not a detection metric; expected "
+                              '"bbox" (COCO mAP) or "mAP" (VOC AP)')
         aug = self.data.augment
         if aug.mosaic_epochs:
             if not self.by_epoch:

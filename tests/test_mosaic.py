@@ -84,3 +84,14 @@ def test_mosaic_and_multiscale_runs_resume_bit_exactly_mid_epoch(tmp_path):
     resumed = _run(tmp_path, "killed", [*RESUME_SETS, "data.num_workers=1"], "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_identical(final_weights(tmp_path / "killed", "iter_8"), final_weights(tmp_path / "straight", "iter_8"))
+
+
+def test_visualize_train_draws_what_the_network_is_fed(tmp_path):
+    from accel_trainer.cli import main
+
+    recipe = write_recipe(tmp_path, TINY_DET, head="fcos")
+    out = tmp_path / "drawn"
+    assert main(["visualize", str(recipe), "--train", "--out", str(out), "--num", "2", "--set", "data.augment.mosaic=1.0"]) == 0
+    drawn = sorted(out.glob("train_*.png"))
+    assert len(drawn) == 2 and Image.open(drawn[0]).size == (64, 64)  # a 2 x min_size mosaic canvas
+    assert main(["visualize", str(recipe), "--out", str(out)]) == 2

@@ -106,7 +106,7 @@ def _parity_sets(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 def test_the_same_boxes_as_coco_or_voc_give_the_same_cocoeval(tmp_path):
-    voc, images, ann = _parity_sets(tmp_path)
+    voc, _, ann = _parity_sets(tmp_path)
     gt_coco, gt_voc = load_coco(ann), VocDetection([(voc, "test")], CLASSES).coco
     shifted = [{"image_id": a["image_id"], "category_id": a["category_id"], "score": 0.9 - 0.01 * a["id"],
                 "bbox": [a["bbox"][0] + 1.5, a["bbox"][1], a["bbox"][2], a["bbox"][3] - 2]} for a in gt_coco.dataset["annotations"]]
@@ -161,3 +161,8 @@ def test_eval_only_of_one_checkpoint_scores_coco_and_voc_data_the_same(tmp_path)
     assert results["coco"]["num_samples"] == results["voc"]["num_samples"] == 4
     assert results["coco"]["bbox_mAP"] == pytest.approx(results["voc"]["bbox_mAP"], abs=1e-4)
     assert results["coco"]["bbox_mAP_50"] == pytest.approx(results["voc"]["bbox_mAP_50"], abs=1e-4)
+    proc = subprocess.run([*run, str(voc_recipe), "--eval-only", "--checkpoint", str(checkpoint), "--work-dir", str(tmp_path / "ap"),
+                           "--set", 'evaluation.metric="mAP"', "--set", 'evaluation.eval_mode="11points"'], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ap = json.loads((tmp_path / "ap" / "eval" / "metrics.json").read_text())
+    assert {"mAP", "AP_cat", "AP_dog"} <= set(ap) and ap["mAP"] == pytest.approx((ap["AP_cat"] + ap["AP_dog"]) / 2)

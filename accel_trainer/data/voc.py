@@ -32,9 +32,9 @@ class Node:
     tag: str
     line: int
     text: str = ""
-    children: list["Node"] = field(default_factory=list)
+    children: list[Node] = field(default_factory=list)
 
-    def find(self, tag: str) -> "Node | None":
+    def find(self, tag: str) -> Node | None:
         return next((c for c in self.children if c.tag == tag), None)
 
 
@@ -69,7 +69,7 @@ def parse_xml(path: Path) -> Node:
     parser.CharacterDataHandler = text
     parser.StartDoctypeDeclHandler = refuse
     parser.EntityDeclHandler = refuse
-    parser.ExternalEntityRefHandler = refuse
+    parser.ExternalEntityRefHandler = refuse  # type: ignore[assignment]
     try:
         parser.Parse(path.read_bytes(), True)
     except _Refused:
@@ -191,7 +191,7 @@ class VocDetection(BoxDataset):
 def voc_to_coco(images: Sequence[VocImage], classes: Sequence[str]) -> dict:
     """A COCO instances dict of the VOC annotations: image ids 0, 1, ..., category id = label,
     [x, y, w, h] boxes, difficult objects as `iscrowd = 1` (COCOeval's only way to ignore a box)."""
-    annotations = []
+    annotations: list[dict] = []
     for image_id, image in enumerate(images):
         for x1, y1, x2, y2, label, difficult in image.objects:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": label,

@@ -125,7 +125,7 @@ class ClassificationTask(Task):
             return ensure_shapes_classification(self.shapes_spec())
         if d.type != "imagefolder":
             raise RecipeError(f'data.type = "{d.type}" is for detection; classification takes "imagefolder" or "shapes"')
-        return Path(d.train.root), Path(d.val.root)
+        return Path(d.splits("train")[0].root), Path(d.splits("val")[0].root)
 
     def _readable(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch without skipped samples (checked only with skip_bad_images: it costs a sync)."""

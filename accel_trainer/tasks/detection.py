@@ -264,7 +264,7 @@ class DetectionTask(Task):
         self.label_offset = 1 if recipe.model.head == "faster_rcnn" else 0
         self.rescale = recipe.data.augment.resizes
         self.voc_ap = recipe.evaluation.metric == "mAP"
-        self.metric_keys = ("mAP",) if self.voc_ap else BBOX_METRIC_KEYS
+        self.metric_keys: tuple[str, ...] = ("mAP",) if self.voc_ap else BBOX_METRIC_KEYS
         self.val_classes: list[str] = []
         self._paths: dict[str, Path] | None = None
         self._val_gt: COCO | None = None

@@ -192,9 +192,10 @@ def visualize_parser() -> argparse.ArgumentParser:
         description="Draw true (green) and predicted (red) boxes on val images of a detection recipe, one PNG each.",
     )
     add_recipe_args(parser)
-    parser.add_argument("--checkpoint", required=True, metavar="PATH", help="checkpoint folder or weights file")
+    parser.add_argument("--checkpoint", metavar="PATH", help="checkpoint folder or weights file (not with --train)")
+    parser.add_argument("--train", action="store_true", help="draw augmented training samples (what the network is fed) instead")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the PNGs")
-    parser.add_argument("--num", type=int, default=8, help="how many val images (default 8)")
+    parser.add_argument("--num", type=int, default=8, help="how many images (default 8)")
     parser.add_argument("--score-thresh", type=float, default=0.3, help="hide predictions scoring below this (default 0.3)")
     return parser
 
@@ -203,6 +204,12 @@ def run_visualize(args: argparse.Namespace) -> int:
     from .commands.visualize import visualize_command
 
     recipe = load_recipe(args.recipe, _overrides(args.overrides))
+    if args.train:
+        from .commands.visualize import visualize_train_command
+
+        return visualize_train_command(recipe, args.out, args.num)
+    if not args.checkpoint:
+        raise RecipeError("visualize needs --checkpoint PATH (predictions on val images) or --train (augmented training samples)")
     return visualize_command(recipe, args.checkpoint, args.out, args.num, args.score_thresh)
 
 

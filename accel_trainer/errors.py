@@ -13,6 +13,13 @@ class RecipeError(Exception):
 
     exit_code = 2
 
+    def __init__(self, message: str = "") -> None:
+        # A DataLoader worker's error comes back re-raised as RecipeError("Caught RecipeError in
+        # DataLoader worker ...\nOriginal Traceback ...\n...RecipeError: <message>"): keep the message.
+        if message.startswith("Caught RecipeError") and "RecipeError: " in message:
+            message = message.rsplit("RecipeError: ", 1)[1].strip()
+        super().__init__(message)
+
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """Return ' (did you mean "x"?)' for the closest candidate, or ''."""

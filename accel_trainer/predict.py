@@ -22,7 +22,7 @@ from . import checkpoint
 from .classes import resolve_classes
 from .errors import RecipeError
 from .recipe import tomllib
-from .schema import Recipe
+from .schema import Recipe, drop_unused
 from .weights import load_weights
 
 ImageInput = Union[str, Path, Image.Image, torch.Tensor]
@@ -46,7 +46,8 @@ def checkpoint_recipe(path: str | Path) -> Recipe:
     if source is not None and source.kind == "hub" and "." in source.name:
         model["backbone"] = source.name
     model["pretrained"] = False
-    return Recipe.from_dict(data, source=str(recipe_file), check_files=False)
+    # Checkpoints written before keys became per task hold the other task's keys too.
+    return Recipe.from_dict(drop_unused(data), source=str(recipe_file), check_files=False)
 
 
 def _open(image: ImageInput) -> tuple[Image.Image, str | None]:

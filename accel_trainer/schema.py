@@ -7,6 +7,7 @@ sections. Open sections whose keys depend on a chosen type (`optimizer`, `lr_con
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import math
@@ -41,13 +42,19 @@ def fraction(value: float, path: str) -> None:
 
 @dataclass
 class SplitCfg:
+    """One split's data: an image folder (`root`), with `ann_file` for COCO or `split` (the
+    `ImageSets/Main/<split>.txt` list of a VOCdevkit year folder) for VOC."""
+
     root: str = ""
     ann_file: str = ""
+    split: str = ""
 
 
 @dataclass
 class AugmentCfg:
-    """Training transforms (timm.data.create_transform) and batch mixing (timm Mixup)."""
+    """Training augmentation. Classification: timm's create_transform and Mixup. Detection:
+    torchvision v2 box-aware transforms, mosaic and mmdet-style resizing. Defaults per task:
+    `TASK_DEFAULTS`; keys of one task only: `TASK_KEYS`."""
 
     scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
     hflip: float = 0.5
@@ -56,6 +63,10 @@ class AugmentCfg:
     mixup: float = 0.0
     cutmix: float = 0.0
     label_smoothing: float = 0.1
+    mosaic: float = 0.0  # probability of a 4-image mosaic (detection)
+    mosaic_epochs: int = 0  # the last N epochs train without mosaic (YOLOX's no-aug tail)
+    scales: list[list[int]] = field(default_factory=list)  # mmdet img_scale list: [[long, short], ...]
+    multiscale_mode: Literal["range", "value"] = "range"
 
     def check(self, path: str) -> None:
         require(len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1], f"{path}.scale", self.scale,
@@ -64,6 +75,22 @@ class AugmentCfg:
         for key in ("color_jitter", "mixup", "cutmix"):
             positive(getattr(self, key), f"{path}.{key}", allow_zero=True)
         require(0.0 <= self.label_smoothing < 1.0, f"{path}.label_smoothing", self.label_smoothing, "must be in [0, 1)")
+        fraction(self.mosaic, f"{path}.mosaic")
+        positive(self.mosaic_epochs, f"{path}.mosaic_epochs", allow_zero=True)
+        for i, pair in enumerate(self.scales):
+            require(len(pair) == 2 and min(pair) > 0, f"{path}.scales[{i}]", pair,
+                    "is not [long edge, short edge] in pixels, e.g. [1333, 800]")
+        if self.multiscale_mode == "range":
+            require(len(self.scales) in (0, 1, 2), f"{path}.scales", self.scales,
+                    'needs 2 entries, the range\'s ends, with multiscale_mode = "range" (mmdet\'s rule)')
+        if self.scales and list(self.scale) != [1.0, 1.0]:
+            raise RecipeError(f"{path}.scales and {path}.scale (a ratio range) are two ways to resize; set one of them "
+                              "(mmdet allows ratio_range with a single img_scale only)")
+
+    @property
+    def resizes(self) -> bool:
+        """Whether training images get a resize of their own (the detector then skips its own)."""
+        return bool(self.scales) or list(self.scale) != [1.0, 1.0]
 
 
 @dataclass
@@ -82,9 +109,16 @@ class ShapesCfg:
         positive(self.seed, f"{path}.seed", allow_zero=True)
 
 
+# The 20 PASCAL VOC classes in the devkit's order: label i is VOC_CLASSES[i].
+VOC_CLASSES = [
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
+    "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+]
+
+
 @dataclass
 class DataCfg:
-    type: Literal["imagefolder", "coco", "shapes"] = "imagefolder"
+    type: Literal["imagefolder", "coco", "voc", "shapes"] = "imagefolder"
     img_size: int = 224
     batch_size: int = 32
     num_workers: int = 4
@@ -93,8 +127,10 @@ class DataCfg:
     persistent_workers: bool = False
     prefetch_factor: int = 2
     skip_bad_images: bool = False
-    train: SplitCfg = field(default_factory=SplitCfg)
-    val: SplitCfg = field(default_factory=SplitCfg)
+    classes: list[str] = field(default_factory=lambda: list(VOC_CLASSES))  # VOC: label i is classes[i]
+    # VOC takes a list of tables too: several VOCdevkit year folders concatenated (VOC07+12).
+    train: SplitCfg | list[SplitCfg] = field(default_factory=SplitCfg)
+    val: SplitCfg | list[SplitCfg] = field(default_factory=SplitCfg)
     augment: AugmentCfg = field(default_factory=AugmentCfg)
     shapes: ShapesCfg = field(default_factory=ShapesCfg)
 
@@ -102,6 +138,22 @@ class DataCfg:
         positive(self.batch_size, f"{path}.batch_size")
         positive(self.img_size, f"{path}.img_size")
         positive(self.num_workers, f"{path}.num_workers", allow_zero=True)
+        require(0.0 < self.crop_pct <= 1.0, f"{path}.crop_pct", self.crop_pct, "must be in (0, 1]")
+        require(bool(self.classes) and len(set(self.classes)) == len(self.classes), f"{path}.classes", self.classes,
+                "must be a non-empty list of distinct names")
+        for split in ("train", "val"):
+            value = getattr(self, split)
+            if isinstance(value, list):
+                require(self.type == "voc" and bool(value), f"{path}.{split}", value,
+                        'is a list of tables: only data.type = "voc" concatenates several roots; give one table')
+                for i, item in enumerate(value):
+                    require(bool(item.root) and bool(item.split), f"{path}.{split}[{i}]", to_plain(item),
+                            "needs root and split")
+
+    def splits(self, split: str) -> list[SplitCfg]:
+        """`data.train` / `data.val` as a list of tables (VOC may concatenate several)."""
+        value = getattr(self, split)
+        return list(value) if isinstance(value, list) else [value]
 
 
 @dataclass
@@ -128,6 +180,151 @@ class ModelCfg:
         positive(self.num_classes, f"{path}.num_classes")
         for key in ("drop_rate", "drop_path_rate"):
             require(0.0 <= getattr(self, key) < 1.0, f"{path}.{key}", getattr(self, key), "must be in [0, 1)")
+
+
+# Keys only one task reads. Setting one on a recipe of the other task is an error (`check_used_keys`);
+# the resolved recipe leaves them out (`drop_unused`), so `--print-recipe` output loads again.
+TASK_KEYS: dict[str, str] = {
+    "model.drop_rate": "classification",
+    "data.img_size": "classification",
+    "data.crop_pct": "classification",
+    **{f"data.augment.{k}": "classification" for k in ("auto_augment", "mixup", "cutmix", "label_smoothing")},
+    **{f"model.{k}": "detection" for k in ("head", "frozen_stages", "norm_eval", "min_size", "max_size", "score_thresh",
+                                          "nms_thresh", "detections_per_img", "topk_candidates")},
+    **{f"data.augment.{k}": "detection" for k in ("mosaic", "mosaic_epochs", "scales", "multiscale_mode")},
+    "evaluation.iou_thr": "detection",
+    "evaluation.eval_mode": "detection",
+}
+# Keys of one detection metric: VOC AP's.
+VOC_AP_KEYS = ("evaluation.iou_thr", "evaluation.eval_mode")
+DETECTION_METRICS = ("", "bbox", "mAP")
+# Keys only some data types read; SPLIT_KEYS apply to each table of data.train / data.val.
+DATA_TYPE_KEYS: dict[str, tuple[str, ...]] = {"data.classes": ("voc",)}
+SPLIT_KEYS: dict[str, tuple[str, ...]] = {"ann_file": ("coco",), "split": ("voc",)}
+# Where the data comes from: the built-in set's size, or the real data's folders. Recipes switch
+# between the two by data.type (a COCO recipe on det.toml inherits [data.shapes]), so the unused one
+# is accepted and left out of the resolved recipe instead of refused.
+DATA_SOURCE_KEYS: dict[str, tuple[str, ...]] = {
+    "data.shapes": ("shapes",),
+    "data.train": ("imagefolder", "coco", "voc"),
+    "data.val": ("imagefolder", "coco", "voc"),
+}
+# Defaults that differ from the dataclass defaults (timm's, for classification). Detection takes
+# mmdet's: 2 images per GPU and 2 workers (samples_per_gpu / workers_per_gpu), 80 COCO classes, no
+# rescale (the detector resizes to min_size / max_size), flip 0.5, no colour jitter.
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "classification": {},
+    "detection": {
+        "model.num_classes": 80,
+        "data.batch_size": 2,
+        "data.num_workers": 2,
+        "data.augment.scale": [1.0, 1.0],
+        "data.augment.color_jitter": 0.0,
+    },
+}
+# VOC split lists read when a table leaves `split` out (mmdet's VOC configs: trainval / test).
+VOC_SPLITS = {"train": "trainval", "val": "test"}
+
+
+def _lookup(raw: dict, dotted: str) -> tuple[bool, Any]:
+    table: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(table, dict) or part not in table:
+            return False, None
+        table = table[part]
+    return True, table
+
+
+def _choice(raw: dict, dotted: str, cls: type, name: str) -> str | None:
+    """The recipe's task or data.type when it is a valid one (else the schema reports it later)."""
+    found, value = _lookup(raw, dotted)
+    allowed = typing.get_args(typing.get_type_hints(cls)[name])
+    value = value if found else getattr(cls(), name)
+    return value if value in allowed else None
+
+
+def _split_tables(raw: dict) -> list[tuple[str, dict]]:
+    """(path, table) for each table under data.train / data.val (a table or a VOC list of them)."""
+    out = []
+    data: dict = raw["data"] if isinstance(raw.get("data"), dict) else {}
+    for split in ("train", "val"):
+        value = data.get(split)
+        if isinstance(value, dict):
+            out.append((f"data.{split}", value))
+        elif isinstance(value, list):
+            out += [(f"data.{split}[{i}]", t) for i, t in enumerate(value) if isinstance(t, dict)]
+    return out
+
+
+def _unused(raw: dict, sources: bool = False) -> list[tuple[str, str]]:
+    """(key, why) for every key present in `raw` that the recipe's task or data.type does not read
+    (with `sources`, also the unused one of [data.shapes] and data.train / data.val)."""
+    task = _choice(raw, "model.task", ModelCfg, "task")
+    data_type = _choice(raw, "data.type", DataCfg, "type")
+    out = []
+    for key, owner in TASK_KEYS.items():
+        if task and owner != task and _lookup(raw, key)[0]:
+            out.append((key, f'task = "{task}" ({owner} only)'))
+    metric = _lookup(raw, "evaluation.metric")[1] or ""
+    if task == "detection" and metric != "mAP":
+        out += [(key, f'evaluation.metric = "{metric}" (metric = "mAP" only)') for key in VOC_AP_KEYS if _lookup(raw, key)[0]]
+    if data_type:
+        for key, types_ in {**DATA_TYPE_KEYS, **(DATA_SOURCE_KEYS if sources else {})}.items():
+            if data_type not in types_ and _lookup(raw, key)[0]:
+                out.append((key, f'data.type = "{data_type}" ({", ".join(types_)} only)'))
+        if data_type in DATA_SOURCE_KEYS["data.train"]:
+            for path, table in _split_tables(raw):
+                for key, types_ in SPLIT_KEYS.items():
+                    if data_type not in types_ and key in table:
+                        out.append((f"{path}.{key}", f'data.type = "{data_type}" ({", ".join(types_)} only)'))
+    return out
+
+
+def check_used_keys(raw: dict) -> None:
+    """Refuse a key the user set (in the recipe, a base or --set) that this recipe never reads.
+
+    Runs on the merged TOML before defaults are filled in, so inherited defaults never trigger it.
+    """
+    for key, why in _unused(raw):
+        raise RecipeError(f"{key}: not used by {why}; remove it")
+
+
+def fill_task_defaults(raw: dict) -> dict:
+    """A copy of `raw` with the defaults of its task and data type filled in where it sets nothing."""
+    out = copy.deepcopy(raw)
+    if _choice(out, "data.type", DataCfg, "type") == "voc":
+        data = out.setdefault("data", {})
+        for split, name in VOC_SPLITS.items():
+            value = data.setdefault(split, {})
+            for table in value if isinstance(value, list) else [value]:
+                if isinstance(table, dict):
+                    table.setdefault("split", name)
+        classes = data.get("classes", VOC_CLASSES)
+        if isinstance(out.setdefault("model", {}), dict) and isinstance(classes, list):
+            out["model"].setdefault("num_classes", len(classes))  # label i is classes[i]
+    task = _choice(out, "model.task", ModelCfg, "task") or "classification"
+    for dotted, value in TASK_DEFAULTS[task].items():
+        *parents, leaf = dotted.split(".")
+        table = out
+        for part in parents:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                break
+        else:
+            table.setdefault(leaf, copy.deepcopy(value))
+    return out
+
+
+def drop_unused(plain: dict) -> dict:
+    """`plain` (a resolved recipe as data) without the keys its task and data type never read."""
+    out = copy.deepcopy(plain)
+    for key, _ in _unused(out, sources=True):
+        parts = re.split(r"\.|(?=\[)", key)
+        table: Any = out
+        for part in parts[:-1]:
+            table = table[int(part[1:-1])] if part.startswith("[") else table[part]
+        del table[parts[-1]]
+    return out
 
 
 @dataclass
@@ -195,7 +392,9 @@ class EvaluationCfg:
     interval: int = 1
     start: int | None = None
     by_epoch: bool = True
-    metric: str = ""
+    metric: str = ""  # detection: "bbox" (COCO mAP, the default) or "mAP" (VOC AP)
+    iou_thr: float = 0.5  # VOC AP (metric = "mAP")
+    eval_mode: Literal["", "11points", "area"] = ""  # VOC AP; "": 11points for VOC2007 val data, else area
     save_best: str = ""
     rule: Literal["", "greater", "less"] = ""
     greater_keys: list[str] = field(default_factory=list)
@@ -208,6 +407,7 @@ class EvaluationCfg:
         if self.backend == "faster_coco_eval" and importlib.util.find_spec("faster_coco_eval") is None:
             raise RecipeError(f'{path}.backend = "faster_coco_eval" but the package is not installed: '
                               'pip install "accel_trainer[coco-fast]" (or backend = "auto")')
+        require(0.0 < self.iou_thr < 1.0, f"{path}.iou_thr", self.iou_thr, "must be between 0 and 1 (exclusive), e.g. 0.5")
 
 
 @dataclass
@@ -336,7 +536,8 @@ class Recipe:
     def from_dict(cls, data: dict, source: str = "", check_files: bool = True) -> "Recipe":
         """Build and validate; `check_files = False` skips only the "does this path exist" checks
         (for commands that never read the data or weights, on a machine that lacks them)."""
-        recipe = build(cls, data, "")
+        check_used_keys(data)
+        recipe = build(cls, fill_task_defaults(data), "")
         recipe.source = source
         recipe.check()
         if check_files:
@@ -355,7 +556,7 @@ class Recipe:
                 )
         if not any(p[0] == "train" for p in self.workflow):
             raise RecipeError(f"workflow = {self.workflow!r} has no train phase; use --eval-only to only evaluate")
-        allowed_data = {"classification": ("imagefolder", "shapes"), "detection": ("coco", "shapes")}[self.model.task]
+        allowed_data = {"classification": ("imagefolder", "shapes"), "detection": ("coco", "voc", "shapes")}[self.model.task]
         if self.data.type not in allowed_data:
             raise RecipeError(
                 f"data.type = {self.data.type!r} does not fit model.task = {self.model.task!r}; expected one of: "
@@ -365,19 +566,37 @@ class Recipe:
             for split in ("train", "val"):
                 if not getattr(self.data, split).root:
                     raise RecipeError(f"data.{split}.root is empty: data.type = \"imagefolder\" needs a folder")
+        if self.model.task == "detection" and self.evaluation.metric not in DETECTION_METRICS:
+            raise RecipeError(f"evaluation.metric = {self.evaluation.metric!r} is not a detection metric; expected "
+                              '"bbox" (COCO mAP) or "mAP" (VOC AP)')
+        aug = self.data.augment
+        if aug.mosaic_epochs:
+            if not self.by_epoch:
+                raise RecipeError('data.augment.mosaic_epochs counts epochs; it needs runner.type = "EpochBasedRunner"')
+            require(aug.mosaic_epochs < self.runner.max_epochs, "data.augment.mosaic_epochs", aug.mosaic_epochs,
+                    f"must be less than runner.max_epochs = {self.runner.max_epochs} (it turns mosaic off for the last N epochs)")
+            if not aug.mosaic:
+                raise RecipeError("data.augment.mosaic_epochs is set but data.augment.mosaic = 0; set mosaic = P (e.g. 1.0)")
         if self.freeze.epochs and not self.by_epoch:
             raise RecipeError("[freeze] counts epochs; it needs runner.type = \"EpochBasedRunner\"")
 
     def check_files(self) -> None:
         """Every data folder and file the recipe names exists, so a run fails before anything is built
         (pretrained weights are checked by `loading.load_recipe`, which knows the hub cache)."""
-        if self.data.type in ("imagefolder", "coco"):
+        if self.data.type in ("imagefolder", "coco", "voc"):
             for split in ("train", "val"):
-                root, ann_file = getattr(self.data, split).root, getattr(self.data, split).ann_file
-                if root and not Path(root).is_dir():
-                    raise RecipeError(f"data.{split}.root: folder not found: {root}")
-                if self.data.type == "coco" and ann_file and not Path(ann_file).is_file():
-                    raise RecipeError(f"data.{split}.ann_file: file not found: {ann_file}")
+                tables = self.data.splits(split)
+                for i, cfg in enumerate(tables):
+                    where = f"data.{split}[{i}]" if isinstance(getattr(self.data, split), list) else f"data.{split}"
+                    if cfg.root and not Path(cfg.root).is_dir():
+                        raise RecipeError(f"{where}.root: folder not found: {cfg.root}")
+                    if self.data.type == "coco" and cfg.ann_file and not Path(cfg.ann_file).is_file():
+                        raise RecipeError(f"{where}.ann_file: file not found: {cfg.ann_file}")
+                    if self.data.type == "voc":
+                        listing = Path(cfg.root) / "ImageSets" / "Main" / f"{cfg.split}.txt"
+                        if not listing.is_file():
+                            raise RecipeError(f"{where}: split list not found: {listing} (data.{split}.split = "
+                                              f"{cfg.split!r} names ImageSets/Main/<split>.txt under root)")
         for key in ("load_from", "resume_from"):
             value = getattr(self, key)
             if value and not Path(value).exists():
@@ -385,7 +604,7 @@ class Recipe:
 
     def to_dict(self) -> dict:
         """The resolved recipe as plain TOML-able data (None values omitted)."""
-        return to_plain(self)
+        return drop_unused(to_plain(self))
 
     @property
     def by_epoch(self) -> bool:

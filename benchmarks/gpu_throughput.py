@@ -75,16 +75,17 @@ class Workload:
 
 
 def workloads(args: argparse.Namespace) -> list[Workload]:
-    common = {"data.type": "shapes", "data.augment.mixup": 0.0, "data.augment.cutmix": 0.0, "ema.enable": False}
+    common = {"data.type": "shapes", "ema.enable": False}
+    no_mixup = {"data.augment.mixup": 0.0, "data.augment.cutmix": 0.0}  # classification keys
     if args.tiny:
         cls = Workload("cls resnest14d 32px", "recipes/imagenet/resnest50d.toml",
-                       {**common, "model.backbone": "resnest14d", "model.num_classes": 10}, 4, 32)
+                       {**common, **no_mixup, "model.backbone": "resnest14d", "model.num_classes": 10}, 4, 32)
         det = Workload("det fcos resnest14d 64px", "recipes/coco/fcos_resnest50d_fpn_1x.toml",
                        {**common, "model.task": "detection", "model.backbone": "resnest14d", "model.num_classes": 4,
                         "model.min_size": 64, "model.max_size": 64}, 2, 64)
     else:
         cls = Workload("cls resnest50d 224px", "recipes/imagenet/resnest50d.toml",
-                       {**common, "model.num_classes": 1000}, args.batch_size, 224)
+                       {**common, **no_mixup, "model.num_classes": 1000}, args.batch_size, 224)
         det = Workload("det fcos resnest50d 800px", "recipes/coco/fcos_resnest50d_fpn_1x.toml",
                        {**common, "model.task": "detection", "model.num_classes": 80}, args.det_batch_size, 800)
     return [cls, det] if args.det else [cls]

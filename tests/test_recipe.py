@@ -105,7 +105,7 @@ def test_default_work_dir_is_recipe_stem(tmp_path):
         ({"custom_hooks": [{"type": "no_such_module_xyz:Hook"}]}, "cannot import module 'no_such_module_xyz'"),
         ({"log_config.hooks": [{"type": "TextLogerHook"}]}, 'did you mean "TextLoggerHook"'),
         ({"optimizer_config.grad_clip": {"max_norm": 35, "norm": 2}}, "optimizer_config.grad_clip.norm"),
-        ({"model.task": "detection", "data.type": "imagefolder"}, "data.type = 'imagefolder' does not fit model.task"),
+        ({"model.task": "detection", "data.type": "imagefolder"}, 'data.img_size: not used by task = "detection" (classification only); remove it'),
         ({"data.type": "coco"}, "data.type = 'coco' does not fit model.task = 'classification'"),
         ({"load_options.revise_keys": [["(", ""]]}, "load_options.revise_keys[0]: bad regex '('"),
         ({"checkpoint_config.by_epoch": "yes"}, "checkpoint_config.by_epoch = 'yes' has the wrong type"),

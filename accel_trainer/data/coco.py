@@ -9,20 +9,21 @@ import contextlib
 import copy
 import importlib.util
 import io
+import json
 import logging
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from torch.utils.data import Dataset
-from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ..errors import RecipeError
+from ..errors import RecipeError, is_int, is_number
+from .boxes import BoxDataset
+from .mosaic import Mosaic
 
 logger = logging.getLogger(__name__)
 
@@ -30,27 +31,99 @@ logger = logging.getLogger(__name__)
 BBOX_METRIC_KEYS = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l")
 
 
-def load_coco(ann_file: str | Path) -> COCO:
-    """The pycocotools index of an instances JSON; pycocotools' progress prints are swallowed."""
-    path = Path(ann_file)
+def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise RecipeError(f"annotation file not found: {path}")
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            return COCO(str(path))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise RecipeError(f"{path}: not a COCO instances file ({type(exc).__name__}: {exc})") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: not a COCO instances file (expected a JSON object with images, annotations, categories)")
+    return data
 
 
-class CocoDetection(Dataset):
-    """Images of a folder with the boxes of a COCO instances file.
+def _bad_annotation(ann: Any, image_ids: set, cat_ids: set) -> str:
+    """What is wrong with one annotation ("" when nothing is)."""
+    if not isinstance(ann, dict):
+        return "is not an object"
+    bbox = ann.get("bbox")
+    if "image_id" not in ann:
+        return "has no image_id"
+    if ann["image_id"] not in image_ids:
+        return f"image_id {ann['image_id']!r} is not among the images"
+    if ann.get("category_id") not in cat_ids:
+        return f"category_id {ann.get('category_id')!r} is not among the categories {sorted(cat_ids)}"
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_number(v) and math.isfinite(v) for v in bbox):
+        return f"bbox {bbox!r} is not [x, y, width, height]" if "bbox" in ann else "has no bbox"
+    if bbox[2] < 0 or bbox[3] < 0:
+        return f"bbox {bbox!r} has a negative width or height"
+    return ""
 
-    Yields `(image, target)`; `target` holds `boxes` (xyxy, float), `labels` (contiguous) and
-    `image_id` (the file's id). Crowd boxes and boxes under 1 px wide or high are left out of the
-    targets, as mmdet does (COCOeval still sees crowd regions through the annotation file); images
-    without boxes are kept with empty targets. A missing or unreadable image raises a RecipeError
-    naming it, unless `skip_bad_images`: then it is skipped with a warning (an unreadable one
-    yields `(None, {"image_id": ...})`, which the task leaves out of losses and metrics).
+
+def check_coco(path: Path, data: dict, skip_bad_images: bool) -> tuple[dict, list[str]]:
+    """The instances file checked before training: categories, images and every annotation.
+
+    A file-level problem is always an error; an annotation that names an unknown image or category
+    or has no usable bbox is an error naming it, or with `skip_bad_images` its image is left out
+    (an image with half its objects unlabelled would teach the detector that they are background).
+    Returns the data to index and the skipped images' descriptions.
+    """
+    categories = data.get("categories")
+    if not isinstance(categories, list) or not categories:
+        raise RecipeError(f'{path}: no "categories" list; a COCO instances file names its classes, '
+                          'e.g. "categories": [{"id": 1, "name": "person"}]')
+    for i, cat in enumerate(categories):
+        if not isinstance(cat, dict) or not is_int(cat.get("id")) or not isinstance(cat.get("name"), str):
+            raise RecipeError(f"{path}: categories[{i}] = {cat!r} needs an integer id and a name")
+    images = data.get("images")
+    if not isinstance(images, list):
+        raise RecipeError(f'{path}: no "images" list; expected "images": [{{"id": 1, "file_name": "a.jpg"}}, ...]')
+    for i, image in enumerate(images):
+        if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
+            raise RecipeError(f"{path}: images[{i}] = {image!r} needs an id and a file_name")
+    annotations = data.get("annotations", [])
+    if not isinstance(annotations, list):
+        raise RecipeError(f'{path}: "annotations" is not a list')
+    image_ids, cat_ids = {image["id"] for image in images}, {cat["id"] for cat in categories}
+    bad_images: dict[Any, str] = {}
+    for i, ann in enumerate(annotations):
+        problem = _bad_annotation(ann, image_ids, cat_ids)
+        if not problem:
+            continue
+        where = f"annotation id {ann['id']}" if isinstance(ann, dict) and "id" in ann else f"annotations[{i}]"
+        if not skip_bad_images or not isinstance(ann, dict) or ann.get("image_id") not in image_ids:
+            raise RecipeError(f"{path}: {where} {problem}" + ("; set data.skip_bad_images = true to skip its image"
+                                                              if isinstance(ann, dict) and ann.get("image_id") in image_ids else ""))
+        bad_images.setdefault(ann["image_id"], f"image {ann['image_id']} ({where} {problem})")
+    if not bad_images:
+        return data, []
+    kept = dict(data)
+    kept["images"] = [image for image in images if image["id"] not in bad_images]
+    kept["annotations"] = [ann for ann in annotations if ann["image_id"] not in bad_images]
+    return kept, list(bad_images.values())
+
+
+def index_coco(data: dict) -> COCO:
+    """A pycocotools index of checked data (its progress prints swallowed)."""
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def load_coco(ann_file: str | Path) -> COCO:
+    """The pycocotools index of an instances JSON, checked as `check_coco` does (no skipping)."""
+    path = Path(ann_file)
+    return index_coco(check_coco(path, _read_json(path), skip_bad_images=False)[0])
+
+
+class CocoDetection(BoxDataset):
+    """Images of a folder with the boxes of a COCO instances file (see `BoxDataset`).
+
+    Labels are the category ids in ascending order. Missing image files and (with
+    `skip_bad_images`) images with a broken annotation are left out up front and counted.
     """
 
     def __init__(
@@ -60,16 +133,18 @@ class CocoDetection(Dataset):
         transforms: Callable | None = None,
         *,
         skip_bad_images: bool = False,
+        mosaic: Mosaic | None = None,
     ) -> None:
+        super().__init__(transforms, skip_bad_images, mosaic)
         self.image_dir = Path(image_dir)
         if not self.image_dir.is_dir():
             raise RecipeError(f"image folder not found: {self.image_dir}")
-        self.coco = load_coco(ann_file)
-        self.transforms = transforms
-        self.skip_bad_images = skip_bad_images
+        path = Path(ann_file)
+        data, bad = check_coco(path, _read_json(path), skip_bad_images)
+        self.report_skipped(str(path), bad)
+        self.coco = index_coco(data)
         self.cat_ids = sorted(self.coco.getCatIds())
         self.classes = [self.coco.cats[c]["name"] for c in self.cat_ids]
-        self.cat_to_label = {c: i for i, c in enumerate(self.cat_ids)}
         ids = sorted(self.coco.getImgIds())
         missing = [i for i in ids if not (self.image_dir / self.coco.imgs[i]["file_name"]).is_file()]
         if missing:
@@ -80,46 +155,12 @@ class CocoDetection(Dataset):
                     "set data.skip_bad_images = true to skip them"
                 )
             logger.warning("skipping %d of %d images missing from %s (first: %s)", len(missing), len(ids), self.image_dir, names)
+            self.num_skipped += len(missing)
         absent = set(missing)
         self.ids = [i for i in ids if i not in absent]
-        self.num_unreadable = 0
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def annotations(self, image_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training boxes (xyxy) and contiguous labels of one image: no crowd, no degenerate box."""
-        boxes, labels = [], []
-        for ann in self.coco.imgToAnns.get(image_id, []):
-            x, y, w, h = ann["bbox"]
-            if ann.get("iscrowd", 0) or w < 1 or h < 1:
-                continue
-            boxes.append([x, y, x + w, y + h])
-            labels.append(self.cat_to_label[ann["category_id"]])
-        return torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.tensor(labels, dtype=torch.int64)
-
-    def __getitem__(self, index: int) -> tuple[Any, dict[str, Any]]:
-        image_id = self.ids[index]
-        path = self.image_dir / self.coco.imgs[image_id]["file_name"]
-        try:
-            with Image.open(path) as raw:
-                image = raw.convert("RGB")
-        except (OSError, SyntaxError, ValueError) as exc:
-            if not self.skip_bad_images:
-                raise RecipeError(f"cannot read image {path}: {exc}; set data.skip_bad_images = true to skip it") from None
-            self.num_unreadable += 1
-            logger.warning("skipping unreadable image %s (%d so far in this process): %s", path, self.num_unreadable, exc)
-            return None, {"image_id": image_id}
-        boxes, labels = self.annotations(image_id)
-        target: dict[str, Any] = {
-            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(image.height, image.width)),
-            "labels": labels,
-            "image_id": image_id,
-        }
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
-        target["boxes"] = target["boxes"].as_subclass(torch.Tensor)
-        return image, target
+    def image_path(self, image_id: int) -> Path:
+        return self.image_dir / self.coco.imgs[image_id]["file_name"]
 
 
 def collate_detection(batch: Sequence[tuple[Any, dict]]) -> tuple[list, list[dict]]:
@@ -131,20 +172,39 @@ def collate_detection(batch: Sequence[tuple[Any, dict]]) -> tuple[list, list[dic
 class RandomRescale(v2.Transform):
     """Resize as the detector's own transform would (shorter side to `min_size`, longer side at
     most `max_size`), times a random factor from `scale_range`: mmdet's `Resize(ratio_range=...)`.
+    With `scales` (mmdet's `img_scale` list of [long, short] edges) it is mmdet's multi-scale
+    `Resize` instead: "range" draws the long and the short edge each uniformly (integers) between
+    the list's extremes, "value" picks one entry; the image is then scaled, keeping its aspect, to
+    fit both edges (mmcv's `imrescale`).
 
     The detector must then skip its training-time resize (`_skip_resize`), or it would undo this.
     """
 
-    def __init__(self, min_size: int, max_size: int, scale_range: Sequence[float]) -> None:
+    def __init__(self, min_size: int, max_size: int, scale_range: Sequence[float] = (1.0, 1.0),
+                 scales: Sequence[Sequence[int]] = (), mode: str = "range") -> None:
         super().__init__()
         self.min_size = min_size
         self.max_size = max_size
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
+        self.scales = [(max(pair), min(pair)) for pair in scales]
+        self.mode = mode
+
+    def _edges(self) -> tuple[float, float]:
+        """The (long, short) edges to fit this sample into."""
+        if not self.scales:
+            ratio = torch.empty(()).uniform_(*self.scale_range).item()
+            return self.max_size * ratio, self.min_size * ratio
+        if self.mode == "value" or len(self.scales) == 1:
+            return self.scales[int(torch.randint(len(self.scales), ()).item())]
+        longs, shorts = [p[0] for p in self.scales], [p[1] for p in self.scales]
+        long = torch.randint(min(longs), max(longs) + 1, ()).item()
+        short = torch.randint(min(shorts), max(shorts) + 1, ()).item()
+        return long, short
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         height, width = v2.query_size(flat_inputs)
-        ratio = torch.empty(()).uniform_(*self.scale_range).item()
-        factor = ratio * min(self.min_size / min(height, width), self.max_size / max(height, width))
+        long, short = self._edges()
+        factor = min(short / min(height, width), long / max(height, width))
         return {"size": [max(1, round(height * factor)), max(1, round(width * factor))]}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:

@@ -86,4 +86,7 @@ class SeededDataset(Dataset):
         np.random.seed(seed % 2**32)
         # The CPU generator only: torch.manual_seed would also reseed (and leave changed) the GPU ones.
         torch.default_generator.manual_seed(seed)
+        set_epoch = getattr(self.dataset, "set_epoch", None)
+        if set_epoch is not None:  # e.g. mosaic, off for the last epochs
+            set_epoch(epoch)
         return self.dataset[index]

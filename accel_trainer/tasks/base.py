@@ -50,6 +50,11 @@ class Task:
 
     def __init__(self, recipe: Recipe) -> None:
         self.recipe = recipe
+        # With data.skip_bad_images: images the datasets left out up front, and training images
+        # found unreadable while loading (counted by this process).
+        self.num_skipped_train = 0
+        self.num_skipped_val = 0
+        self.num_unreadable_train = 0
 
     def build_model(self) -> nn.Module:
         raise NotImplementedError
@@ -80,6 +85,19 @@ class Task:
 
     def compute_metrics(self) -> dict[str, float]:
         raise NotImplementedError
+
+    def skip_counts(self, val_unreadable: int) -> dict[str, int]:
+        """What a val record reports with `data.skip_bad_images`: val images left out of this
+        evaluation, and training images left out so far (up front, plus unreadable in any process).
+        Every process calls it (the unreadable counts are gathered)."""
+        from accelerate import PartialState
+        from accelerate.utils import gather_object
+
+        unreadable = self.num_unreadable_train
+        if PartialState().num_processes > 1:
+            unreadable = sum(gather_object([unreadable]))
+        return {"skipped_val_images": self.num_skipped_val + val_unreadable,
+                "skipped_train_images": self.num_skipped_train + unreadable}
 
     @staticmethod
     def num_dataset_classes(dataset) -> int | None:

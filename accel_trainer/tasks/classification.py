@@ -13,8 +13,8 @@ from timm.data import Mixup, create_transform
 from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 from torch.utils.data import default_collate
-from torchvision.datasets import ImageFolder
 
+from ..data.imagefolder import UNREADABLE, CheckedImageFolder
 from ..errors import RecipeError
 from ..pretrained import load_into, resolve
 from ..schema import Recipe
@@ -30,8 +30,9 @@ class PilCollate:
     (as torchvision's do without a transform) and still train with the recipe's augmentation.
     """
 
-    def __init__(self, transform: Callable) -> None:
+    def __init__(self, transform: Callable, img_size: int) -> None:
         self.transform = transform
+        self.img_size = img_size
 
     def __call__(self, batch: list) -> Any:
         samples = []
@@ -39,6 +40,8 @@ class PilCollate:
             if not isinstance(sample, (tuple, list)) or len(sample) != 2:
                 raise RecipeError(f"classification dataset: a sample is {type(sample).__name__}; expected {SAMPLE_CONTRACT}")
             image, label = sample
+            if image is None and label == UNREADABLE:  # skipped (skip_bad_images): a blank the task leaves out
+                image = torch.zeros(3, self.img_size, self.img_size)
             if isinstance(image, Image.Image):
                 image = self.transform(image.convert("RGB"))
             if not isinstance(image, torch.Tensor) or not isinstance(label, (numbers.Integral, torch.Tensor)):
@@ -102,14 +105,16 @@ class ClassificationTask(Task):
         """A dataset of the user's may yield PIL images: they get the recipe's transforms (see PilCollate)."""
         from ..data.loader import build_loader
 
-        collate = PilCollate(self.transforms()[0 if train else 1])
+        collate = PilCollate(self.transforms()[0 if train else 1], self.recipe.data.img_size)
         return build_loader(dataset, self.recipe, batch_size=batch_size, train=train, collate_fn=collate,
                             drop_last=train and self.full_train_batches)
 
-    def build_datasets(self) -> tuple[ImageFolder, ImageFolder]:
+    def build_datasets(self) -> tuple[CheckedImageFolder, CheckedImageFolder]:
         train_tf, val_tf = self.transforms()
         train_root, val_root = self._roots()
-        return ImageFolder(str(train_root), transform=train_tf), ImageFolder(str(val_root), transform=val_tf)
+        skip = self.recipe.data.skip_bad_images
+        return (CheckedImageFolder(train_root, train_tf, skip_bad_images=skip, key="data.train.root"),
+                CheckedImageFolder(val_root, val_tf, skip_bad_images=skip, key="data.val.root"))
 
     def _roots(self) -> tuple[Path, Path]:
         d = self.recipe.data
@@ -119,10 +124,26 @@ class ClassificationTask(Task):
             return ensure_shapes_classification(self.shapes_spec())
         if d.type != "imagefolder":
             raise RecipeError(f'data.type = "{d.type}" is for detection; classification takes "imagefolder" or "shapes"')
-        return Path(d.train.root), Path(d.val.root)
+        return Path(d.splits("train")[0].root), Path(d.splits("val")[0].root)
+
+    def _readable(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch without skipped samples (checked only with skip_bad_images: it costs a sync)."""
+        if not self.recipe.data.skip_bad_images:
+            return images, targets
+        keep = targets != UNREADABLE
+        return images[keep], targets[keep]
 
     def train_loss(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         images, targets = batch
+        size = len(targets)
+        images, targets = self._readable(images, targets)
+        self.num_unreadable_train += size - len(targets)
+        if self.mixup is not None and len(targets) % 2:
+            images, targets = images[:-1], targets[:-1]  # Mixup pairs samples: an even batch
+        if not len(targets):
+            # Every image of the batch was unreadable: a zero step keeps DDP in step.
+            loss = sum(p.sum() for p in model.parameters()) * 0.0
+            return loss, {"loss": loss.detach()}
         if self.mixup is not None:
             images, targets = self.mixup(images, targets)
         loss = self.criterion(model(images), targets)
@@ -135,21 +156,27 @@ class ClassificationTask(Task):
         """Per-sample loss and hits, gathered so every val sample counts exactly once; returns the logits."""
         images, targets = batch
         logits = model(images)
+        valid = targets != UNREADABLE
+        targets = targets.clamp(min=0)
         loss = F.cross_entropy(logits.float(), targets, reduction="none")
         k = min(5, logits.shape[1])
         hits = logits.topk(k, dim=1).indices.eq(targets[:, None])
-        per_sample = torch.stack([loss, hits[:, :1].any(1).float(), hits.any(1).float()], dim=1)
+        per_sample = torch.stack([loss, hits[:, :1].any(1).float(), hits.any(1).float()], dim=1) * valid[:, None]
+        per_sample = torch.cat([per_sample, valid[:, None].float()], dim=1)
         self._parts.append(accelerator.gather_for_metrics(per_sample).detach())
         return logits
 
     def compute_metrics(self) -> dict[str, float]:
-        allv = torch.cat(self._parts) if self._parts else torch.zeros(0, 3)
-        n = allv.shape[0]
-        sums = allv.sum(0).tolist() if n else [0.0, 0.0, 0.0]
+        allv = torch.cat(self._parts) if self._parts else torch.zeros(0, 4)
+        sums = allv.sum(0).tolist() if allv.shape[0] else [0.0, 0.0, 0.0, 0.0]
+        n = int(sums[3])
         self._parts = []
-        return {
+        out: dict[str, float] = {
             "loss": sums[0] / max(n, 1),
             "num_samples": n,
             "top1": 100.0 * sums[1] / max(n, 1),
             "top5": 100.0 * sums[2] / max(n, 1),
         }
+        if self.recipe.data.skip_bad_images:
+            out.update(self.skip_counts(allv.shape[0] - n))
+        return out

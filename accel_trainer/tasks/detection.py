@@ -23,6 +23,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
+from ..data.boxes import BoxDataset
 from ..data.coco import (
     BBOX_METRIC_KEYS,
     CocoDetection,
@@ -33,6 +34,7 @@ from ..data.coco import (
     detection_transforms,
     load_coco,
 )
+from ..data.mosaic import Mosaic
 from ..errors import RecipeError
 from ..pretrained import load_into, resolve
 from ..schema import ModelCfg, Recipe
@@ -261,7 +263,10 @@ class DetectionTask(Task):
     def __init__(self, recipe: Recipe) -> None:
         super().__init__(recipe)
         self.label_offset = 1 if recipe.model.head == "faster_rcnn" else 0
-        self.rescale = list(recipe.data.augment.scale) != [1.0, 1.0]
+        self.rescale = recipe.data.augment.resizes
+        self.voc_ap = recipe.evaluation.metric == "mAP"
+        self.metric_keys: tuple[str, ...] = ("mAP",) if self.voc_ap else BBOX_METRIC_KEYS
+        self.val_classes: list[str] = []
         self._paths: dict[str, Path] | None = None
         self._val_gt: COCO | None = None
         self.own_val = False
@@ -291,26 +296,47 @@ class DetectionTask(Task):
                     self._paths[f"{split}_images"] = Path(cfg.root)
                     self._paths[f"{split}_ann"] = Path(cfg.ann_file)
             else:
-                raise RecipeError(f'data.type = "{d.type}" is for classification; detection takes "coco" or "shapes"')
+                raise RecipeError(f'data.type = "{d.type}" is for classification; detection takes "coco", "voc" or "shapes"')
         return self._paths
 
-    def build_datasets(self) -> tuple[CocoDetection, CocoDetection]:
+    def build_datasets(self) -> tuple[BoxDataset, BoxDataset]:
         d, m = self.recipe.data, self.recipe.model
-        paths = self.data_paths()
-        rescale = RandomRescale(m.min_size, m.max_size, d.augment.scale) if self.rescale else None
-        train_tf = detection_transforms(
-            train=True, hflip=d.augment.hflip, color_jitter=d.augment.color_jitter, rescale=rescale
-        )
+        aug = d.augment
+        rescale = RandomRescale(m.min_size, m.max_size, aug.scale, aug.scales, aug.multiscale_mode) if self.rescale else None
+        train_tf = detection_transforms(train=True, hflip=aug.hflip, color_jitter=aug.color_jitter, rescale=rescale)
+        val_tf = detection_transforms(train=False)
+        mosaic = Mosaic(aug.mosaic, m.min_size, self.recipe.runner.max_epochs - aug.mosaic_epochs) if aug.mosaic > 0 else None
         skip = d.skip_bad_images
-        train = CocoDetection(paths["train_images"], paths["train_ann"], train_tf, skip_bad_images=skip)
-        val = CocoDetection(paths["val_images"], paths["val_ann"], detection_transforms(train=False), skip_bad_images=skip)
+        if d.type == "voc":
+            from ..data.voc import VocDetection
+
+            def sources(split: str) -> list[tuple[str, str]]:
+                tables = d.splits(split)
+                if not all(t.root for t in tables):
+                    raise RecipeError(f'data.type = "voc" needs data.{split}.root (a VOCdevkit year folder such as VOC2007)')
+                return [(t.root, t.split) for t in tables]
+
+            train: BoxDataset = VocDetection(sources("train"), d.classes, train_tf, skip_bad_images=skip, mosaic=mosaic)
+            val: BoxDataset = VocDetection(sources("val"), d.classes, val_tf, skip_bad_images=skip)
+        else:
+            paths = self.data_paths()
+            train = CocoDetection(paths["train_images"], paths["train_ann"], train_tf, skip_bad_images=skip, mosaic=mosaic)
+            val = CocoDetection(paths["val_images"], paths["val_ann"], val_tf, skip_bad_images=skip)
+        self.num_skipped_train = train.num_skipped
         return train, val
+
+    def describe_data(self, split: str) -> str:
+        d = self.recipe.data
+        if d.type == "voc":
+            return ", ".join(f"{t.root} ({t.split})" for t in d.splits(split))
+        return super().describe_data(split)
 
     def bind_val_dataset(self, dataset: Any) -> None:
         """Score against this dataset's own ground truth: its COCO file, or (any other dataset) its targets."""
-        self.own_val = not isinstance(dataset, CocoDetection)
+        self.own_val = not isinstance(dataset, BoxDataset)
+        self.num_skipped_val = getattr(dataset, "num_skipped", 0)
         if not self.own_val:
-            self._val_gt, self.val_cat_ids = dataset.coco, list(dataset.cat_ids)
+            self._val_gt, self.val_cat_ids, self.val_classes = dataset.coco, list(dataset.cat_ids), list(dataset.classes)
         else:
             names = getattr(dataset, "classes", None) or [str(i) for i in range(self.recipe.model.num_classes)]
             self.val_classes, self.val_cat_ids = list(names), list(range(len(names)))
@@ -329,9 +355,11 @@ class DetectionTask(Task):
         images, targets = batch
         kept = [(image, t) for image, t in zip(images, targets) if image is not None]
         if not kept:
+            self.num_unreadable_train += len(images)
             # Every image of the batch was unreadable (skip_bad_images): a zero step keeps DDP in step.
             loss = sum(p.sum() for p in model.parameters()) * 0.0
             return loss, {"loss": loss.detach()}
+        self.num_unreadable_train += len(images) - len(kept)
         images, targets = map(list, zip(*kept))
         for t in targets:
             check_target(t, self.recipe.model.num_classes)
@@ -405,13 +433,32 @@ class DetectionTask(Task):
         self.predictions = [det for r in evaluated for det in r["results"]]
         payload: list[Any] = [None]
         if PartialState().is_main_process:
-            backend = coco_backend(self.recipe.evaluation.backend)
-            metrics, summary = coco_bbox_metrics(self.val_gt(), self.predictions, [r["image_id"] for r in evaluated], backend)
-            logger.info("COCO bbox evaluation (%s) of %d images, %d detections:\n%s", backend, n, len(self.predictions), summary)
+            image_ids = [r["image_id"] for r in evaluated]
+            if self.voc_ap:
+                metrics, summary = self._voc_ap(image_ids)
+                logger.info("VOC AP evaluation of %d images, %d detections:\n%s", n, len(self.predictions), summary)
+            else:
+                backend = coco_backend(self.recipe.evaluation.backend)
+                metrics, summary = coco_bbox_metrics(self.val_gt(), self.predictions, image_ids, backend)
+                logger.info("COCO bbox evaluation (%s) of %d images, %d detections:\n%s", backend, n,
+                            len(self.predictions), summary)
             payload = [metrics]
         broadcast_object_list(payload)
         out.update(payload[0])
+        if self.recipe.data.skip_bad_images:
+            out.update(self.skip_counts(len(records) - n))
         return out
+
+    def _voc_ap(self, image_ids: list[int]) -> tuple[dict[str, float], str]:
+        from ..data.voc import default_eval_mode, voc_ap_metrics
+
+        e, d = self.recipe.evaluation, self.recipe.data
+        roots = [t.root for t in d.splits("val")] if d.type == "voc" else []
+        mode = e.eval_mode or default_eval_mode(roots)
+        gt = self.val_gt()
+        cat_ids = self.val_cat_ids if self.val_cat_ids is not None else sorted(gt.getCatIds())
+        classes = self.val_classes or [gt.cats[c]["name"] for c in cat_ids]
+        return voc_ap_metrics(gt, self.predictions, image_ids, classes, cat_ids, e.iou_thr, mode)
 
     def write_predictions(self, path: str | Path) -> None:
         """The last evaluation's detections as a COCO results JSON (what COCO.loadRes reads)."""

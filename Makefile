@@ -13,8 +13,9 @@ $(BIN)/accel-trainer: pyproject.toml
 demo: $(BIN)/accel-trainer
 	$(BIN)/accelerate launch -m accel_trainer recipes/det.toml
 
+# Two workers, one test file each at a time (files that launch processes use ports of their own).
 test: $(BIN)/accel-trainer
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: $(BIN)/accel-trainer
 	$(BIN)/ruff check accel_trainer tests benchmarks scripts

@@ -2,6 +2,7 @@
 
 The public names load on first use, so `import accel_trainer.cli` (and `--help`) stays cheap.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -4,6 +4,7 @@ A checkpoint is a folder of safetensors, JSON and TOML files plus `manifest.json
 every other file, written last). It is built in a hidden temporary sibling, fsynced and renamed
 into place; only then does `<ckpt_root>/latest` move to it. Loading checks every digest first.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -92,14 +93,26 @@ def _write_files(folder: Path, files: dict[str, str | dict[str, torch.Tensor]]) 
         return {name: future.result() for name, future in futures.items()}
 
 
-def _savable(tensors: dict[str, torch.Tensor], copy: bool = False) -> dict[str, torch.Tensor]:
-    """CPU, contiguous, no two tensors in one storage (safetensors' rules), copying only where needed;
-    with `copy`, every tensor is a copy (a snapshot the training can no longer change)."""
+def _savable(
+    tensors: dict[str, torch.Tensor], staging: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, no two tensors in one storage (safetensors' rules), copying only where needed.
+
+    With `staging` (a dict kept between saves), every tensor is copied into host memory the
+    training can no longer change, reusing the previous save's buffer of the same shape: fresh
+    pages cost more to fault in than the copy itself.
+    """
     out, seen = {}, set()
     for key, tensor in tensors.items():
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"{key}: expected a tensor, got {type(tensor).__name__}")
-        tensor = tensor.detach().to("cpu", copy=copy).contiguous()
+        if staging is not None:
+            buffer = staging.get(key)
+            if buffer is None or buffer.shape != tensor.shape or buffer.dtype != tensor.dtype:
+                buffer = staging[key] = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu")
+            out[key] = buffer.copy_(tensor.detach())
+            continue
+        tensor = tensor.detach().cpu().contiguous()
         ptr = tensor.untyped_storage().data_ptr()
         if ptr and ptr in seen:
             tensor = tensor.clone()
@@ -197,16 +210,21 @@ def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
 def capture_rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Python `random`, numpy's legacy global RNG, torch CPU and every CUDA device already in use."""
     py_version, py_state, gauss_next = random.getstate()
-    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
     tensors = {
         "python": torch.tensor(py_state, dtype=torch.int64),
-        "numpy": torch.from_numpy(np_keys.astype(np.int64)),
+        "numpy": torch.from_numpy(np.asarray(np_keys).astype(np.int64)),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    meta = {"python_version": py_version, "python_gauss_next": gauss_next, "numpy_pos": int(np_pos),
-            "numpy_has_gauss": int(np_has_gauss), "numpy_cached_gaussian": float(np_gauss)}
+    meta = {
+        "python_version": py_version,
+        "python_gauss_next": gauss_next,
+        "numpy_pos": int(np_pos),
+        "numpy_has_gauss": int(np_has_gauss),
+        "numpy_cached_gaussian": float(np_gauss),
+    }
     return tensors, meta
 
 
@@ -217,26 +235,39 @@ def restore_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) ->
         random.setstate((meta["python_version"], state, meta["python_gauss_next"]))
     if "numpy" in tensors:
         keys = tensors["numpy"].numpy().astype(np.uint32)
-        np.random.set_state(("MT19937", keys, meta["numpy_pos"], meta["numpy_has_gauss"], meta["numpy_cached_gaussian"]))
+        np.random.set_state(
+            ("MT19937", keys, meta["numpy_pos"], meta["numpy_has_gauss"], meta["numpy_cached_gaussian"])
+        )
     if "torch" in tensors:
         torch.set_rng_state(tensors["torch"])
     cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k[5:]))]
     if cuda and torch.cuda.is_available():
         if len(cuda) != torch.cuda.device_count():
-            logger.warning("checkpoint has CUDA RNG states for %d devices, this machine has %d",
-                           len(cuda), torch.cuda.device_count())
-        for device, state in enumerate(cuda[: torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(state, device)
+            logger.warning(
+                "checkpoint has CUDA RNG states for %d devices, this machine has %d",
+                len(cuda),
+                torch.cuda.device_count(),
+            )
+        for device, cuda_state in enumerate(cuda[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, device)
 
 
 Files = dict[str, "str | dict[str, torch.Tensor]"]
 
 
-def prepare_checkpoint(name: str, *, model_state: dict[str, torch.Tensor], trainer_state: dict, recipe_text: str,
-                       optimizer: torch.optim.Optimizer | None = None,
-                       extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None, rng: bool = True,
-                       copy: bool = False) -> Files:
-    """A checkpoint's files in memory, ready for `write_checkpoint`. With `copy`, every tensor is
+def prepare_checkpoint(
+    name: str,
+    *,
+    model_state: dict[str, torch.Tensor],
+    trainer_state: dict,
+    recipe_text: str,
+    optimizer: torch.optim.Optimizer | None = None,
+    extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
+    rng: bool = True,
+    staging: dict[str, dict[str, torch.Tensor]] | None = None,
+) -> Files:
+    """A checkpoint's files in memory, ready for `write_checkpoint`. With `staging` (a dict the
+    caller keeps between saves and does not touch while a write is in flight), every tensor is
     copied to host memory, so training may go on while another thread writes them."""
     if not _NAME.fullmatch(name) or name == LATEST:
         raise ValueError(f"checkpoint name {name!r}: use letters, digits and _.+=- (not starting with '.')")
@@ -244,15 +275,21 @@ def prepare_checkpoint(name: str, *, model_state: dict[str, torch.Tensor], train
     for stem in extras:
         if not _NAME.fullmatch(stem) or stem in RESERVED:
             raise ValueError(f"extra_tensors name {stem!r} is not allowed")
+
+    def stage(file: str) -> dict[str, torch.Tensor] | None:
+        return None if staging is None else staging.setdefault(file, {})
+
     files: Files = {
-        MODEL: _savable(model_state, copy), TRAINER_STATE: json.dumps(trainer_state, indent=2), RECIPE: recipe_text,
+        MODEL: _savable(model_state, stage(MODEL)),
+        TRAINER_STATE: json.dumps(trainer_state, indent=2),
+        RECIPE: recipe_text,
     }
     if optimizer is not None:
         opt_tensors: dict[str, torch.Tensor] = {}
         structure = _encode(optimizer.state_dict(), "", opt_tensors)
-        files[OPTIMIZER], files[OPTIMIZER_JSON] = _savable(opt_tensors, copy), json.dumps(structure)
+        files[OPTIMIZER], files[OPTIMIZER_JSON] = _savable(opt_tensors, stage(OPTIMIZER)), json.dumps(structure)
     for stem, tensors in extras.items():
-        files[f"{stem}.safetensors"] = _savable(tensors, copy)
+        files[f"{stem}.safetensors"] = _savable(tensors, stage(f"{stem}.safetensors"))
     if rng:
         rng_tensors, rng_meta = capture_rng_state()
         files[RNG], files[RNG_JSON] = _savable(rng_tensors), json.dumps(rng_meta)
@@ -279,21 +316,38 @@ def write_checkpoint(ckpt_root: Path, name: str, files: Files, *, update_latest:
             _write_latest(ckpt_root, name)
     except (OSError, SafetensorError) as e:
         # Disk full, read-only or gone: every earlier checkpoint and `latest` are as they were.
-        raise CheckpointError(f"{final}: cannot write the checkpoint ({getattr(e, 'strerror', None) or e}); "
-                              "earlier checkpoints and 'latest' are untouched") from None
+        raise CheckpointError(
+            f"{final}: cannot write the checkpoint ({getattr(e, 'strerror', None) or e}); "
+            "earlier checkpoints and 'latest' are untouched"
+        ) from None
     return final
 
 
-def save_checkpoint(ckpt_root: Path, name: str, *, model_state: dict[str, torch.Tensor], trainer_state: dict,
-                    recipe_text: str, optimizer: torch.optim.Optimizer | None = None,
-                    extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None, rng: bool = True,
-                    update_latest: bool = True) -> Path:
+def save_checkpoint(
+    ckpt_root: Path,
+    name: str,
+    *,
+    model_state: dict[str, torch.Tensor],
+    trainer_state: dict,
+    recipe_text: str,
+    optimizer: torch.optim.Optimizer | None = None,
+    extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
+    rng: bool = True,
+    update_latest: bool = True,
+) -> Path:
     """Write a checkpoint now, in this thread (`prepare_checkpoint` + `write_checkpoint`).
 
     `extra_tensors` maps a file stem (e.g. "ema") to tensors written as `<stem>.safetensors`.
     """
-    files = prepare_checkpoint(name, model_state=model_state, trainer_state=trainer_state, recipe_text=recipe_text,
-                               optimizer=optimizer, extra_tensors=extra_tensors, rng=rng)
+    files = prepare_checkpoint(
+        name,
+        model_state=model_state,
+        trainer_state=trainer_state,
+        recipe_text=recipe_text,
+        optimizer=optimizer,
+        extra_tensors=extra_tensors,
+        rng=rng,
+    )
     return write_checkpoint(ckpt_root, name, files, update_latest=update_latest)
 
 
@@ -400,10 +454,20 @@ def load_checkpoint(path: Path, *, verify: bool = True) -> Checkpoint:
     if OPTIMIZER_JSON in content:
         optimizer_state = _read_optimizer(path, content[OPTIMIZER_JSON], content.get(OPTIMIZER, {}))
     rng = (content[RNG], content[RNG_JSON]) if RNG in content and RNG_JSON in content else ({}, {})
-    extras = {n[: -len(".safetensors")]: content[n] for n in sorted(content)
-              if n.endswith(".safetensors") and n[: -len(".safetensors")] not in RESERVED}
-    return Checkpoint(path=path, model_state=content[MODEL], trainer_state=content[TRAINER_STATE],
-                      optimizer_state=optimizer_state, extra_tensors=extras, rng=rng, recipe_text=content[RECIPE])
+    extras = {
+        n[: -len(".safetensors")]: content[n]
+        for n in sorted(content)
+        if n.endswith(".safetensors") and n[: -len(".safetensors")] not in RESERVED
+    }
+    return Checkpoint(
+        path=path,
+        model_state=content[MODEL],
+        trainer_state=content[TRAINER_STATE],
+        optimizer_state=optimizer_state,
+        extra_tensors=extras,
+        rng=rng,
+        recipe_text=content[RECIPE],
+    )
 
 
 def _order(path: Path) -> tuple[int, bool]:

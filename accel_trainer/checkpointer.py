@@ -8,6 +8,7 @@ background thread writes, hashes, fsyncs and renames the folder, moves `latest`,
 The next save, a resume, the end of the run and a preemption wait for it first (`wait`), so at
 most one checkpoint is in flight and a crash meanwhile leaves the previous one as `latest`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,14 +34,19 @@ logger = logging.getLogger(__name__)
 
 # trainer_state.json fields resume reads, and their types.
 STATE_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "epoch": int, "iter": int, "inner_iter": int, "by_epoch": bool, "best": dict, "scaler": (dict, type(None)),
+    "epoch": int,
+    "iter": int,
+    "inner_iter": int,
+    "by_epoch": bool,
+    "best": dict,
+    "scaler": (dict, type(None)),
 }
 
 
 class Checkpointer:
     """Saves, prunes and restores the checkpoints of `trainer` as its recipe's `checkpoint_config` says."""
 
-    def __init__(self, trainer: "Trainer") -> None:
+    def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         cfg = trainer.recipe.checkpoint_config
         self.interval = cfg.interval
@@ -52,6 +58,7 @@ class Checkpointer:
         self.last = ""  # the folder `latest` names: never pruned
         self._writer: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
+        self._staging: dict[str, dict[str, torch.Tensor]] = {}  # host buffers reused from save to save
 
     @property
     def root(self) -> Path:
@@ -121,8 +128,14 @@ class Checkpointer:
             "versions": {"accel_trainer": __import__("accel_trainer").__version__, "torch": torch.__version__},
         }
 
-    def save(self, name: str, *, save_optimizer: bool = True, update_latest: bool = True,
-             then: Callable[[], None] | None = None) -> None:
+    def save(
+        self,
+        name: str,
+        *,
+        save_optimizer: bool = True,
+        update_latest: bool = True,
+        then: Callable[[], None] | None = None,
+    ) -> None:
         """Start writing a complete checkpoint (main process); `then` runs after it is in place.
 
         The previous save is finished first. Non-finite weights are refused before anything is
@@ -142,7 +155,7 @@ class Checkpointer:
                 recipe_text=dump_toml(t.recipe.to_dict()),
                 optimizer=t.optimizer.optimizer if save_optimizer else None,
                 extra_tensors=extra,
-                copy=True,
+                staging=self._staging,
             )
             if self._writer is None:
                 self._writer = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
@@ -204,13 +217,19 @@ class Checkpointer:
         for hook in t.hooks:
             hook.load_checkpoint_tensors(t, ckpt.extra_tensors)
         if ckpt.optimizer_state is None:
-            raise RecipeError(f"{path}: saved without optimizer state (save_optimizer = false); use --load-from for weights")
+            raise RecipeError(
+                f"{path}: saved without optimizer state (save_optimizer = false); use --load-from for weights"
+            )
         try:
             load_optimizer_state(t.optimizer.optimizer, ckpt.optimizer_state)
         except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
-            raise CheckpointError(f"{Path(path) / checkpoint.OPTIMIZER_JSON}: does not fit this optimizer ({e})") from None
+            raise CheckpointError(
+                f"{Path(path) / checkpoint.OPTIMIZER_JSON}: does not fit this optimizer ({e})"
+            ) from None
         if state["by_epoch"] != t.by_epoch:
-            raise RecipeError(f"{path}: saved by an {'epoch' if state['by_epoch'] else 'iteration'}-based run; runner.type differs")
+            raise RecipeError(
+                f"{path}: saved by an {'epoch' if state['by_epoch'] else 'iteration'}-based run; runner.type differs"
+            )
         t.epoch, t.iter, t.resume_inner_iter = state["epoch"], state["iter"], state["inner_iter"]
         self.best = state.get("best") or {}
         if t.accelerator.scaler is not None and state.get("scaler"):
@@ -225,8 +244,13 @@ class Checkpointer:
     def load_weights(self, path: str | Path) -> None:
         """Whole-model weights (`load_from`): no optimizer state, no counters."""
         opts = self.trainer.recipe.load_options
-        weights.fit_weights(self.trainer.unwrapped_model, weights.load_weights(path), source=path,
-                            revise_keys=opts.key_renames, strict=opts.strict)
+        weights.fit_weights(
+            self.trainer.unwrapped_model,
+            weights.load_weights(path),
+            source=path,
+            revise_keys=opts.key_renames,
+            strict=opts.strict,
+        )
         self.trainer.weights_replaced()
         logger.info("loaded weights from %s", path)
 
@@ -258,5 +282,7 @@ def _refuse_non_finite(where: Path, groups: dict[str, dict[str, torch.Tensor]]) 
         finite = torch.stack([torch.isfinite(v).all() for _, v in floats]).tolist()
         bad = [k for (k, _), ok in zip(floats, finite) if not ok]
         if bad:
-            raise RecipeError(f"{where}: not written: {len(bad)} of {len(floats)} {group} tensors are not finite "
-                              f"(e.g. {bad[0]}); earlier checkpoints are untouched (see [nan_guard])")
+            raise RecipeError(
+                f"{where}: not written: {len(bad)} of {len(floats)} {group} tensors are not finite "
+                f"(e.g. {bad[0]}); earlier checkpoints are untouched (see [nan_guard])"
+            )

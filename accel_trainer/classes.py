@@ -3,6 +3,7 @@
 A checkpoint's `trainer_state.json` keeps them under "classes", so predicting with or exporting a
 model never needs its dataset: ImageFolder's folder names, or a COCO file's category names and ids.
 """
+
 from __future__ import annotations
 
 import json

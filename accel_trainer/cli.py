@@ -3,6 +3,7 @@
 User errors (RecipeError) print one line naming the problem and exit with code 2, without a
 traceback; anything else is a bug and keeps its traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,12 @@ def add_recipe_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_progress_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bars on stdout (default: when stdout is a terminal)")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars on stdout (default: when stdout is a terminal)",
+    )
 
 
 def version_text() -> str:
@@ -80,7 +85,9 @@ def train_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=VersionAction)
     add_recipe_args(parser)
-    parser.add_argument("--work-dir", help="output folder (default: the recipe's work_dir, else work_dirs/<recipe stem>)")
+    parser.add_argument(
+        "--work-dir", help="output folder (default: the recipe's work_dir, else work_dirs/<recipe stem>)"
+    )
     parser.add_argument("--print-recipe", action="store_true", help="print the fully resolved recipe as TOML and exit")
     parser.add_argument(
         "--resume",
@@ -127,10 +134,16 @@ def schedule_parser() -> argparse.ArgumentParser:
         description="Compute a recipe's lr and momentum schedule without building the model or data.",
     )
     add_recipe_args(parser)
-    parser.add_argument("--iters-per-epoch", type=int,
-                        help="optimizer steps per epoch per process at data.batch_size (default: from the recipe's dataset)")
-    parser.add_argument("--num-processes", type=int,
-                        help="processes the run will use (default: the launcher's WORLD_SIZE, else the accelerate config, else 1)")
+    parser.add_argument(
+        "--iters-per-epoch",
+        type=int,
+        help="optimizer steps per epoch per process at data.batch_size (default: from the recipe's dataset)",
+    )
+    parser.add_argument(
+        "--num-processes",
+        type=int,
+        help="processes the run will use (default: the launcher's WORLD_SIZE, else the accelerate config, else 1)",
+    )
     parser.add_argument("--csv", help="write iter,epoch,lr,momentum rows to this file")
     parser.add_argument("--png", help="plot lr and momentum to this PNG (needs the 'plot' extra)")
     return parser
@@ -145,12 +158,18 @@ def run_schedule(args: argparse.Namespace) -> int:
 
 
 def export_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="accel-trainer export",
-                                     description="Write a checkpoint's weights as one safetensors file, or the model as ONNX.")
+    parser = argparse.ArgumentParser(
+        prog="accel-trainer export",
+        description="Write a checkpoint's weights as one safetensors file, or the model as ONNX.",
+    )
     parser.add_argument("checkpoint", help="checkpoint folder, e.g. work_dirs/cls/checkpoints/epoch_8")
     parser.add_argument("--out", required=True, help="output .safetensors or .onnx file (the suffix picks the format)")
-    parser.add_argument("--check", action="store_true", help="ONNX: run onnxruntime on a few val images and compare with PyTorch")
-    parser.add_argument("--backbone-only", action="store_true", help="only the timm backbone, loadable by timm.create_model")
+    parser.add_argument(
+        "--check", action="store_true", help="ONNX: run onnxruntime on a few val images and compare with PyTorch"
+    )
+    parser.add_argument(
+        "--backbone-only", action="store_true", help="only the timm backbone, loadable by timm.create_model"
+    )
     parser.add_argument("--ema", action="store_true", help="export the EMA weights instead of the raw ones")
     add_progress_arg(parser)
     return parser
@@ -167,13 +186,23 @@ def predict_parser() -> argparse.ArgumentParser:
         prog="accel-trainer predict",
         description="Run a checkpoint on images: one JSON line per image, in input order (also under accelerate launch).",
     )
-    parser.add_argument("checkpoint", help="checkpoint folder (its recipe.toml says how to build the model and preprocess)")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or globs")
+    parser.add_argument(
+        "checkpoint", help="checkpoint folder (its recipe.toml says how to build the model and preprocess)"
+    )
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or globs"
+    )
     parser.add_argument("--out", required=True, metavar="FILE.jsonl", help="output JSON lines file")
     parser.add_argument("--draw", metavar="DIR", help="also write each image with its boxes / top label drawn")
-    parser.add_argument("--batch-size", type=int, help="images per forward pass (default: the recipe's data.batch_size)")
-    parser.add_argument("--score-thresh", type=float, help="detection: drop boxes scoring below this (default: keep all)")
-    parser.add_argument("--topk", type=int, default=5, help="classification: labels per image (default 5, at most num_classes)")
+    parser.add_argument(
+        "--batch-size", type=int, help="images per forward pass (default: the recipe's data.batch_size)"
+    )
+    parser.add_argument(
+        "--score-thresh", type=float, help="detection: drop boxes scoring below this (default: keep all)"
+    )
+    parser.add_argument(
+        "--topk", type=int, default=5, help="classification: labels per image (default 5, at most num_classes)"
+    )
     parser.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
     add_progress_arg(parser)
     return parser
@@ -182,8 +211,17 @@ def predict_parser() -> argparse.ArgumentParser:
 def run_predict(args: argparse.Namespace) -> int:
     from .commands.predict import predict_command
 
-    return predict_command(args.checkpoint, args.inputs, args.out, args.draw, args.batch_size, args.score_thresh,
-                           args.topk, args.ema, args.progress)
+    return predict_command(
+        args.checkpoint,
+        args.inputs,
+        args.out,
+        args.draw,
+        args.batch_size,
+        args.score_thresh,
+        args.topk,
+        args.ema,
+        args.progress,
+    )
 
 
 def visualize_parser() -> argparse.ArgumentParser:
@@ -193,10 +231,14 @@ def visualize_parser() -> argparse.ArgumentParser:
     )
     add_recipe_args(parser)
     parser.add_argument("--checkpoint", metavar="PATH", help="checkpoint folder or weights file (not with --train)")
-    parser.add_argument("--train", action="store_true", help="draw augmented training samples (what the network is fed) instead")
+    parser.add_argument(
+        "--train", action="store_true", help="draw augmented training samples (what the network is fed) instead"
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the PNGs")
     parser.add_argument("--num", type=int, default=8, help="how many images (default 8)")
-    parser.add_argument("--score-thresh", type=float, default=0.3, help="hide predictions scoring below this (default 0.3)")
+    parser.add_argument(
+        "--score-thresh", type=float, default=0.3, help="hide predictions scoring below this (default 0.3)"
+    )
     return parser
 
 
@@ -209,7 +251,9 @@ def run_visualize(args: argparse.Namespace) -> int:
 
         return visualize_train_command(recipe, args.out, args.num)
     if not args.checkpoint:
-        raise RecipeError("visualize needs --checkpoint PATH (predictions on val images) or --train (augmented training samples)")
+        raise RecipeError(
+            "visualize needs --checkpoint PATH (predictions on val images) or --train (augmented training samples)"
+        )
     return visualize_command(recipe, args.checkpoint, args.out, args.num, args.score_thresh)
 
 
@@ -237,8 +281,12 @@ def plot_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("work_dirs", nargs="+", metavar="WORK_DIR", help="work dirs (or .log.json files) to compare")
     parser.add_argument("--out", default="curves.png", help="output image (default: curves.png)")
-    parser.add_argument("--keys", help="comma-separated keys, one subplot each (default: loss, lr and every val metric)")
-    parser.add_argument("--smooth", type=float, default=0.6, help="EMA weight for train curves, 0 to turn off (default: 0.6)")
+    parser.add_argument(
+        "--keys", help="comma-separated keys, one subplot each (default: loss, lr and every val metric)"
+    )
+    parser.add_argument(
+        "--smooth", type=float, default=0.6, help="EMA weight for train curves, 0 to turn off (default: 0.6)"
+    )
     return parser
 
 

@@ -4,6 +4,7 @@ CPU threads, SyncBatchNorm and the channels_last (NHWC) layout.
 channels_last: convolutions on tensor cores read NHWC without the transposes NCHW costs; both the
 weights and the image batches have to be NHWC for the fast kernels to be picked.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,10 @@ UNSUPPORTED_ENGINES = {
     "ACCELERATE_USE_PARALLELISM_CONFIG": "a parallelism config (tensor / context parallel)",
 }
 UNSUPPORTED_TYPES = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM, DistributedType.XLA)
-SUPPORTED = ("supported: one process (distributed_type NO, on CPU, GPU or MPS) or DDP over processes and machines "
-             "(MULTI_GPU, MULTI_CPU, MULTI_XPU, MULTI_NPU, ...)")
+SUPPORTED = (
+    "supported: one process (distributed_type NO, on CPU, GPU or MPS) or DDP over processes and machines "
+    "(MULTI_GPU, MULTI_CPU, MULTI_XPU, MULTI_NPU, ...)"
+)
 
 # Devices whose tensors torch's SyncBatchNorm can synchronise (it rejects CPU tensors).
 SYNC_BN_DEVICES = ("cuda", "xpu", "hpu")
@@ -63,7 +66,9 @@ def build_accelerator(recipe: Recipe, log_with: list[str]) -> Accelerator:
         gradient_accumulation_steps=acc.gradient_accumulation_steps,
         log_with=log_with or None,
         # TensorBoard writes to logging_dir/<project>: work_dir/tf_logs/<work_dir name>, as mmcv's tf_logs.
-        project_config=ProjectConfiguration(project_dir=recipe.work_dir, logging_dir=str(Path(recipe.work_dir) / "tf_logs")),
+        project_config=ProjectConfiguration(
+            project_dir=recipe.work_dir, logging_dir=str(Path(recipe.work_dir) / "tf_logs")
+        ),
         step_scheduler_with_optimizer=False,
         # Parameters frozen for a stage produce no gradients; DDP must not wait for them.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=bool(recipe.freeze.epochs))],
@@ -80,8 +85,10 @@ def refuse_unsupported_engine(distributed_type: DistributedType | None = None) -
     """Stop at start, in one line, when the launch config asks for an engine this trainer does not drive."""
     for var, name in UNSUPPORTED_ENGINES.items():
         if os.environ.get(var, "false").lower() in ("true", "1", "yes"):
-            raise RecipeError(f"the accelerate launch config asks for {name} ({var}), which accel_trainer does not "
-                              f"support; {SUPPORTED}")
+            raise RecipeError(
+                f"the accelerate launch config asks for {name} ({var}), which accel_trainer does not "
+                f"support; {SUPPORTED}"
+            )
     if distributed_type in UNSUPPORTED_TYPES:
         raise RecipeError(f"accelerate distributed_type {distributed_type.value} is not supported; {SUPPORTED}")
 
@@ -94,8 +101,12 @@ def announce_hardware(accelerator: Accelerator, cpu_threads: int) -> None:
         threads = f" ({count} thread{'s' if count != 1 else ''})"
     logger.info(
         "accelerate: %s, %d processes, device %s%s, mixed_precision %s, gradient_accumulation_steps %d",
-        accelerator.distributed_type.value, accelerator.num_processes, accelerator.device, threads,
-        accelerator.mixed_precision, accelerator.gradient_accumulation_steps,
+        accelerator.distributed_type.value,
+        accelerator.num_processes,
+        accelerator.device,
+        threads,
+        accelerator.mixed_precision,
+        accelerator.gradient_accumulation_steps,
     )
 
 
@@ -146,8 +157,11 @@ def maybe_sync_batchnorm(model: nn.Module, enabled: bool, num_processes: int, de
     if not enabled or num_processes <= 1:
         return model
     if device.type not in SYNC_BN_DEVICES:
-        logger.warning("sync_bn: SyncBatchNorm needs %s tensors; keeping per-process BatchNorm on %s",
-                       "/".join(SYNC_BN_DEVICES), device.type)
+        logger.warning(
+            "sync_bn: SyncBatchNorm needs %s tensors; keeping per-process BatchNorm on %s",
+            "/".join(SYNC_BN_DEVICES),
+            device.type,
+        )
         return model
     count = sum(isinstance(m, _BatchNorm) for m in model.modules())
     model = convert_sync_batchnorm(model)

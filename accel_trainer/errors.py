@@ -1,4 +1,5 @@
 """User-facing errors: the CLI prints these as one plain message and exits with code 2."""
+
 from __future__ import annotations
 
 import difflib

@@ -3,6 +3,7 @@ that own the open sections (optimizer, schedules, hooks) check theirs, before an
 
 Nothing a recipe names is imported here: custom hook modules load when a Trainer is built.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -1,4 +1,5 @@
 """Logging setup and the buffer that keeps per-iteration values on the device until logged."""
+
 from __future__ import annotations
 
 import logging

@@ -6,6 +6,7 @@ input contract are in the model's metadata_props. Detection heads go through the
 (torch.export); when it cannot express a head the export stops naming the head and the reason,
 leaving no file. `--check` runs onnxruntime and compares with PyTorch.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,6 +14,7 @@ import io
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -31,7 +33,9 @@ def _require_onnx():
         import onnx
         import onnxruntime
     except ImportError as exc:
-        raise RecipeError(f"ONNX export needs the onnx extra ({exc.name} is not installed): pip install 'accel_trainer[onnx]'") from None
+        raise RecipeError(
+            f"ONNX export needs the onnx extra ({exc.name} is not installed): pip install 'accel_trainer[onnx]'"
+        ) from None
     return onnx, onnxruntime
 
 
@@ -76,7 +80,7 @@ def _check_inputs(predictor: Predictor, count: int = 4) -> tuple[list[torch.Tens
 
     recipe = predictor.recipe
     try:
-        _, val = build_task(recipe).build_datasets()
+        val: Any = build_task(recipe).build_datasets()[1]  # ImageFolder (root) or a detection set (image_dir)
         root = Path(getattr(val, "root", None) or val.image_dir)
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)[:count]
     except RecipeError:
@@ -88,7 +92,9 @@ def _check_inputs(predictor: Predictor, count: int = 4) -> tuple[list[torch.Tens
     return [torch.rand(3, size, size, generator=generator) for _ in range(count)], f"{count} random inputs"
 
 
-def export_onnx(ckpt: str, out: str, *, ema: bool, check: bool, classes: dict | None, progress: bool | None = None) -> int:
+def export_onnx(
+    ckpt: str, out: str, *, ema: bool, check: bool, classes: dict | None, progress: bool | None = None
+) -> int:
     """Write `out` (complete or not at all); with `check`, compare onnxruntime with PyTorch and print the figures."""
     onnx, ort = _require_onnx()
     predictor = Predictor.from_checkpoint(ckpt, ema=ema, device="cpu")
@@ -96,18 +102,27 @@ def export_onnx(ckpt: str, out: str, *, ema: bool, check: bool, classes: dict | 
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
-    metadata = {"classes": json.dumps(classes or {"names": predictor.names, "category_ids": predictor.category_ids}),
-                "backbone": recipe.model.backbone, "task": recipe.model.task, "source": str(ckpt),
-                "weights": "ema" if ema else "raw"}
+    metadata = {
+        "classes": json.dumps(classes or {"names": predictor.names, "category_ids": predictor.category_ids}),
+        "backbone": recipe.model.backbone,
+        "task": recipe.model.task,
+        "source": str(ckpt),
+        "weights": "ema" if ema else "raw",
+    }
     if recipe.model.task == "classification":
         module: nn.Module = Normalized(predictor.model).eval()
         size = recipe.data.img_size
         example = (torch.rand(2, 3, size, size),)
-        names = dict(input_names=["images"], output_names=["logits"],
-                     dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}})
-        metadata["input"] = (f"images: float32 N x 3 x {size} x {size}, RGB in [0, 1] (normalised inside); preprocess as "
-                             f"timm's eval transform: resize the shorter side to {int(size / recipe.data.crop_pct)} "
-                             f"(bicubic), center crop {size}")
+        names: dict[str, Any] = dict(
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}},
+        )
+        metadata["input"] = (
+            f"images: float32 N x 3 x {size} x {size}, RGB in [0, 1] (normalised inside); preprocess as "
+            f"timm's eval transform: resize the shorter side to {int(size / recipe.data.crop_pct)} "
+            f"(bicubic), center crop {size}"
+        )
         metadata["output"] = "logits: float32 N x num_classes (softmax for probabilities)"
     else:
         module = SingleImageDetector(predictor.model).eval()
@@ -121,9 +136,15 @@ def export_onnx(ckpt: str, out: str, *, ema: bool, check: bool, classes: dict | 
             torch.onnx.export(module, example, str(tmp), dynamo=True, verbose=False, **names)
     except Exception as exc:  # the exporter raises many types; any failure means no graph for this head
         tmp.unlink(missing_ok=True)
-        what = f'model.head = "{recipe.model.head}"' if recipe.model.task == "detection" else f"model.backbone = {recipe.model.backbone!r}"
-        raise RecipeError(f"cannot export {what} to ONNX: torch.onnx's exporter cannot express it ({_exporter_reason(exc)}); "
-                          f"no file written. Export .safetensors instead and run it with PyTorch") from None
+        what = (
+            f'model.head = "{recipe.model.head}"'
+            if recipe.model.task == "detection"
+            else f"model.backbone = {recipe.model.backbone!r}"
+        )
+        raise RecipeError(
+            f"cannot export {what} to ONNX: torch.onnx's exporter cannot express it ({_exporter_reason(exc)}); "
+            f"no file written. Export .safetensors instead and run it with PyTorch"
+        ) from None
     graph = onnx.load(str(tmp))
     for key, value in metadata.items():
         graph.metadata_props.add(key=key, value=value)
@@ -143,7 +164,9 @@ def _check(module: nn.Module, path: Path, predictor: Predictor, ort, task: str, 
     with torch.no_grad(), progress_bar(len(inputs), "check", "img", progress) as bar:
         if task == "classification":
             batch = torch.stack(inputs)
-            diff = (torch.from_numpy(session.run(None, {"images": batch.numpy()})[0]) - module(batch)).abs().max().item()
+            diff = (
+                (torch.from_numpy(session.run(None, {"images": batch.numpy()})[0]) - module(batch)).abs().max().item()
+            )
             tolerance, unit = LOGITS_TOLERANCE, "logits"
             bar.update(len(inputs))
         else:
@@ -152,11 +175,15 @@ def _check(module: nn.Module, path: Path, predictor: Predictor, ort, task: str, 
                 boxes, scores, _ = session.run(None, {"image": image.numpy()})
                 want_boxes, want_scores, _ = module(image)
                 if len(boxes) != len(want_boxes):
-                    raise RecipeError(f"{path}: --check failed: onnxruntime found {len(boxes)} boxes, PyTorch {len(want_boxes)}")
+                    raise RecipeError(
+                        f"{path}: --check failed: onnxruntime found {len(boxes)} boxes, PyTorch {len(want_boxes)}"
+                    )
                 got = torch.from_numpy(boxes)[torch.from_numpy(scores).argsort(descending=True)]
                 want = want_boxes[want_scores.argsort(descending=True)]
                 diff = max(diff, (got - want).abs().max().item() if len(got) else 0.0)
                 bar.update(1)
     print(f"check: onnxruntime vs PyTorch on {what}: max abs diff {diff:.2e} ({unit}; tolerance {tolerance:g})")
     if diff > tolerance:
-        raise RecipeError(f"{path}: --check failed: max abs diff {diff:.2e} > {tolerance:g}; the file is kept for inspection")
+        raise RecipeError(
+            f"{path}: --check failed: max abs diff {diff:.2e} > {tolerance:g}; the file is kept for inspection"
+        )

@@ -13,6 +13,7 @@ DefaultOptimizerConstructor rule for rule, with two deliberate differences:
   parameters always appear once, at their first occurrence, whatever `bypass_duplicate` says
   (mmcv without it would hand torch a duplicate, which torch rejects).
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,7 +35,12 @@ from .errors import RecipeError, check_choice, check_keys, did_you_mean, is_numb
 from .schema import Recipe
 
 PARAMWISE_KEYS = (
-    "custom_keys", "bias_lr_mult", "bias_decay_mult", "norm_decay_mult", "dwconv_decay_mult", "bypass_duplicate",
+    "custom_keys",
+    "bias_lr_mult",
+    "bias_decay_mult",
+    "norm_decay_mult",
+    "dwconv_decay_mult",
+    "bypass_duplicate",
 )
 CUSTOM_KEY_KEYS = ("lr_mult", "decay_mult")
 DECAY_MULT_KEYS = ("bias_decay_mult", "norm_decay_mult", "dwconv_decay_mult")
@@ -42,13 +48,30 @@ DECAY_MULT_KEYS = ("bias_decay_mult", "norm_decay_mult", "dwconv_decay_mult")
 # timm norm layers that do not inherit from a torch norm class (BatchNormAct2d, GroupNormAct,
 # LayerNorm2d, ... do, and are caught through torch's classes); their subclasses follow.
 _TIMM_NORM_NAMES = (
-    "RmsNorm", "RmsNorm2d", "RmsNormFp32", "RmsNorm2dFp32",
-    "SimpleNorm", "SimpleNorm2d", "SimpleNormFp32", "SimpleNorm2dFp32",
-    "EvoNorm2dB0", "EvoNorm2dB1", "EvoNorm2dB2", "EvoNorm2dS0", "EvoNorm2dS1", "EvoNorm2dS2",
-    "FilterResponseNormAct2d", "FilterResponseNormTlu2d", "FrozenBatchNormAct2d",
+    "RmsNorm",
+    "RmsNorm2d",
+    "RmsNormFp32",
+    "RmsNorm2dFp32",
+    "SimpleNorm",
+    "SimpleNorm2d",
+    "SimpleNormFp32",
+    "SimpleNorm2dFp32",
+    "EvoNorm2dB0",
+    "EvoNorm2dB1",
+    "EvoNorm2dB2",
+    "EvoNorm2dS0",
+    "EvoNorm2dS1",
+    "EvoNorm2dS2",
+    "FilterResponseNormAct2d",
+    "FilterResponseNormTlu2d",
+    "FrozenBatchNormAct2d",
 )
 NORM_TYPES: tuple[type, ...] = (
-    _BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm,
+    _BatchNorm,
+    _InstanceNorm,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.RMSNorm,
     *(getattr(timm.layers, name) for name in _TIMM_NORM_NAMES if hasattr(timm.layers, name)),
 )
 
@@ -107,8 +130,13 @@ def _check_paramwise_cfg(pw: Mapping, base_wd: float | None, path: str) -> None:
 
 
 def _param_rule(
-    pw: Mapping, sorted_keys: list[str], module: nn.Module, name: str, match_name: str,
-    base_lr: float, base_wd: float | None,
+    pw: Mapping,
+    sorted_keys: list[str],
+    module: nn.Module,
+    name: str,
+    match_name: str,
+    base_lr: float,
+    base_wd: float | None,
 ) -> tuple[str, float, float | None]:
     """mmcv's per-tensor decision: (pattern, lr, weight_decay).
 
@@ -220,7 +248,7 @@ def resolve_optimizer(name: object, path: str = "optimizer.type") -> type[torch.
     hint = f' (did you mean "{same_case[0]}"?)' if same_case else did_you_mean(text, registry)
     raise RecipeError(
         f"{path} = {name!r} is not a known optimizer{hint}; torch.optim: {', '.join(sorted(torch_classes))}; "
-        f"timm.optim: {', '.join(sorted(timm_extra))} (\"timm.<Name>\" picks timm's class where torch has the name too)"
+        f'timm.optim: {", ".join(sorted(timm_extra))} ("timm.<Name>" picks timm\'s class where torch has the name too)'
     )
 
 
@@ -231,7 +259,7 @@ def _to_tuples(value: Any) -> Any:
 
 def _check_arguments(cls: type, kwargs: Mapping[str, Any], path: str) -> None:
     variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    params = list(inspect.signature(cls.__init__).parameters.values())[2:]  # self, params
+    params = list(inspect.signature(cls).parameters.values())[1:]  # params
     accepted = [p.name for p in params if p.kind not in variadic]
     for key in kwargs:
         if key not in accepted:
@@ -260,8 +288,11 @@ def build_optimizer(
     if "type" not in kwargs:
         raise RecipeError(f'{path}.type is missing, e.g. type = "SGD"')
     cls = resolve_optimizer(kwargs.pop("type"), f"{path}.type")
-    check_choice(kwargs.pop("constructor", "DefaultOptimizerConstructor"), ("DefaultOptimizerConstructor",),
-                 f"{path}.constructor")
+    check_choice(
+        kwargs.pop("constructor", "DefaultOptimizerConstructor"),
+        ("DefaultOptimizerConstructor",),
+        f"{path}.constructor",
+    )
     paramwise_cfg = kwargs.pop("paramwise_cfg", None)
     _check_arguments(cls, kwargs, path)
     if "lr" not in kwargs:
@@ -319,8 +350,13 @@ def auto_scaled_lr(recipe: Recipe, num_processes: int, batch_size: int) -> float
     scale = recipe.auto_scale_lr
     if not scale.enable:
         return lr
-    return scale_lr(lr, num_processes=num_processes, batch_size=batch_size,
-                    accumulation=recipe.accelerate.gradient_accumulation_steps, base_batch_size=scale.base_batch_size)
+    return scale_lr(
+        lr,
+        num_processes=num_processes,
+        batch_size=batch_size,
+        accumulation=recipe.accelerate.gradient_accumulation_steps,
+        base_batch_size=scale.base_batch_size,
+    )
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
@@ -329,7 +365,9 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
     The schedule re-derives its base values from them (`initial_lr`, `initial_momentum` are
     dropped), so a resumed run with a changed lr follows the new one.
     """
-    fresh = [{k: g[k] for k in ("lr", "momentum", "betas") if k in g} for g in optimizer.param_groups]
+    fresh: list[dict[str, Any]] = [
+        {k: g[k] for k in ("lr", "momentum", "betas") if k in g} for g in optimizer.param_groups
+    ]
     optimizer.load_state_dict(state)
     for group, values in zip(optimizer.param_groups, fresh):
         group.update(values)

@@ -7,6 +7,7 @@ global iteration so runs of different lengths line up. A resumed run's curves go
 its log files (`run_logs`). COCO's -1 ("no boxes of this size") is not a value and is not drawn.
 The schedule preview draws lr and momentum per iteration with the epoch boundaries.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -169,7 +170,7 @@ def plot_curves(runs: list[RunLog], keys: list[str] | None = None, smooth: float
     nrows = -(-len(keys) // ncols)
     fig = Figure(figsize=(5 * ncols, 3.2 * nrows + 0.4), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[len(keys):]:
+    for ax in axes[len(keys) :]:
         fig.delaxes(ax)
     colors = [f"C{i % 10}" for i in range(len(runs))]
     for ax, key in zip(axes, keys):

@@ -6,12 +6,13 @@ probabilities). Detection records: `{"file", "width", "height", "boxes" (xyxy, o
 "labels", "category_ids", "scores"}`. Preprocessing is the val pipeline of the recipe, so a
 prediction on a val image is what evaluation scored.
 """
+
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 from PIL import Image
@@ -25,7 +26,7 @@ from .recipe import tomllib
 from .schema import Recipe, drop_unused
 from .weights import load_weights
 
-ImageInput = Union[str, Path, Image.Image, torch.Tensor]
+ImageInput = str | Path | Image.Image | torch.Tensor
 
 
 def checkpoint_recipe(path: str | Path) -> Recipe:
@@ -39,7 +40,9 @@ def checkpoint_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     recipe_file = path / checkpoint.RECIPE
     if not recipe_file.is_file():
-        raise RecipeError(f"{path}: not a checkpoint folder (no {checkpoint.RECIPE}); expected e.g. work_dirs/cls/checkpoints/epoch_8")
+        raise RecipeError(
+            f"{path}: not a checkpoint folder (no {checkpoint.RECIPE}); expected e.g. work_dirs/cls/checkpoints/epoch_8"
+        )
     data = tomllib.loads(recipe_file.read_text(encoding="utf-8"))
     model = data.setdefault("model", {})
     source = resolve(model.get("backbone", "resnest50d"), model.get("pretrained", ""))
@@ -67,7 +70,9 @@ def _open(image: ImageInput) -> tuple[Image.Image, str | None]:
 class Predictor:
     """A model in eval mode with its recipe's val preprocessing and its class names."""
 
-    def __init__(self, recipe: Recipe, model: nn.Module, classes: dict[str, list], device: str | torch.device | None = None) -> None:
+    def __init__(
+        self, recipe: Recipe, model: nn.Module, classes: dict[str, list], device: str | torch.device | None = None
+    ) -> None:
         from .tasks import build_task
 
         self.recipe = recipe
@@ -87,7 +92,9 @@ class Predictor:
             self.transform = create_transform(recipe.data.img_size, is_training=False, crop_pct=recipe.data.crop_pct)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, ema: bool = False, device: str | torch.device | None = None) -> "Predictor":
+    def from_checkpoint(
+        cls, path: str | Path, *, ema: bool = False, device: str | torch.device | None = None
+    ) -> Predictor:
         """Build the checkpoint's model from its recipe.toml and load its (EMA) weights and class names."""
         from .tasks import build_task
 
@@ -102,7 +109,9 @@ class Predictor:
             state = load_weights(path)
         model.load_state_dict(state)
         trainer_state = path / checkpoint.TRAINER_STATE
-        saved = json.loads(trainer_state.read_text(encoding="utf-8")).get("classes") if trainer_state.is_file() else None
+        saved = (
+            json.loads(trainer_state.read_text(encoding="utf-8")).get("classes") if trainer_state.is_file() else None
+        )
         return cls(recipe, model, resolve_classes(saved, recipe.model.num_classes, str(path)), device)
 
     def preprocess(self, image: ImageInput) -> tuple[torch.Tensor, str | None, tuple[int, int]]:
@@ -111,8 +120,15 @@ class Predictor:
         return self.transform(pil), name, pil.size
 
     @torch.no_grad()
-    def predict_tensors(self, inputs: Sequence[torch.Tensor], files: Sequence[str | None], sizes: Sequence[tuple[int, int]],
-                        *, topk: int = 5, score_thresh: float | None = None) -> list[dict[str, Any]]:
+    def predict_tensors(
+        self,
+        inputs: Sequence[torch.Tensor],
+        files: Sequence[str | None],
+        sizes: Sequence[tuple[int, int]],
+        *,
+        topk: int = 5,
+        score_thresh: float | None = None,
+    ) -> list[dict[str, Any]]:
         """Records for already preprocessed images (what `preprocess` returns), one batch."""
         if self.task_name == "detection":
             outputs = self.model([x.to(self.device) for x in inputs])
@@ -121,30 +137,41 @@ class Predictor:
         k = min(topk, probs.shape[1])
         top = probs.topk(k, dim=1)
         return [
-            {"file": f, "topk": [{"label": self.names[i], "index": i, "score": p}
-                                 for i, p in zip(idx.tolist(), val.tolist())]}
+            {
+                "file": f,
+                "topk": [{"label": self.names[i], "index": i, "score": p} for i, p in zip(idx.tolist(), val.tolist())],
+            }
             for f, idx, val in zip(files, top.indices, top.values)
         ]
 
-    def _detection_record(self, out: dict[str, torch.Tensor], file: str | None, size: tuple[int, int],
-                          score_thresh: float | None) -> dict[str, Any]:
+    def _detection_record(
+        self, out: dict[str, torch.Tensor], file: str | None, size: tuple[int, int], score_thresh: float | None
+    ) -> dict[str, Any]:
         keep = out["scores"] >= score_thresh if score_thresh is not None else slice(None)
         labels = (out["labels"][keep] - self.label_offset).tolist()
         return {
-            "file": file, "width": size[0], "height": size[1],
+            "file": file,
+            "width": size[0],
+            "height": size[1],
             "boxes": out["boxes"][keep].float().cpu().tolist(),
             "labels": [self.names[i] for i in labels],
             "category_ids": [self.category_ids[i] for i in labels],
             "scores": out["scores"][keep].float().cpu().tolist(),
         }
 
-    def predict(self, images: Sequence[ImageInput], *, batch_size: int | None = None, topk: int = 5,
-                score_thresh: float | None = None) -> list[dict[str, Any]]:
+    def predict(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        batch_size: int | None = None,
+        topk: int = 5,
+        score_thresh: float | None = None,
+    ) -> list[dict[str, Any]]:
         """One record per image, in order; `images` are paths, PIL images or CHW RGB tensors."""
         batch_size = batch_size or self.recipe.data.batch_size
         records: list[dict[str, Any]] = []
         for start in range(0, len(images), batch_size):
-            prepared = [self.preprocess(image) for image in images[start:start + batch_size]]
+            prepared = [self.preprocess(image) for image in images[start : start + batch_size]]
             inputs, files, sizes = zip(*prepared)
             records.extend(self.predict_tensors(inputs, files, sizes, topk=topk, score_thresh=score_thresh))
         return records

@@ -5,6 +5,7 @@ Clusters warn before they kill: SLURM sends SIGTERM (or the signal asked for wit
 handler only records the signal; the processes agree on it in the step vote of `step_guard.py`,
 so every process stops after the same step and none waits in a collective the others skip.
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,13 +50,13 @@ class Preemption:
             self.signum = signum
 
     @staticmethod
-    def checkpoint_name(trainer: "Trainer") -> str:
+    def checkpoint_name(trainer: Trainer) -> str:
         """`iter_N` for the iteration runner; `epoch_E_iter_N` (E 1-based, N global) inside an epoch."""
         if not trainer.by_epoch:
             return f"iter_{trainer.iter}"
         return f"epoch_{trainer.epoch + 1}_iter_{trainer.iter}" if trainer.mid_epoch else f"epoch_{trainer.epoch}"
 
-    def stop(self, trainer: "Trainer", signum: int) -> None:
+    def stop(self, trainer: Trainer, signum: int) -> None:
         """Write the checkpoint of this exact step, move `latest` to it and exit with 128 + the signal number."""
         name = self.checkpoint_name(trainer)
         ck = trainer.checkpointer
@@ -64,8 +65,12 @@ class Preemption:
         ck.wait()
         # A process that got no signal itself exits as the one that did.
         code = 128 + (self.signum or signum)
-        logger.warning("preempted at epoch %d, iter %d by %s: saved %s; continue with --resume auto",
-                       trainer.epoch, trainer.iter, signal.Signals(self.signum or signum).name,
-                       trainer.checkpointer.root / name)
+        logger.warning(
+            "preempted at epoch %d, iter %d by %s: saved %s; continue with --resume auto",
+            trainer.epoch,
+            trainer.iter,
+            signal.Signals(self.signum or signum).name,
+            trainer.checkpointer.root / name,
+        )
         self.uninstall()
         raise SystemExit(code)

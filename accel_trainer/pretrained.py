@@ -8,6 +8,7 @@ or a local `.safetensors` / `.pth` / `.pth.tar` file. Hub weights come through t
 then fitted by key with a report (loaded, missing, unexpected, shape mismatches) instead of being
 loaded silently; weights that do not cover the trunk are a RecipeError naming the source.
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,24 +55,29 @@ def resolve(backbone: str, pretrained: bool | str) -> PretrainedSource | None:
     if pretrained is True:
         cfg = timm.models.get_pretrained_cfg(backbone)
         if cfg is None or not cfg.hf_hub_id:
-            raise RecipeError(f"model.pretrained = true: timm has no hub weights for model.backbone = {backbone!r}; "
-                              "give a tagged name or a local weights file")
+            raise RecipeError(
+                f"model.pretrained = true: timm has no hub weights for model.backbone = {backbone!r}; "
+                "give a tagged name or a local weights file"
+            )
         arch, tag = timm.models.split_model_name_tag(backbone)
         return PretrainedSource("hub", cfg.hf_hub_id, f"{arch}.{tag or cfg.tag}")
     value = str(pretrained)
     if value.startswith(HUB_PREFIX):
-        return PretrainedSource("hub", value[len(HUB_PREFIX):], backbone)
+        return PretrainedSource("hub", value[len(HUB_PREFIX) :], backbone)
     if _is_file_spec(value):
         return PretrainedSource("file", value, backbone)
     arch, tag = timm.models.split_model_name_tag(value)
     if arch != timm.models.split_model_name_tag(backbone)[0]:
-        raise RecipeError(f"model.pretrained = {value!r} is for {arch}, but model.backbone = {backbone!r}; "
-                          f"use weights of {backbone} (e.g. pretrained = true)")
+        raise RecipeError(
+            f"model.pretrained = {value!r} is for {arch}, but model.backbone = {backbone!r}; "
+            f"use weights of {backbone} (e.g. pretrained = true)"
+        )
     cfg = timm.models.get_pretrained_cfg(value)
     if cfg is None or not tag:
         known = ", ".join(timm.list_pretrained(f"{arch}.*")) or "none"
-        raise RecipeError(f"model.pretrained = {value!r}: not a timm pretrained tag nor an existing file "
-                          f"(tags of {arch}: {known})")
+        raise RecipeError(
+            f"model.pretrained = {value!r}: not a timm pretrained tag nor an existing file (tags of {arch}: {known})"
+        )
     if not cfg.hf_hub_id:
         raise RecipeError(f"model.pretrained = {value!r}: timm serves these weights without the hub; give a local file")
     return PretrainedSource("hub", cfg.hf_hub_id, value)
@@ -129,7 +135,9 @@ def fetch(source: PretrainedSource) -> dict[str, torch.Tensor]:
         raise RecipeError(f"model.pretrained: {source.name} from the hub is not a plain weights file ({exc})") from None
 
 
-def load_into(model: nn.Module, source: PretrainedSource, classifier: str | tuple[str, ...] = ()) -> dict[str, list[str]]:
+def load_into(
+    model: nn.Module, source: PretrainedSource, classifier: str | tuple[str, ...] = ()
+) -> dict[str, list[str]]:
     """Fit the source's weights into `model` and log what happened.
 
     Keys under `classifier` may differ (a 1000-class head meets a 4-class one, or a trunk has no
@@ -157,9 +165,12 @@ def load_into(model: nn.Module, source: PretrainedSource, classifier: str | tupl
     dropped = report["unexpected"] + report["shape mismatch"]
     logger.info(
         "pretrained weights %s: %d tensors loaded, %d missing%s, %d unexpected, %d shape mismatches%s",
-        source.describe(), len(fitting), len(report["missing"]),
+        source.describe(),
+        len(fitting),
+        len(report["missing"]),
         f" ({', '.join(report['missing'][:4])}: classifier left at init)" if report["missing"] else "",
-        len(report["unexpected"]), len(report["shape mismatch"]),
+        len(report["unexpected"]),
+        len(report["shape mismatch"]),
         f"; not loaded: {', '.join(dropped[:4])}{' ...' if len(dropped) > 4 else ''}" if dropped else "",
     )
     return {"loaded": list(fitting), **report}

@@ -5,6 +5,7 @@ and only by the main process. They never reach the `.log` files: while a bar is 
 logger's console handler writes through `tqdm.write` (lines land above the bar) and the file
 handlers are left as they are.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,10 +25,20 @@ def progress_enabled(requested: bool | None) -> bool:
     return sys.stdout.isatty() if requested is None else requested
 
 
-def progress_bar(total: int | None, desc: str, unit: str, enabled: bool, *, leave: bool = True, initial: int = 0) -> tqdm:
+def progress_bar(
+    total: int | None, desc: str, unit: str, enabled: bool, *, leave: bool = True, initial: int = 0
+) -> tqdm:
     """A bar on stdout; a disabled one is a no-op object, so callers need no branches."""
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=leave, initial=initial,
-                file=sys.stdout, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        disable=not enabled,
+        leave=leave,
+        initial=initial,
+        file=sys.stdout,
+        dynamic_ncols=True,
+    )
 
 
 @contextlib.contextmanager

@@ -3,12 +3,14 @@
 `read_recipe` returns a `Recipe` checked against the schema (`schema.py`); `loading.load_recipe`
 adds the checks of the open sections by the components that own them. Nothing is built here.
 """
+
 from __future__ import annotations
 
 import copy
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import tomli_w
 
@@ -97,8 +99,7 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise RecipeError(f"--set {key}: the value is nested too deeply to read") from None
     except tomllib.TOMLDecodeError:
         raise RecipeError(
-            f"--set {item!r}: {text!r} is not a TOML value; strings need quotes, "
-            f"e.g. {key}='\"{text}\"'"
+            f"--set {item!r}: {text!r} is not a TOML value; strings need quotes, e.g. {key}='\"{text}\"'"
         ) from None
     return key, value
 

@@ -5,6 +5,7 @@ Sections keep mmcv 1.x runtime-config names and meanings. Each section checks it
 sections. Open sections whose keys depend on a chosen type (`optimizer`, `lr_config`,
 `momentum_config`, hook tables) are plain tables here; their owners check them (`loading.py`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -69,8 +70,12 @@ class AugmentCfg:
     multiscale_mode: Literal["range", "value"] = "range"
 
     def check(self, path: str) -> None:
-        require(len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1], f"{path}.scale", self.scale,
-                "is not [min, max] with 0 < min <= max")
+        require(
+            len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1],
+            f"{path}.scale",
+            self.scale,
+            "is not [min, max] with 0 < min <= max",
+        )
         fraction(self.hflip, f"{path}.hflip")
         for key in ("color_jitter", "mixup", "cutmix"):
             positive(getattr(self, key), f"{path}.{key}", allow_zero=True)
@@ -78,14 +83,24 @@ class AugmentCfg:
         fraction(self.mosaic, f"{path}.mosaic")
         positive(self.mosaic_epochs, f"{path}.mosaic_epochs", allow_zero=True)
         for i, pair in enumerate(self.scales):
-            require(len(pair) == 2 and min(pair) > 0, f"{path}.scales[{i}]", pair,
-                    "is not [long edge, short edge] in pixels, e.g. [1333, 800]")
+            require(
+                len(pair) == 2 and min(pair) > 0,
+                f"{path}.scales[{i}]",
+                pair,
+                "is not [long edge, short edge] in pixels, e.g. [1333, 800]",
+            )
         if self.multiscale_mode == "range":
-            require(len(self.scales) in (0, 1, 2), f"{path}.scales", self.scales,
-                    'needs 2 entries, the range\'s ends, with multiscale_mode = "range" (mmdet\'s rule)')
+            require(
+                len(self.scales) in (0, 1, 2),
+                f"{path}.scales",
+                self.scales,
+                "needs 2 entries, the range's ends, with multiscale_mode = \"range\" (mmdet's rule)",
+            )
         if self.scales and list(self.scale) != [1.0, 1.0]:
-            raise RecipeError(f"{path}.scales and {path}.scale (a ratio range) are two ways to resize; set one of them "
-                              "(mmdet allows ratio_range with a single img_scale only)")
+            raise RecipeError(
+                f"{path}.scales and {path}.scale (a ratio range) are two ways to resize; set one of them "
+                "(mmdet allows ratio_range with a single img_scale only)"
+            )
 
     @property
     def resizes(self) -> bool:
@@ -111,8 +126,26 @@ class ShapesCfg:
 
 # The 20 PASCAL VOC classes in the devkit's order: label i is VOC_CLASSES[i].
 VOC_CLASSES = [
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
-    "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 ]
 
 
@@ -139,16 +172,28 @@ class DataCfg:
         positive(self.img_size, f"{path}.img_size")
         positive(self.num_workers, f"{path}.num_workers", allow_zero=True)
         require(0.0 < self.crop_pct <= 1.0, f"{path}.crop_pct", self.crop_pct, "must be in (0, 1]")
-        require(bool(self.classes) and len(set(self.classes)) == len(self.classes), f"{path}.classes", self.classes,
-                "must be a non-empty list of distinct names")
+        require(
+            bool(self.classes) and len(set(self.classes)) == len(self.classes),
+            f"{path}.classes",
+            self.classes,
+            "must be a non-empty list of distinct names",
+        )
         for split in ("train", "val"):
             value = getattr(self, split)
             if isinstance(value, list):
-                require(self.type == "voc" and bool(value), f"{path}.{split}", value,
-                        'is a list of tables: only data.type = "voc" concatenates several roots; give one table')
+                require(
+                    self.type == "voc" and bool(value),
+                    f"{path}.{split}",
+                    value,
+                    'is a list of tables: only data.type = "voc" concatenates several roots; give one table',
+                )
                 for i, item in enumerate(value):
-                    require(bool(item.root) and bool(item.split), f"{path}.{split}[{i}]", to_plain(item),
-                            "needs root and split")
+                    require(
+                        bool(item.root) and bool(item.split),
+                        f"{path}.{split}[{i}]",
+                        to_plain(item),
+                        "needs root and split",
+                    )
 
     def splits(self, split: str) -> list[SplitCfg]:
         """`data.train` / `data.val` as a list of tables (VOC may concatenate several)."""
@@ -189,8 +234,20 @@ TASK_KEYS: dict[str, str] = {
     "data.img_size": "classification",
     "data.crop_pct": "classification",
     **{f"data.augment.{k}": "classification" for k in ("auto_augment", "mixup", "cutmix", "label_smoothing")},
-    **{f"model.{k}": "detection" for k in ("head", "frozen_stages", "norm_eval", "min_size", "max_size", "score_thresh",
-                                          "nms_thresh", "detections_per_img", "topk_candidates")},
+    **{
+        f"model.{k}": "detection"
+        for k in (
+            "head",
+            "frozen_stages",
+            "norm_eval",
+            "min_size",
+            "max_size",
+            "score_thresh",
+            "nms_thresh",
+            "detections_per_img",
+            "topk_candidates",
+        )
+    },
     **{f"data.augment.{k}": "detection" for k in ("mosaic", "mosaic_epochs", "scales", "multiscale_mode")},
     "evaluation.iou_thr": "detection",
     "evaluation.eval_mode": "detection",
@@ -267,7 +324,11 @@ def _unused(raw: dict, sources: bool = False) -> list[tuple[str, str]]:
             out.append((key, f'task = "{task}" ({owner} only)'))
     metric = _lookup(raw, "evaluation.metric")[1] or ""
     if task == "detection" and metric != "mAP":
-        out += [(key, f'evaluation.metric = "{metric}" (metric = "mAP" only)') for key in VOC_AP_KEYS if _lookup(raw, key)[0]]
+        out += [
+            (key, f'evaluation.metric = "{metric}" (metric = "mAP" only)')
+            for key in VOC_AP_KEYS
+            if _lookup(raw, key)[0]
+        ]
     if data_type:
         for key, types_ in {**DATA_TYPE_KEYS, **(DATA_SOURCE_KEYS if sources else {})}.items():
             if data_type not in types_ and _lookup(raw, key)[0]:
@@ -352,8 +413,12 @@ class GradClipCfg:
     norm_type: int | float = 2
 
     def check(self, path: str) -> None:
-        require(math.isfinite(self.max_norm) and self.max_norm > 0, f"{path}.max_norm", self.max_norm,
-                "must be a finite number > 0, e.g. 35")
+        require(
+            math.isfinite(self.max_norm) and self.max_norm > 0,
+            f"{path}.max_norm",
+            self.max_norm,
+            "must be a finite number > 0, e.g. 35",
+        )
         require(self.norm_type > 0, f"{path}.norm_type", self.norm_type, "must be > 0 (2 for the L2 norm, inf for max)")
 
 
@@ -405,9 +470,13 @@ class EvaluationCfg:
     def check(self, path: str) -> None:
         positive(self.interval, f"{path}.interval")
         if self.backend == "faster_coco_eval" and importlib.util.find_spec("faster_coco_eval") is None:
-            raise RecipeError(f'{path}.backend = "faster_coco_eval" but the package is not installed: '
-                              'pip install "accel_trainer[coco-fast]" (or backend = "auto")')
-        require(0.0 < self.iou_thr < 1.0, f"{path}.iou_thr", self.iou_thr, "must be between 0 and 1 (exclusive), e.g. 0.5")
+            raise RecipeError(
+                f'{path}.backend = "faster_coco_eval" but the package is not installed: '
+                'pip install "accel_trainer[coco-fast]" (or backend = "auto")'
+            )
+        require(
+            0.0 < self.iou_thr < 1.0, f"{path}.iou_thr", self.iou_thr, "must be between 0 and 1 (exclusive), e.g. 0.5"
+        )
 
 
 @dataclass
@@ -481,8 +550,12 @@ class NanGuardCfg:
 
     def check(self, path: str) -> None:
         positive(self.max_skips, f"{path}.max_skips")
-        require(0.0 < self.rollback_lr_factor <= 1.0, f"{path}.rollback_lr_factor", self.rollback_lr_factor,
-                "must be in (0, 1], e.g. 0.5")
+        require(
+            0.0 < self.rollback_lr_factor <= 1.0,
+            f"{path}.rollback_lr_factor",
+            self.rollback_lr_factor,
+            "must be in (0, 1], e.g. 0.5",
+        )
 
 
 @dataclass
@@ -533,7 +606,7 @@ class Recipe:
     source: str = field(default="", metadata={"internal": True})
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "", check_files: bool = True) -> "Recipe":
+    def from_dict(cls, data: dict, source: str = "", check_files: bool = True) -> Recipe:
         """Build and validate; `check_files = False` skips only the "does this path exist" checks
         (for commands that never read the data or weights, on a machine that lacks them)."""
         check_used_keys(data)
@@ -551,12 +624,14 @@ class Recipe:
             ok = len(phase) == 2 and phase[0] in ("train", "val") and is_int(phase[1]) and phase[1] > 0
             if not ok:
                 raise RecipeError(
-                    f"workflow[{i}] = {phase!r}: expected [\"train\" or \"val\", a positive count], "
-                    f"e.g. workflow = [[\"train\", 1], [\"val\", 1]]"
+                    f'workflow[{i}] = {phase!r}: expected ["train" or "val", a positive count], '
+                    f'e.g. workflow = [["train", 1], ["val", 1]]'
                 )
         if not any(p[0] == "train" for p in self.workflow):
             raise RecipeError(f"workflow = {self.workflow!r} has no train phase; use --eval-only to only evaluate")
-        allowed_data = {"classification": ("imagefolder", "shapes"), "detection": ("coco", "voc", "shapes")}[self.model.task]
+        allowed_data = {"classification": ("imagefolder", "shapes"), "detection": ("coco", "voc", "shapes")}[
+            self.model.task
+        ]
         if self.data.type not in allowed_data:
             raise RecipeError(
                 f"data.type = {self.data.type!r} does not fit model.task = {self.model.task!r}; expected one of: "
@@ -565,20 +640,28 @@ class Recipe:
         if self.data.type == "imagefolder":
             for split in ("train", "val"):
                 if not getattr(self.data, split).root:
-                    raise RecipeError(f"data.{split}.root is empty: data.type = \"imagefolder\" needs a folder")
+                    raise RecipeError(f'data.{split}.root is empty: data.type = "imagefolder" needs a folder')
         if self.model.task == "detection" and self.evaluation.metric not in DETECTION_METRICS:
-            raise RecipeError(f"evaluation.metric = {self.evaluation.metric!r} is not a detection metric; expected "
-                              '"bbox" (COCO mAP) or "mAP" (VOC AP)')
+            raise RecipeError(
+                f"evaluation.metric = {self.evaluation.metric!r} is not a detection metric; expected "
+                '"bbox" (COCO mAP) or "mAP" (VOC AP)'
+            )
         aug = self.data.augment
         if aug.mosaic_epochs:
             if not self.by_epoch:
                 raise RecipeError('data.augment.mosaic_epochs counts epochs; it needs runner.type = "EpochBasedRunner"')
-            require(aug.mosaic_epochs < self.runner.max_epochs, "data.augment.mosaic_epochs", aug.mosaic_epochs,
-                    f"must be less than runner.max_epochs = {self.runner.max_epochs} (it turns mosaic off for the last N epochs)")
+            require(
+                aug.mosaic_epochs < self.runner.max_epochs,
+                "data.augment.mosaic_epochs",
+                aug.mosaic_epochs,
+                f"must be less than runner.max_epochs = {self.runner.max_epochs} (it turns mosaic off for the last N epochs)",
+            )
             if not aug.mosaic:
-                raise RecipeError("data.augment.mosaic_epochs is set but data.augment.mosaic = 0; set mosaic = P (e.g. 1.0)")
+                raise RecipeError(
+                    "data.augment.mosaic_epochs is set but data.augment.mosaic = 0; set mosaic = P (e.g. 1.0)"
+                )
         if self.freeze.epochs and not self.by_epoch:
-            raise RecipeError("[freeze] counts epochs; it needs runner.type = \"EpochBasedRunner\"")
+            raise RecipeError('[freeze] counts epochs; it needs runner.type = "EpochBasedRunner"')
 
     def check_files(self) -> None:
         """Every data folder and file the recipe names exists, so a run fails before anything is built
@@ -595,8 +678,10 @@ class Recipe:
                     if self.data.type == "voc":
                         listing = Path(cfg.root) / "ImageSets" / "Main" / f"{cfg.split}.txt"
                         if not listing.is_file():
-                            raise RecipeError(f"{where}: split list not found: {listing} (data.{split}.split = "
-                                              f"{cfg.split!r} names ImageSets/Main/<split>.txt under root)")
+                            raise RecipeError(
+                                f"{where}: split list not found: {listing} (data.{split}.split = "
+                                f"{cfg.split!r} names ImageSets/Main/<split>.txt under root)"
+                            )
         for key in ("load_from", "resume_from"):
             value = getattr(self, key)
             if value and not Path(value).exists():
@@ -632,7 +717,7 @@ def _check_value(tp: Any, value: Any, path: str) -> Any:
             except RecipeError:
                 continue
         return _check_value(options[-1], value, path)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise RecipeError(f"{path} must be a table, got {value!r}")
         return build(tp, value, path)
@@ -657,7 +742,7 @@ def _check_value(tp: Any, value: Any, path: str) -> Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
+    if (tp in (int, float) and isinstance(value, bool)) or not isinstance(value, tp):
         raise RecipeError(f"{path} = {value!r} has the wrong type: expected {_type_name(tp)}")
     return value
 
@@ -668,8 +753,11 @@ def build(cls: type, data: dict, path: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     check_keys(data, fields, path)
     kwargs = {name: _check_value(hints[name], value, join_path(path, name)) for name, value in data.items()}
-    missing = [f.name for f in fields.values() if f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING and f.name not in kwargs]
+    missing = [
+        f.name
+        for f in fields.values()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in kwargs
+    ]
     if missing:
         raise RecipeError(f"{path} needs {', '.join(missing)}")
     return cls(**kwargs)

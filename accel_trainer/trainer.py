@@ -6,6 +6,7 @@ file owns the order of things (see the stage diagram in `hooks/base.py`). The co
 hooks of the epoch / iteration they count, so a `before_*` hook sees the 0-based index of what
 is about to run and an `after_*` hook sees how many are done.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.optimizer import AcceleratedOptimizer
 from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import Dataset
@@ -82,7 +84,9 @@ class Trainer:
 
         self.task = build_task(recipe)
         self.model = model if model is not None else self.task.build_model()
-        self.model = maybe_sync_batchnorm(self.model, acc.sync_bn, self.accelerator.num_processes, self.accelerator.device)
+        self.model = maybe_sync_batchnorm(
+            self.model, acc.sync_bn, self.accelerator.num_processes, self.accelerator.device
+        )
         self.channels_last = acc.channels_last
         if self.channels_last:
             self.model = model_to_channels_last(self.model)
@@ -93,8 +97,8 @@ class Trainer:
         self.train_dataset, self.val_dataset = train_dataset, val_dataset
         self.task.bind_val_dataset(val_dataset)
 
-        self.optimizer = self._build_optimizer()
-        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.optimizer: AcceleratedOptimizer
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self._build_optimizer())
         self.train_loader = self.build_train_loader(recipe.data.batch_size)
         self._run: RunLength | None = None
         self.val_loader = self.accelerator.prepare(
@@ -132,7 +136,7 @@ class Trainer:
         overrides: Mapping[str, Any] | None = None,
         work_dir: str | Path | None = None,
         **parts: Any,
-    ) -> "Trainer":
+    ) -> Trainer:
         return cls(load_recipe(path, overrides, work_dir), **parts)
 
     # ----------------------------------------------------------------- construction
@@ -143,8 +147,12 @@ class Trainer:
             lr = auto_scaled_lr(self.recipe, self.accelerator.num_processes, self.recipe.data.batch_size)
             logger.info(
                 "auto_scale_lr: lr %.6g -> %.6g (%d processes x batch %d x accumulation %d / base %d)",
-                cfg["lr"], lr, self.accelerator.num_processes, self.recipe.data.batch_size,
-                self.recipe.accelerate.gradient_accumulation_steps, self.recipe.auto_scale_lr.base_batch_size,
+                cfg["lr"],
+                lr,
+                self.accelerator.num_processes,
+                self.recipe.data.batch_size,
+                self.recipe.accelerate.gradient_accumulation_steps,
+                self.recipe.auto_scale_lr.base_batch_size,
             )
             cfg["lr"] = lr
         optimizer, infos = build_optimizer(self.model, cfg)
@@ -305,6 +313,7 @@ class Trainer:
         accelerator, model, optimizer = self.accelerator, self.model, self.optimizer
         steps, in_window = 0, False
         tick = time.perf_counter()
+        assert self._batches is not None, "_begin_epoch starts the batches"
         for batch in self._batches:
             if not in_window:
                 in_window = True

@@ -3,6 +3,7 @@
 Pickle-based files go only through torch's weights-only unpickler, so loading them never runs
 code; what they hold is fitted to a model with every mismatch reported.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,7 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     if not tensors:
         raise RecipeError(f"{path}: holds no tensors to load as weights")
     if all(k.startswith("module.") for k in tensors):
-        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
     return tensors
 
 
@@ -46,7 +47,7 @@ def _data_globals() -> list:
     try:
         from numpy._core import multiarray
     except ImportError:  # numpy 1.x
-        from numpy.core import multiarray
+        from numpy.core import multiarray  # type: ignore[no-redef]
     dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
     return [multiarray.scalar, multiarray._reconstruct, np.ndarray, np.dtype, *dtypes, argparse.Namespace]
 
@@ -65,8 +66,10 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         return _unwrap(read_tensors(path), path)
     if not path.name.endswith(TORCH_SUFFIXES):
-        raise RecipeError(f"{path}: unsupported weights file; expected .safetensors, {', '.join(TORCH_SUFFIXES)} "
-                          "or a checkpoint folder")
+        raise RecipeError(
+            f"{path}: unsupported weights file; expected .safetensors, {', '.join(TORCH_SUFFIXES)} "
+            "or a checkpoint folder"
+        )
     try:
         with torch.serialization.safe_globals(_data_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -87,13 +90,20 @@ def match_report(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor])
         "unexpected": [k for k in tensors if k not in own],
         "shape mismatch": [
             f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-            for k, v in tensors.items() if k in own and v.shape != own[k].shape
+            for k, v in tensors.items()
+            if k in own and v.shape != own[k].shape
         ],
     }
 
 
-def fit_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], *, source: str | Path,
-                revise_keys: Iterable[tuple[str, str]] = (), strict: bool = False) -> dict[str, list[str]]:
+def fit_weights(
+    model: torch.nn.Module,
+    tensors: dict[str, torch.Tensor],
+    *,
+    source: str | Path,
+    revise_keys: Iterable[tuple[str, str]] = (),
+    strict: bool = False,
+) -> dict[str, list[str]]:
     """Load `tensors` into `model` after renaming keys by `revise_keys` (regex, replacement) pairs.
 
     Missing, unexpected and shape-mismatched keys are reported; `strict` turns any of them into an
@@ -104,8 +114,9 @@ def fit_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], *, sou
     own = model.state_dict()
     report = match_report(own, tensors)
     problems = {kind: keys for kind, keys in report.items() if keys}
-    lines = "; ".join(f"{len(keys)} {kind}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-                      for kind, keys in problems.items())
+    lines = "; ".join(
+        f"{len(keys)} {kind}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}" for kind, keys in problems.items()
+    )
     if problems and strict:
         raise RecipeError(f"{source}: weights do not fit the model (load_options.strict = true): {lines}")
     if problems:

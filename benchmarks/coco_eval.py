@@ -7,6 +7,7 @@ detections per image: jittered copies of the truth and random boxes, random scor
 
     python benchmarks/coco_eval.py [--images 5000] [--boxes 7] [--dets 100] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,17 +30,45 @@ def synthetic(images: int, boxes: int, dets: int, seed: int = 0) -> tuple[COCO, 
             w, h = rng.uniform(4, 300), rng.uniform(4, 300)
             x, y = rng.uniform(0, 640 - w), rng.uniform(0, 480 - h)
             cat = rng.randint(1, 80)
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cat,
-                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
-            results.append({"image_id": image_id, "category_id": cat, "score": rng.random(),
-                            "bbox": [x + rng.gauss(0, 3), y + rng.gauss(0, 3), w * rng.uniform(0.9, 1.1), h * rng.uniform(0.9, 1.1)]})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": cat,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": cat,
+                    "score": rng.random(),
+                    "bbox": [
+                        x + rng.gauss(0, 3),
+                        y + rng.gauss(0, 3),
+                        w * rng.uniform(0.9, 1.1),
+                        h * rng.uniform(0.9, 1.1),
+                    ],
+                }
+            )
         for _ in range(dets - boxes):
             w, h = rng.uniform(4, 300), rng.uniform(4, 300)
-            results.append({"image_id": image_id, "category_id": rng.randint(1, 80), "score": rng.random() * 0.5,
-                            "bbox": [rng.uniform(0, 640 - w), rng.uniform(0, 480 - h), w, h]})
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": rng.randint(1, 80),
+                    "score": rng.random() * 0.5,
+                    "bbox": [rng.uniform(0, 640 - w), rng.uniform(0, 480 - h), w, h],
+                }
+            )
     gt = COCO()
-    gt.dataset = {"images": [{"id": i, "width": 640, "height": 480} for i in range(1, images + 1)],
-                  "annotations": annotations, "categories": [{"id": c, "name": str(c)} for c in range(1, 81)]}
+    gt.dataset = {
+        "images": [{"id": i, "width": 640, "height": 480} for i in range(1, images + 1)],
+        "annotations": annotations,
+        "categories": [{"id": c, "name": str(c)} for c in range(1, 81)],
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
     return gt, results
@@ -64,7 +93,9 @@ def main() -> None:
     slow, fast = (statistics.median(times[b]) for b in times)
     diff = max(abs(metrics["pycocotools"][k] - metrics["faster_coco_eval"][k]) for k in metrics["pycocotools"])
     print(f"{args.images} images, {args.boxes} objects and {args.dets} detections per image, median of {args.repeats}")
-    print(f"pycocotools {slow:.2f} s, faster_coco_eval {fast:.2f} s, ratio {fast / slow:.3f}, max metric difference {diff:.1e}")
+    print(
+        f"pycocotools {slow:.2f} s, faster_coco_eval {fast:.2f} s, ratio {fast / slow:.3f}, max metric difference {diff:.1e}"
+    )
 
 
 if __name__ == "__main__":

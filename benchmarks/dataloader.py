@@ -10,6 +10,7 @@ waits for data with that many workers. Medians of --repeats passes.
     python benchmarks/dataloader.py [--recipes recipes/cls.toml recipes/det.toml] [--workers 0 1 2]
         [--batches 20] [--repeats 3] [--device cpu]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,7 +71,9 @@ def model_rate(task, dataset, recipe, batches: int, device: torch.device) -> flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", nargs="+", default=[str(ROOT / "recipes/cls.toml"), str(ROOT / "recipes/det.toml")])
+    parser.add_argument(
+        "--recipes", nargs="+", default=[str(ROOT / "recipes/cls.toml"), str(ROOT / "recipes/det.toml")]
+    )
     parser.add_argument("--workers", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--batches", type=int, default=20, help="batches timed per pass")
     parser.add_argument("--repeats", type=int, default=3)
@@ -78,8 +81,10 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
 
-    print(f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, device {device}, torch {torch.__version__}, "
-          f"median of {args.repeats} passes of {args.batches} batches")
+    print(
+        f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, device {device}, torch {torch.__version__}, "
+        f"median of {args.repeats} passes of {args.batches} batches"
+    )
     print(f"{'recipe':14s}{'pipeline':>18s}{'images/s':>10s}{'startup s':>11s}{'data/model':>12s}")
     with tempfile.TemporaryDirectory() as tmp:
         for path in args.recipes:
@@ -87,7 +92,9 @@ def main() -> None:
             task = build_task(recipe)
             train_set, _ = task.build_datasets()
             name = Path(path).stem
-            model = statistics.median(model_rate(task, train_set, recipe, args.batches, device) for _ in range(args.repeats))
+            model = statistics.median(
+                model_rate(task, train_set, recipe, args.batches, device) for _ in range(args.repeats)
+            )
             print(f"{name:14s}{'model (train)':>18s}{model:10.1f}{'':>11s}{'':>12s}")
             for workers in args.workers:
                 recipe.data.num_workers = workers

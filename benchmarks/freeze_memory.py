@@ -7,6 +7,7 @@ optimizer state. On a GPU the allocator's peak is reported too. The frozen stage
 
     python benchmarks/freeze_memory.py [--recipe recipes/det.toml] [--batch 8] [--size 64]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,10 +52,16 @@ def step_memory(recipe_path: str, frozen: bool, batch: int, size: int, device: t
     loss.backward()
     optimizer.step()
     grads = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
-    state = sum(v.numel() * v.element_size() for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v))
+    state = sum(
+        v.numel() * v.element_size() for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)
+    )
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    out = {"trainable params (M)": trainable / 1e6, "saved activations (MB)": saved / MB,
-           "gradients (MB)": grads / MB, "optimizer state (MB)": state / MB}
+    out = {
+        "trainable params (M)": trainable / 1e6,
+        "saved activations (MB)": saved / MB,
+        "gradients (MB)": grads / MB,
+        "optimizer state (MB)": state / MB,
+    }
     if device.type == "cuda":
         out["CUDA peak allocated (MB)"] = torch.cuda.max_memory_allocated(device) / MB
     return out

@@ -20,6 +20,7 @@ it (matmul precision "high"; cuDNN convolutions use TF32 by default).
     python benchmarks/gpu_throughput.py --tiny           # CPU smoke run, tiny sizes, seconds
     options: --dtypes fp32 bf16 fp16  --channels-last off on  --compile off on  --steps 30 --warmup 10
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from accel_trainer import Hook, Trainer, load_recipe
-from accel_trainer.hooks.base import PRIORITIES
 from accel_trainer.distributed import batch_to_channels_last, model_to_channels_last
+from accel_trainer.hooks.base import PRIORITIES
 from accel_trainer.optim import build_optimizer
 from accel_trainer.tasks import build_task
 
@@ -78,16 +79,42 @@ def workloads(args: argparse.Namespace) -> list[Workload]:
     common = {"data.type": "shapes", "ema.enable": False}
     no_mixup = {"data.augment.mixup": 0.0, "data.augment.cutmix": 0.0}  # classification keys
     if args.tiny:
-        cls = Workload("cls resnest14d 32px", "recipes/imagenet/resnest50d.toml",
-                       {**common, **no_mixup, "model.backbone": "resnest14d", "model.num_classes": 10}, 4, 32)
-        det = Workload("det fcos resnest14d 64px", "recipes/coco/fcos_resnest50d_fpn_1x.toml",
-                       {**common, "model.task": "detection", "model.backbone": "resnest14d", "model.num_classes": 4,
-                        "model.min_size": 64, "model.max_size": 64}, 2, 64)
+        cls = Workload(
+            "cls resnest14d 32px",
+            "recipes/imagenet/resnest50d.toml",
+            {**common, **no_mixup, "model.backbone": "resnest14d", "model.num_classes": 10},
+            4,
+            32,
+        )
+        det = Workload(
+            "det fcos resnest14d 64px",
+            "recipes/coco/fcos_resnest50d_fpn_1x.toml",
+            {
+                **common,
+                "model.task": "detection",
+                "model.backbone": "resnest14d",
+                "model.num_classes": 4,
+                "model.min_size": 64,
+                "model.max_size": 64,
+            },
+            2,
+            64,
+        )
     else:
-        cls = Workload("cls resnest50d 224px", "recipes/imagenet/resnest50d.toml",
-                       {**common, **no_mixup, "model.num_classes": 1000}, args.batch_size, 224)
-        det = Workload("det fcos resnest50d 800px", "recipes/coco/fcos_resnest50d_fpn_1x.toml",
-                       {**common, "model.task": "detection", "model.num_classes": 80}, args.det_batch_size, 800)
+        cls = Workload(
+            "cls resnest50d 224px",
+            "recipes/imagenet/resnest50d.toml",
+            {**common, **no_mixup, "model.num_classes": 1000},
+            args.batch_size,
+            224,
+        )
+        det = Workload(
+            "det fcos resnest50d 800px",
+            "recipes/coco/fcos_resnest50d_fpn_1x.toml",
+            {**common, "model.task": "detection", "model.num_classes": 80},
+            args.det_batch_size,
+            800,
+        )
     return [cls, det] if args.det else [cls]
 
 
@@ -242,12 +269,16 @@ def main() -> None:
     matmul_n = 512 if device.type == "cpu" else 8192
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
-    print(f"{name}, torch {torch.__version__}, {args.steps} timed steps after {args.warmup} warm-up, "
-          f"median of {args.repeats}; img/s = training images per second, MFU vs the measured matmul peak")
+    print(
+        f"{name}, torch {torch.__version__}, {args.steps} timed steps after {args.warmup} warm-up, "
+        f"median of {args.repeats}; img/s = training images per second, MFU vs the measured matmul peak"
+    )
     peaks = {d: matmul_peak(DTYPES[d], device, matmul_n) for d in args.dtypes if not skip_reason(d, device)}
     print("matmul peak: " + ", ".join(f"{d} {p / 1e12:.2f} TFLOP/s" for d, p in peaks.items()))
-    header = f"{'workload':28s}{'dtype':>6s}{'NHWC':>6s}{'compile':>8s}{'recipe img/s':>14s}{'plain img/s':>13s}" \
-             f"{'ratio':>7s}{'recipe MFU':>12s}{'plain MFU':>11s}"
+    header = (
+        f"{'workload':28s}{'dtype':>6s}{'NHWC':>6s}{'compile':>8s}{'recipe img/s':>14s}{'plain img/s':>13s}"
+        f"{'ratio':>7s}{'recipe MFU':>12s}{'plain MFU':>11s}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for w in workloads(args):
             recipe = recipe_for(w, "fp32", False, False, 1, Path(tmp) / "flops", device.type == "cpu")
@@ -273,8 +304,10 @@ def main() -> None:
                     print(f"{label}  failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}")
                     continue
                 mfu = {p: r / w.batch_size * flops / peaks[dtype] for p, r in rates.items()}
-                print(f"{label}{rates['recipe']:14.1f}{rates['plain']:13.1f}{rates['recipe'] / rates['plain']:7.3f}"
-                      f"{100 * mfu['recipe']:11.1f}%{100 * mfu['plain']:10.1f}%")
+                print(
+                    f"{label}{rates['recipe']:14.1f}{rates['plain']:13.1f}{rates['recipe'] / rates['plain']:7.3f}"
+                    f"{100 * mfu['recipe']:11.1f}%{100 * mfu['plain']:10.1f}%"
+                )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ the start-up of `--help` and `--print-recipe` against `python -c "import torch"`
 
     python benchmarks/overhead.py --process [--repeats 2] [--epochs 3] [--num-train 4096] [--log-interval 32]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -138,8 +139,14 @@ def run_plain(recipe) -> tuple[tuple[float, float], list[tuple[float, float]], l
     train_root, val_root = ensure_shapes_classification(
         ShapesSpec(num_train=s.num_train, num_val=s.num_val, image_size=s.image_size, seed=s.seed)
     )
-    train_tf = create_transform(d.img_size, is_training=True, scale=tuple(aug.scale), hflip=aug.hflip,
-                                color_jitter=aug.color_jitter, auto_augment=None)
+    train_tf = create_transform(
+        d.img_size,
+        is_training=True,
+        scale=tuple(aug.scale),
+        hflip=aug.hflip,
+        color_jitter=aug.color_jitter,
+        auto_augment=None,
+    )
     val_tf = create_transform(d.img_size, is_training=False, crop_pct=d.crop_pct)
     train_loader = DataLoader(ImageFolder(str(train_root), train_tf), batch_size=d.batch_size, shuffle=True)
     val_loader = DataLoader(ImageFolder(str(val_root), val_tf), batch_size=d.batch_size)
@@ -170,7 +177,9 @@ def run_plain(recipe) -> tuple[tuple[float, float], list[tuple[float, float]], l
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             if i % interval == 0:
-                accelerator.print(f"epoch {epoch + 1} iter {i} loss {loss.item():.4f} lr {scheduler.get_last_lr()[0]:.3e}")
+                accelerator.print(
+                    f"epoch {epoch + 1} iter {i} loss {loss.item():.4f} lr {scheduler.get_last_lr()[0]:.3e}"
+                )
         epochs.append(since(tick))
         iters.append(iters_per_epoch)
         model.eval()
@@ -197,7 +206,9 @@ def paired(rows: dict[str, list[tuple[float, float]]], title: str) -> None:
     for name, pairs in rows.items():
         ratios = sorted(a / b for a, b in pairs)
         ours, base = statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs)
-        print(f"{name:40s}{ours:10.3f}{base:10.3f}{statistics.median(ratios):8.3f}{f'{ratios[0]:.3f}-{ratios[-1]:.3f}':>14s}")
+        print(
+            f"{name:40s}{ours:10.3f}{base:10.3f}{statistics.median(ratios):8.3f}{f'{ratios[0]:.3f}-{ratios[-1]:.3f}':>14s}"
+        )
 
 
 def process_main(args: argparse.Namespace) -> None:
@@ -205,29 +216,51 @@ def process_main(args: argparse.Namespace) -> None:
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     sets = {
-        "data.num_workers": 1, "data.img_size": args.img_size, "data.batch_size": args.batch_size,
-        "data.shapes.image_size": args.img_size, "data.shapes.num_train": args.num_train,
-        "data.shapes.num_val": max(args.num_train // 16, 1), "runner.max_epochs": args.epochs,
-        "workflow": '[["train", 1]]', "evaluation.interval": 10**6, "evaluation.save_best": '""',
-        "checkpoint_config.interval": 10**6, "checkpoint_config.save_last": "false",
+        "data.num_workers": 1,
+        "data.img_size": args.img_size,
+        "data.batch_size": args.batch_size,
+        "data.shapes.image_size": args.img_size,
+        "data.shapes.num_train": args.num_train,
+        "data.shapes.num_val": max(args.num_train // 16, 1),
+        "runner.max_epochs": args.epochs,
+        "workflow": '[["train", 1]]',
+        "evaluation.interval": 10**6,
+        "evaluation.save_best": '""',
+        "checkpoint_config.interval": 10**6,
+        "checkpoint_config.save_last": "false",
         "log_config.interval": args.log_interval,
     }
     overrides = [f"{k}={v}" for k, v in sets.items()]
     recipe = load_recipe(RECIPE, {k: tomllib.loads(f"v = {v}")["v"] for k, v in sets.items()})
     s = recipe.data.shapes
     train_root, _ = ensure_shapes_classification(
-        ShapesSpec(num_train=s.num_train, num_val=s.num_val, image_size=s.image_size, seed=s.seed))
+        ShapesSpec(num_train=s.num_train, num_val=s.num_val, image_size=s.image_size, seed=s.seed)
+    )
     rows: dict[str, list[tuple[float, float]]] = {"whole process, wall (s)": [], "per iteration after epoch 1 (ms)": []}
     startup: dict[str, list[tuple[float, float]]] = {"accel-trainer --help (s)": [], "RECIPE --print-recipe (s)": []}
     with tempfile.TemporaryDirectory() as tmp:
         cli = [sys.executable, "-m", "accel_trainer", str(RECIPE), "--no-progress", "--set", *overrides]
-        plain = [sys.executable, str(ROOT / "benchmarks/plain_loop.py"), str(train_root), "--epochs", str(args.epochs),
-                 "--img-size", str(args.img_size), "--batch-size", str(args.batch_size), "--num-workers", "1",
-                 "--lr", str(recipe.optimizer["lr"]), "--log-interval", str(args.log_interval)]
+        plain = [
+            sys.executable,
+            str(ROOT / "benchmarks/plain_loop.py"),
+            str(train_root),
+            "--epochs",
+            str(args.epochs),
+            "--img-size",
+            str(args.img_size),
+            "--batch-size",
+            str(args.batch_size),
+            "--num-workers",
+            "1",
+            "--lr",
+            str(recipe.optimizer["lr"]),
+            "--log-interval",
+            str(args.log_interval),
+        ]
         for r in range(args.repeats):
             work = Path(tmp) / f"run{r}"
             results = {}
-            for name in (("ours", "plain") if r % 2 == 0 else ("plain", "ours")):
+            for name in ("ours", "plain") if r % 2 == 0 else ("plain", "ours"):
                 cmd = [*cli, "--work-dir", str(work)] if name == "ours" else plain
                 results[name] = timed(cmd, env)
             (log_json,) = work.glob("*.log.json")
@@ -239,9 +272,12 @@ def process_main(args: argparse.Namespace) -> None:
             torch_import = timed([sys.executable, "-c", "import torch"], env)[0]
             startup["accel-trainer --help (s)"].append((timed(cli[:3] + ["--help"], env)[0], torch_import))
             startup["RECIPE --print-recipe (s)"].append(
-                (timed([*cli[:4], "--print-recipe", "--set", *overrides], env)[0], torch_import))
-    print(f"{recipe.model.backbone} at {args.img_size} px, batch {args.batch_size}, {args.epochs} epochs of {args.num_train} "
-          f"images, num_workers 1, default threads, {args.repeats} repeats, {os.cpu_count()} CPUs, torch {torch.__version__}")
+                (timed([*cli[:4], "--print-recipe", "--set", *overrides], env)[0], torch_import)
+            )
+    print(
+        f"{recipe.model.backbone} at {args.img_size} px, batch {args.batch_size}, {args.epochs} epochs of {args.num_train} "
+        f"images, num_workers 1, default threads, {args.repeats} repeats, {os.cpu_count()} CPUs, torch {torch.__version__}"
+    )
     paired(rows, "python -m accel_trainer vs benchmarks/plain_loop.py (ratio: median of the runs paired in time)")
     paired(startup, "start-up vs python -c 'import torch'")
 
@@ -274,20 +310,26 @@ def main() -> None:
                 with contextlib.redirect_stdout(io.StringIO()):
                     whole, epochs, iters = runners[name](recipe)
                 for i in (0, 1):
-                    values[rows[i]][name].append(1e3 * statistics.median(e[i] / n for e, n in zip(epochs[1:], iters[1:])))
+                    values[rows[i]][name].append(
+                        1e3 * statistics.median(e[i] / n for e, n in zip(epochs[1:], iters[1:]))
+                    )
                     values[rows[2 + i]][name].append(whole[i])
 
-    print(f"{recipe.model.backbone} at {args.img_size} px, batch {args.batch_size}, {args.epochs} epochs of "
-          f"{recipe.data.shapes.num_train} images, {args.repeats} repeats, {os.cpu_count()} CPUs, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(
+        f"{recipe.model.backbone} at {args.img_size} px, batch {args.batch_size}, {args.epochs} epochs of "
+        f"{recipe.data.shapes.num_train} images, {args.repeats} repeats, {os.cpu_count()} CPUs, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
     print("ratio: median of the trainer/plain ratios of the runs paired in time (spread: their min-max)")
     print(f"{'':26s}{'trainer':>10s}{'plain':>10s}{'ratio':>8s}{'spread':>14s}")
     for row in rows:
         ratios = sorted(a / b for a, b in zip(values[row]["trainer"], values[row]["plain"]))
         t, p = statistics.median(values[row]["trainer"]), statistics.median(values[row]["plain"])
         print(f"{row:26s}{t:10.2f}{p:10.2f}{statistics.median(ratios):8.3f}{f'{ratios[0]:.3f}-{ratios[-1]:.3f}':>14s}")
-    print(f"of the trainer's whole run, after_run hooks (the curves.png plot): "
-          f"{statistics.median(END_OF_RUN[1:]):.2f} s median")
+    print(
+        f"of the trainer's whole run, after_run hooks (the curves.png plot): "
+        f"{statistics.median(END_OF_RUN[1:]):.2f} s median"
+    )
 
 
 if __name__ == "__main__":

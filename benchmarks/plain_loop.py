@@ -5,6 +5,7 @@ such a script imports (torch, torchvision, timm, accelerate), never accel_traine
 
     python benchmarks/plain_loop.py TRAIN_DIR [--epochs 3] [--img-size 32] [--batch-size 32] [--num-workers 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,12 +32,15 @@ def main() -> None:
     args = parser.parse_args()
     accelerator = Accelerator(cpu=True)
     transform = create_transform(args.img_size, is_training=True, scale=(0.5, 1.0), hflip=0.5, color_jitter=0.0)
-    loader = DataLoader(ImageFolder(args.train_dir, transform), batch_size=args.batch_size, shuffle=True,
-                        num_workers=args.num_workers)
+    loader = DataLoader(
+        ImageFolder(args.train_dir, transform), batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers
+    )
     model = timm.create_model("resnest14d", num_classes=4)
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, weight_decay=0.05)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, weight_decay=0.05
+    )
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     per_epoch = len(loader)
 

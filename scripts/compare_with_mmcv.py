@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from accel_trainer.schedules.preview import schedule_rows  # noqa: E402
-from accel_trainer.schedules import LrSchedule, MomentumSchedule, Progress, apply_schedules  # noqa: E402
+from accel_trainer.schedules import LrSchedule, MomentumSchedule, Progress, apply_schedules
+from accel_trainer.schedules.preview import schedule_rows
 
 TOLERANCE = 1e-6
 PER_GROUP_KEYS = ("max_lr", "base_momentum", "max_momentum")  # a list means one value per param group

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny recipes on the built-in shapes data, cached once per test session."""
+
 from __future__ import annotations
 
 import os

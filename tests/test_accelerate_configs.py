@@ -1,4 +1,5 @@
 """The shipped `accelerate launch` configs load with Accelerate's own loader, and the CPU one runs."""
+
 from __future__ import annotations
 
 import json
@@ -57,9 +58,19 @@ def test_cpu_ddp_config_runs_two_processes(tiny_recipe):
     env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
     env["OMP_NUM_THREADS"] = "1"
     cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "cpu_ddp.yaml"),
-        "--main_process_port", "29621", "-m", "accel_trainer", str(tiny_recipe),
-        "--set", "runner.max_epochs=1", "accelerate.sync_bn=true",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(CONFIGS / "cpu_ddp.yaml"),
+        "--main_process_port",
+        "29621",
+        "-m",
+        "accel_trainer",
+        str(tiny_recipe),
+        "--set",
+        "runner.max_epochs=1",
+        "accelerate.sync_bn=true",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -90,14 +101,40 @@ def test_multi_node_config_runs_as_two_machines_on_one_host(tiny_recipe):
     """Both machine ranks of multi_node.yaml on 127.0.0.1, one CPU process each: one gloo group of 2."""
     env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
     common = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "multi_node.yaml"),
-        "--num_machines", "2", "--num_processes", "2", "--main_process_ip", "127.0.0.1",
-        "--main_process_port", "29641", "--mixed_precision", "no",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(CONFIGS / "multi_node.yaml"),
+        "--num_machines",
+        "2",
+        "--num_processes",
+        "2",
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        "29641",
+        "--mixed_precision",
+        "no",
     ]
     procs = [
-        subprocess.Popen([*common, "--machine_rank", str(rank), "-m", "accel_trainer", str(tiny_recipe),
-                          "--set", "runner.max_epochs=1"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        subprocess.Popen(
+            [
+                *common,
+                "--machine_rank",
+                str(rank),
+                "-m",
+                "accel_trainer",
+                str(tiny_recipe),
+                "--set",
+                "runner.max_epochs=1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=REPO,
+        )
         for rank in (0, 1)
     ]
     outputs = [p.communicate(timeout=600) for p in procs]

@@ -6,6 +6,7 @@ keyword argument of one) with the first release that has it, read from the relea
 package uses an API the table lacks, when the installed accelerate lacks one, or when the floor
 differs from the newest first version.
 """
+
 from __future__ import annotations
 
 import ast
@@ -154,8 +155,12 @@ def _is_accelerator(node: ast.expr) -> bool:
     """`accelerator`, `self.accelerator`, `trainer.accelerator` (not `torch.accelerator`)."""
     if isinstance(node, ast.Name):
         return node.id == "accelerator"
-    return isinstance(node, ast.Attribute) and node.attr == "accelerator" and \
-        isinstance(node.value, ast.Name) and node.value.id in ("self", "trainer")
+    return (
+        isinstance(node, ast.Attribute)
+        and node.attr == "accelerator"
+        and isinstance(node.value, ast.Name)
+        and node.value.id in ("self", "trainer")
+    )
 
 
 def covered() -> set[str]:

@@ -1,9 +1,11 @@
 """Checkpoints: exact round trips, crash safety, tamper detection, and no code run on load."""
+
 from __future__ import annotations
 
 import json
 import logging
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,8 +33,15 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: int, 
 
 
 def save(root, name, model, optimizer=None, **kw):
-    return save_checkpoint(root, name, model_state=model.state_dict(), trainer_state={"iter": int(name.split("_")[-1])},
-                           recipe_text="[model]\nbackbone = 'x'\n", optimizer=optimizer, **kw)
+    return save_checkpoint(
+        root,
+        name,
+        model_state=model.state_dict(),
+        trainer_state={"iter": int(name.split("_")[-1])},
+        recipe_text="[model]\nbackbone = 'x'\n",
+        optimizer=optimizer,
+        **kw,
+    )
 
 
 OPTIMIZERS = {
@@ -71,15 +80,31 @@ def test_round_trip_gives_bit_identical_next_step(tmp_path, kind):
 
 def test_shared_views_and_extra_tensors_round_trip(tmp_path):
     base = torch.arange(10, dtype=torch.int64)
-    state = {"a": base, "b": base, "c": base[2:5], "scalar": torch.tensor(2.5, dtype=torch.float64), "t": base.view(2, 5).t()}
+    state = {
+        "a": base,
+        "b": base,
+        "c": base[2:5],
+        "scalar": torch.tensor(2.5, dtype=torch.float64),
+        "t": base.view(2, 5).t(),
+    }
     ema = {"w": torch.ones(2, dtype=torch.bfloat16)}
-    path = save_checkpoint(tmp_path, "epoch_1", model_state=state, trainer_state={"best": {"value": float("nan")}},
-                           recipe_text="", extra_tensors={"ema": ema}, rng=False)
+    path = save_checkpoint(
+        tmp_path,
+        "epoch_1",
+        model_state=state,
+        trainer_state={"best": {"value": float("nan")}},
+        recipe_text="",
+        extra_tensors={"ema": ema},
+        rng=False,
+    )
     loaded = load_checkpoint(path)
     assert set(loaded.model_state) == set(state)
     for key, value in state.items():
         assert loaded.model_state[key].dtype == value.dtype and torch.equal(loaded.model_state[key], value), key
-    assert torch.equal(loaded.extra_tensors["ema"]["w"], ema["w"]) and loaded.extra_tensors["ema"]["w"].dtype == torch.bfloat16
+    assert (
+        torch.equal(loaded.extra_tensors["ema"]["w"], ema["w"])
+        and loaded.extra_tensors["ema"]["w"].dtype == torch.bfloat16
+    )
     assert loaded.optimizer_state is None and loaded.rng == ({}, {})
     assert np.isnan(loaded.trainer_state["best"]["value"])
 
@@ -120,7 +145,7 @@ def test_crash_mid_save_keeps_previous_checkpoint(tmp_path, monkeypatch, name):
 
     def crash(tensors, path, metadata=None):
         if str(path).endswith("optimizer.safetensors"):
-            open(path, "wb").write(b"partial")
+            Path(path).write_bytes(b"partial")
             raise OSError("disk full")
         return save_file(tensors, path, metadata=metadata)
 
@@ -176,9 +201,16 @@ DAMAGE = {
 }
 
 
-@pytest.mark.parametrize("how,file", [("flip", "model.safetensors"), ("truncate", "optimizer.safetensors"),
-                                      ("flip", "trainer_state.json"), ("delete", "rng.safetensors"),
-                                      ("delete", "manifest.json")])
+@pytest.mark.parametrize(
+    "how,file",
+    [
+        ("flip", "model.safetensors"),
+        ("truncate", "optimizer.safetensors"),
+        ("flip", "trainer_state.json"),
+        ("delete", "rng.safetensors"),
+        ("delete", "manifest.json"),
+    ],
+)
 def test_damaged_checkpoint_is_rejected_and_skipped(tmp_path, caplog, monkeypatch, how, file):
     monkeypatch.setattr(logging.getLogger("accel_trainer"), "propagate", True)
     model = tiny_model()
@@ -212,6 +244,12 @@ def test_prune_keeps_newest_and_protected_and_remove_takes_one(tmp_path):
     checkpoint.prune_checkpoints(tmp_path, "epoch", 0, protect=set())
     assert len(list(tmp_path.iterdir())) == 7
     checkpoint.prune_checkpoints(tmp_path, "epoch", 2, protect={"epoch_1", "best_top1_epoch_2"})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best_top1_epoch_2", "epoch_1", "epoch_10", "epoch_9", "iter_5"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "best_top1_epoch_2",
+        "epoch_1",
+        "epoch_10",
+        "epoch_9",
+        "iter_5",
+    ]
     checkpoint.remove_checkpoint(tmp_path, "best_top1_epoch_2")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_1", "epoch_10", "epoch_9", "iter_5"]

@@ -12,8 +12,14 @@ from .test_trainer import read_records
 def test_mixup_trains_on_full_batches_only(tiny_recipe):
     # 21 training images in batches of 4: the last batch would hold one image, which timm's
     # Mixup (it pairs each sample with the reversed batch) rejects; training batches must be full.
-    overrides = {"data.shapes.num_train": 21, "data.batch_size": 4, "data.augment.mixup": 0.2,
-                 "data.augment.cutmix": 1.0, "data.augment.label_smoothing": 0.1, "runner.max_epochs": 1}
+    overrides = {
+        "data.shapes.num_train": 21,
+        "data.batch_size": 4,
+        "data.augment.mixup": 0.2,
+        "data.augment.cutmix": 1.0,
+        "data.augment.label_smoothing": 0.1,
+        "runner.max_epochs": 1,
+    }
     trainer = Trainer(load_recipe(tiny_recipe, overrides))
     assert isinstance(trainer.task.criterion, SoftTargetCrossEntropy)
     assert len(trainer.train_loader) == 5 and len(trainer.val_loader) == 6  # val keeps every sample
@@ -26,7 +32,7 @@ def test_mixup_targets_are_soft_and_sum_to_one(tiny_recipe):
     recipe = load_recipe(tiny_recipe, {"data.augment.mixup": 0.8, "data.augment.label_smoothing": 0.1})
     task = ClassificationTask(recipe)
     images, labels = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
-    mixed, targets = task.mixup(images, labels)
+    _, targets = task.mixup(images, labels)
     assert targets.shape == (4, 4) and torch.allclose(targets.sum(1), torch.ones(4))
     assert (targets > 0).sum() > 4  # two classes per row (plus smoothing), not one-hot
     without = ClassificationTask(load_recipe(tiny_recipe))

@@ -18,10 +18,10 @@ def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--set", "optimizer.lrr=0.1"], 'optimizer.lrr'),
+        (["--set", "optimizer.lrr=0.1"], "optimizer.lrr"),
         (["--set", "data.train.root=/x"], "strings need quotes"),
         (["--set", "runner.max_epochs=-1"], "runner.max_epochs = -1 must be > 0"),
-        (["--set", "lr_config.policy=\"Cosine\""], "lr_config.policy"),
+        (["--set", 'lr_config.policy="Cosine"'], "lr_config.policy"),
     ],
 )
 def test_user_errors_exit_2_without_traceback(tiny_recipe, args, message):
@@ -101,9 +101,7 @@ def test_recipe_tools_import_no_hook_module_but_a_run_does(tiny_recipe, tmp_path
     """A recipe is code only when it runs: printing, previewing and importing never import hook modules."""
     marker = tmp_path / "imported"
     (tmp_path / "side_effect_hooks.py").write_text(
-        f"open({str(marker)!r}, 'a').write('x')\n"
-        "from accel_trainer import Hook\n"
-        "class Noisy(Hook):\n    pass\n"
+        f"open({str(marker)!r}, 'a').write('x')\nfrom accel_trainer import Hook\nclass Noisy(Hook):\n    pass\n"
     )
     hook = '--set=custom_hooks=[{type = "side_effect_hooks:Noisy"}]'
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}

@@ -1,5 +1,6 @@
 """COCO detection data: contiguous labels and back, crowd/degenerate boxes, bad images, box-aware
 transforms, and the pycocotools metrics."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -31,7 +32,14 @@ W, H = 40, 30
 
 
 def _ann(ann_id: int, image_id: int, cat: int, bbox: list[float], crowd: int = 0) -> dict:
-    return {"id": ann_id, "image_id": image_id, "category_id": cat, "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": crowd}
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": cat,
+        "bbox": bbox,
+        "area": bbox[2] * bbox[3],
+        "iscrowd": crowd,
+    }
 
 
 def make_coco(root: Path) -> tuple[Path, Path]:
@@ -151,7 +159,9 @@ def test_scale_jitter_draws_per_sample_and_keeps_boxes_with_the_image(coco_set):
         sizes.add((h, w))
         assert 15 <= h <= 45
         scale = torch.tensor([w / W, h / H, w / W, h / H])
-        assert torch.allclose(target["boxes"], torch.tensor([[4.0, 5.0, 14.0, 13.0], [20.0, 2.0, 35.0, 22.0]]) * scale, atol=1e-4)
+        assert torch.allclose(
+            target["boxes"], torch.tensor([[4.0, 5.0, 14.0, 13.0], [20.0, 2.0, 35.0, 22.0]]) * scale, atol=1e-4
+        )
     assert len(sizes) > 3
 
 
@@ -165,7 +175,13 @@ def test_loader_collates_lists_of_differently_sized_images(coco_set, tmp_path):
     images, ann_file = coco_set
     Image.new("RGB", (25, 17)).save(images / "2.png")
     ds = CocoDetection(images, ann_file, detection_transforms(train=False))
-    recipe = Recipe.from_dict({"model": {"task": "detection"}, "data": {"type": "coco", "num_workers": 0, "pin_memory": False}, "runner": {"max_epochs": 1}})
+    recipe = Recipe.from_dict(
+        {
+            "model": {"task": "detection"},
+            "data": {"type": "coco", "num_workers": 0, "pin_memory": False},
+            "runner": {"max_epochs": 1},
+        }
+    )
     loader = build_loader(ds, recipe, batch_size=3, train=False, collate_fn=collate_detection)
     (batch,) = list(loader)
     imgs, targets = batch
@@ -204,15 +220,26 @@ def test_metrics_without_detections_are_zero(coco_set):
     assert metrics["bbox_mAP"] == 0.0 and metrics["bbox_mAP_50"] == 0.0
 
 
-
 def test_faster_coco_eval_gives_pycocotools_numbers(coco_set):
     pytest.importorskip("faster_coco_eval")
     gt = load_coco(coco_set[1])
     perfect = _gt_results(gt)
     generator = torch.Generator().manual_seed(0)
-    jittered = [{**r, "bbox": [v + float(d) for v, d in zip(r["bbox"], torch.randn(4, generator=generator) * 2)],
-                 "score": float(torch.rand(1, generator=generator))} for r in perfect for _ in range(3)]
-    result_sets = [perfect, jittered, perfect + [{"image_id": 3, "category_id": 12, "bbox": [1.0, 1.0, 6.0, 6.0], "score": 2.0}], []]
+    jittered = [
+        {
+            **r,
+            "bbox": [v + float(d) for v, d in zip(r["bbox"], torch.randn(4, generator=generator) * 2)],
+            "score": float(torch.rand(1, generator=generator)),
+        }
+        for r in perfect
+        for _ in range(3)
+    ]
+    result_sets = [
+        perfect,
+        jittered,
+        perfect + [{"image_id": 3, "category_id": 12, "bbox": [1.0, 1.0, 6.0, 6.0], "score": 2.0}],
+        [],
+    ]
     for results in result_sets:
         reference, _ = coco_bbox_metrics(gt, results, [1, 2, 3], "pycocotools")
         fast, summary = coco_bbox_metrics(gt, results, [1, 2, 3], "faster_coco_eval")
@@ -224,7 +251,9 @@ def test_faster_coco_eval_gives_pycocotools_numbers(coco_set):
 
 def test_auto_backend_is_pycocotools_without_faster_coco_eval(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faster_coco_eval" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "faster_coco_eval" else real(name, *a)
+    )
     assert coco_backend("auto") == "pycocotools"
     with pytest.raises(RecipeError, match=r'evaluation.backend = "faster_coco_eval" but the package is not installed'):
         Recipe.from_dict({"evaluation": {"backend": "faster_coco_eval"}, "runner": {"max_epochs": 1}})

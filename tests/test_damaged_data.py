@@ -1,4 +1,5 @@
 """Damaged data of every type is one line naming the file (exit 2), or skipped and counted."""
+
 from __future__ import annotations
 
 import io
@@ -84,7 +85,11 @@ def test_a_truncated_image_stops_a_run_with_one_line_or_is_counted_in_the_json_l
     proc = subprocess.run([sys.executable, "-m", "accel_trainer", str(recipe)], capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("accel-trainer: error: cannot read image ") and "bad.jpg" in last and "Traceback" not in proc.stderr
+    assert (
+        last.startswith("accel-trainer: error: cannot read image ")
+        and "bad.jpg" in last
+        and "Traceback" not in proc.stderr
+    )
     recipe = write_recipe(tmp_path, CLS_FOLDER, train=root, workers=0, skip="true", name="skip.toml")
     proc = subprocess.run([sys.executable, "-m", "accel_trainer", str(recipe)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -93,12 +98,21 @@ def test_a_truncated_image_stops_a_run_with_one_line_or_is_counted_in_the_json_l
     assert (val["num_samples"], val["skipped_val_images"], val["skipped_train_images"]) == (4, 1, 1)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda d: d.pop("categories"), 'no "categories" list'),
-    (lambda d: d["annotations"][0].update(category_id=99), "annotation id 1 category_id 99 is not among the categories [3, 7, 12]"),
-    (lambda d: d["annotations"][4].pop("bbox"), "annotation id 5 has no bbox"),
-    (lambda d: d["annotations"][4].update(bbox=[1, 2, -3, 4]), "annotation id 5 bbox [1, 2, -3, 4] has a negative width"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d.pop("categories"), 'no "categories" list'),
+        (
+            lambda d: d["annotations"][0].update(category_id=99),
+            "annotation id 1 category_id 99 is not among the categories [3, 7, 12]",
+        ),
+        (lambda d: d["annotations"][4].pop("bbox"), "annotation id 5 has no bbox"),
+        (
+            lambda d: d["annotations"][4].update(bbox=[1, 2, -3, 4]),
+            "annotation id 5 bbox [1, 2, -3, 4] has a negative width",
+        ),
+    ],
+)
 def test_broken_coco_annotations_are_named_before_training(tmp_path, change, message):
     images, ann_file = make_coco(tmp_path)
     data = json.loads(ann_file.read_text())

@@ -1,4 +1,5 @@
 """Real two-process DDP on CPU (gloo) through `accelerate launch`."""
+
 from __future__ import annotations
 
 import json
@@ -10,12 +11,28 @@ from pathlib import Path
 from .conftest import REPO
 
 
-def launch(recipe: Path, *args: str) -> subprocess.CompletedProcess:
+def launch(recipe: Path, *args: str, port: int = 29517) -> subprocess.CompletedProcess:
+    """Two CPU processes; `port` differs per test file, since files may run side by side."""
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
-        "-m", "accel_trainer", str(recipe), *args,
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        "-m",
+        "accel_trainer",
+        str(recipe),
+        *args,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
 

@@ -1,5 +1,6 @@
 """Detection through the real Trainer: each head trains and evaluates, metrics are pycocotools', the
 val pass leaves BatchNorm alone, norm_eval / frozen_stages hold, and DDP counts each image once."""
+
 from __future__ import annotations
 
 import json
@@ -140,7 +141,13 @@ class OracleDetector(nn.Module):
         for image in images:
             target = self.truth[image.numpy().tobytes()]
             n = len(target["labels"])
-            out.append({"boxes": target["boxes"] + self.shift, "labels": target["labels"] + self.label_offset, "scores": torch.ones(n)})
+            out.append(
+                {
+                    "boxes": target["boxes"] + self.shift,
+                    "labels": target["labels"] + self.label_offset,
+                    "scores": torch.ones(n),
+                }
+            )
         return out
 
 
@@ -185,7 +192,9 @@ def test_validation_leaves_running_stats_rng_and_modes_alone(tmp_path):
 
 
 def test_loss_mode_trains_without_norm_updates_and_resizes_like_eval():
-    model = build_detector(ModelCfg(task="detection", backbone="resnet10t", num_classes=4, min_size=32, max_size=32), skip_resize=True)
+    model = build_detector(
+        ModelCfg(task="detection", backbone="resnet10t", num_classes=4, min_size=32, max_size=32), skip_resize=True
+    )
     assert model.transform._skip_resize
     model.eval()
     with loss_mode(model, torch.device("cpu")):
@@ -196,7 +205,9 @@ def test_loss_mode_trains_without_norm_updates_and_resizes_like_eval():
 
 @pytest.mark.parametrize("norm_eval", [True, False])
 def test_norm_eval_keeps_backbone_running_stats(tmp_path, norm_eval):
-    trainer = Trainer.from_recipe(det_recipe(tmp_path), overrides={"model.norm_eval": norm_eval, "workflow": [["train", 1]]})
+    trainer = Trainer.from_recipe(
+        det_recipe(tmp_path), overrides={"model.norm_eval": norm_eval, "workflow": [["train", 1]]}
+    )
     body = trainer.unwrapped_model.backbone.body
     before = bn_state(body)
     trainer.fit()
@@ -235,7 +246,9 @@ def test_frozen_stages_stay_frozen_through_a_freeze_stage(tmp_path):
 
 def test_model_keys_reach_torchvision():
     m = dict(task="detection", backbone="resnet10t", num_classes=4, min_size=48, max_size=96)
-    fcos = build_detector(ModelCfg(head="fcos", score_thresh=0.05, nms_thresh=0.5, detections_per_img=7, topk_candidates=11, **m))
+    fcos = build_detector(
+        ModelCfg(head="fcos", score_thresh=0.05, nms_thresh=0.5, detections_per_img=7, topk_candidates=11, **m)
+    )
     assert fcos.transform.min_size == (48,) and fcos.transform.max_size == 96
     assert (fcos.score_thresh, fcos.nms_thresh, fcos.detections_per_img, fcos.topk_candidates) == (0.05, 0.5, 7, 11)
     assert fcos.head.classification_head.num_classes == 4
@@ -268,7 +281,9 @@ def test_num_class_check_names_the_category_count(tmp_path):
 
 
 def test_scale_jitter_moves_the_training_resize_into_the_data(tmp_path):
-    trainer = Trainer.from_recipe(det_recipe(tmp_path), overrides={"data.augment.scale": [0.5, 1.5], "workflow": [["train", 1]]})
+    trainer = Trainer.from_recipe(
+        det_recipe(tmp_path), overrides={"data.augment.scale": [0.5, 1.5], "workflow": [["train", 1]]}
+    )
     assert trainer.unwrapped_model.transform._skip_resize
     assert any(isinstance(t, RandomRescale) for t in trainer.train_dataset.transforms.transforms)
     trainer.fit()
@@ -294,8 +309,12 @@ def test_coco_data_with_an_unreadable_val_image_is_evaluated_without_it(tmp_path
 
 
 def test_two_processes_count_every_val_image_once(tmp_path):
-    recipe = write_recipe(tmp_path, TINY_DET.replace("num_val = 6", "num_val = 5").replace("batch_size = 4", "batch_size = 2"),
-                          name="det.toml", head="fcos")
+    recipe = write_recipe(
+        tmp_path,
+        TINY_DET.replace("num_val = 6", "num_val = 5").replace("batch_size = 4", "batch_size = 2"),
+        name="det.toml",
+        head="fcos",
+    )
     proc = launch(recipe, "--eval-only")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MULTI_CPU, 2 processes" in next((tmp_path / "work").glob("*.log")).read_text()

@@ -1,4 +1,5 @@
 """EMA of the weights: the average itself, when it updates, val records, checkpoints, resume, export, DDP."""
+
 from __future__ import annotations
 
 import hashlib
@@ -203,11 +204,32 @@ def test_ddp_ranks_keep_identical_emas(tmp_path):
     (tmp_path / "ema_probe.py").write_text(CHECKSUM_HOOK)
     recipe = write_recipe(tmp_path)
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
-    sets = ["ema.enable=true", "runner.max_epochs=1", "checkpoint_config.interval=1",
-            'custom_hooks=[{type = "ema_probe:EmaChecksum"}]']
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29641",
-           "-m", "accel_trainer", str(recipe), *[arg for s in sets for arg in ("--set", s)]]
+    sets = [
+        "ema.enable=true",
+        "runner.max_epochs=1",
+        "checkpoint_config.interval=1",
+        'custom_hooks=[{type = "ema_probe:EmaChecksum"}]',
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29651",
+        "-m",
+        "accel_trainer",
+        str(recipe),
+        *[arg for s in sets for arg in ("--set", s)],
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     work = tmp_path / "work"

@@ -1,4 +1,5 @@
 """`--eval-only`: evaluates a checkpoint and writes work_dir/eval/metrics.json."""
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ def test_eval_only_reproduces_the_val_record_of_the_same_weights(tiny_recipe, tm
 
 
 def test_eval_only_with_a_tampered_checkpoint_exits_2(tiny_recipe, tmp_path, capsys):
-    assert main([str(tiny_recipe), "--set", "runner.max_epochs=1", "workflow=[[\"train\", 1]]"]) == 0
+    assert main([str(tiny_recipe), "--set", "runner.max_epochs=1", 'workflow=[["train", 1]]']) == 0
     ckpt = tmp_path / "work" / "checkpoints" / "epoch_1"
     model = ckpt / "model.safetensors"
     data = bytearray(model.read_bytes())

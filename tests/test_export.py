@@ -1,4 +1,5 @@
 """Export: whole-model and backbone-only safetensors, the latter loadable by plain timm."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """Failures a cluster run meets: non-finite losses, lying checkpoint files, a second run in the same
 work_dir, dead processes' temporary folders, a full disk, engines we do not drive, absurd configs."""
+
 from __future__ import annotations
 
 import errno
@@ -24,8 +25,11 @@ from accel_trainer.hooks.step_guard import NonFiniteError
 
 from .conftest import REPO, write_recipe
 
-ONE_EPOCH = {"runner.max_epochs": 1, "workflow": [["train", 1]],
-             "checkpoint_config": {"by_epoch": False, "interval": 2}}
+ONE_EPOCH = {
+    "runner.max_epochs": 1,
+    "workflow": [["train", 1]],
+    "checkpoint_config": {"by_epoch": False, "interval": 2},
+}
 
 
 def poison(trainer: Trainer, iterations: set[int]) -> None:
@@ -101,8 +105,9 @@ def test_non_finite_weights_are_never_written_and_nan_is_never_best(tiny_recipe)
 def save(root: Path, name: str, iter: int, optimizer: bool = True) -> Path:
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1) if optimizer else None
-    return checkpoint.save_checkpoint(root, name, model_state=model.state_dict(), trainer_state={"iter": iter},
-                                      recipe_text="", optimizer=opt)
+    return checkpoint.save_checkpoint(
+        root, name, model_state=model.state_dict(), trainer_state={"iter": iter}, recipe_text="", optimizer=opt
+    )
 
 
 def test_auto_resume_skips_weights_only_and_damaged_checkpoints(tmp_path, caplog):
@@ -133,13 +138,20 @@ def rewrite(folder: Path, name: str, text: str) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
-@pytest.mark.parametrize("file, edit, message", [
-    ("trainer_state.json", lambda s: {k: v for k, v in s.items() if k != "iter"}, "field 'iter' is missing"),
-    ("trainer_state.json", lambda s: {**s, "epoch": "1"}, "field 'epoch' = '1': expected int"),
-    ("trainer_state.json", lambda s: [s], "expected a JSON object"),
-    ("optimizer.json", lambda s: {k: v for k, v in s.items() if k != "param_groups"}, "field 'param_groups' is missing"),
-    ("optimizer.json", lambda s: {**s, "param_groups": [{"params": ["a"]}]}, r"field 'param_groups\[0\].params'"),
-])
+@pytest.mark.parametrize(
+    "file, edit, message",
+    [
+        ("trainer_state.json", lambda s: {k: v for k, v in s.items() if k != "iter"}, "field 'iter' is missing"),
+        ("trainer_state.json", lambda s: {**s, "epoch": "1"}, "field 'epoch' = '1': expected int"),
+        ("trainer_state.json", lambda s: [s], "expected a JSON object"),
+        (
+            "optimizer.json",
+            lambda s: {k: v for k, v in s.items() if k != "param_groups"},
+            "field 'param_groups' is missing",
+        ),
+        ("optimizer.json", lambda s: {**s, "param_groups": [{"params": ["a"]}]}, r"field 'param_groups\[0\].params'"),
+    ],
+)
 def test_crafted_state_files_exit_2_naming_file_and_field(tmp_path, trained, capsys, file, edit, message):
     work = tmp_path / "work"
     shutil.copytree(trained / "work", work)
@@ -187,8 +199,15 @@ def test_disk_full_while_saving_exits_in_one_line_and_keeps_every_checkpoint(tmp
 
     monkeypatch.setattr(checkpoint, "save_file", disk_full)
     root = tmp_path / "work" / "checkpoints"
-    code = cli.main([str(recipe), "--set", "runner.max_epochs=1", "checkpoint_config.by_epoch=false",
-                     "checkpoint_config.interval=2"])
+    code = cli.main(
+        [
+            str(recipe),
+            "--set",
+            "runner.max_epochs=1",
+            "checkpoint_config.by_epoch=false",
+            "checkpoint_config.interval=2",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and len(err) == 1
     assert f"{root / 'iter_4'}: cannot write the checkpoint (No space left on device)" in err[0]
@@ -207,21 +226,40 @@ def test_unsupported_engines_stop_at_start_in_one_line(tiny_recipe, monkeypatch,
 
 def test_fsdp_launch_config_is_refused_through_accelerate_launch(tmp_path, tiny_recipe):
     config = tmp_path / "fsdp.yaml"
-    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nnum_processes: 1\n"
-                      "num_machines: 1\nmachine_rank: 0\nmixed_precision: 'no'\nuse_cpu: true\n")
-    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-                           "-m", "accel_trainer", str(tiny_recipe)], capture_output=True, text=True, cwd=REPO,
-                          env=dict(os.environ, ACCELERATE_USE_CPU="1"), timeout=300)
+    config.write_text(
+        "compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nnum_processes: 1\n"
+        "num_machines: 1\nmachine_rank: 0\nmixed_precision: 'no'\nuse_cpu: true\n"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(config),
+            "-m",
+            "accel_trainer",
+            str(tiny_recipe),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ, ACCELERATE_USE_CPU="1"),
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert "accel-trainer: error: the accelerate launch config asks for FSDP" in proc.stderr
     assert "Traceback" not in proc.stderr.split("accel-trainer: error")[0]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("lr = " + "-" * 100_000 + "1\n", "nested too deeply"),
-    ("optimizer = dict(type='SGD', lr=1e308 * 10)\n", "not a finite number"),
-    ("optimizer = dict(type='SGD', lr=1e999)\n", "not finite"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("lr = " + "-" * 100_000 + "1\n", "nested too deeply"),
+        ("optimizer = dict(type='SGD', lr=1e308 * 10)\n", "not a finite number"),
+        ("optimizer = dict(type='SGD', lr=1e999)\n", "not finite"),
+    ],
+)
 def test_import_mmcv_refuses_absurd_literals(tmp_path, capsys, text, message):
     config = tmp_path / "absurd.py"
     config.write_text(text)

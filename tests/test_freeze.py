@@ -60,8 +60,12 @@ def test_freeze_then_unfreeze(tiny_recipe, capsys):
 
 
 def test_resume_inside_the_frozen_stage_stays_frozen_then_unfreezes(tiny_recipe):
-    stages = {"freeze": {"modules": ["backbone"], "epochs": 2, "batch_size": 8}, "workflow": [["train", 1]],
-              "checkpoint_config.interval": 1, "auto_scale_lr": {"enable": True, "base_batch_size": 16}}
+    stages = {
+        "freeze": {"modules": ["backbone"], "epochs": 2, "batch_size": 8},
+        "workflow": [["train", 1]],
+        "checkpoint_config.interval": 1,
+        "auto_scale_lr": {"enable": True, "base_batch_size": 16},
+    }
     Trainer.from_recipe(tiny_recipe, overrides={**stages, "runner.max_epochs": 1}).fit()
     snaps = Snapshots()
     resumed = Trainer.from_recipe(tiny_recipe, overrides={**stages, "runner.max_epochs": 3}, hooks=[snaps])
@@ -85,8 +89,14 @@ def test_two_batch_sizes_one_run_length_for_loop_schedule_and_checkpoints(tiny_r
         "freeze": {"modules": ["backbone"], "epochs": 2, "batch_size": 8},
         "runner.max_epochs": 3,
         "workflow": [["train", 1]],
-        "lr_config": {"policy": "CosineAnnealing", "min_lr": 0.0, "by_epoch": False,
-                      "warmup": "linear", "warmup_iters": 10, "warmup_ratio": 0.1},
+        "lr_config": {
+            "policy": "CosineAnnealing",
+            "min_lr": 0.0,
+            "by_epoch": False,
+            "warmup": "linear",
+            "warmup_iters": 10,
+            "warmup_ratio": 0.1,
+        },
         "auto_scale_lr": {"enable": True, "base_batch_size": 16},
         "checkpoint_config": {"interval": 1000, "by_epoch": False},
         "log_config.interval": 1,
@@ -101,12 +111,16 @@ def test_two_batch_sizes_one_run_length_for_loop_schedule_and_checkpoints(tiny_r
     assert (ckpts / "iter_40").is_dir(), "save_last did not write the final iteration"
     assert "eta: -" not in capsys.readouterr().out
 
-    sets = [f"{k}={v}" for k, v in {
-        "freeze": '{modules = ["backbone"], epochs = 2, batch_size = 8}', "runner.max_epochs": 3,
-        "lr_config": '{policy = "CosineAnnealing", min_lr = 0.0, by_epoch = false, warmup = "linear", '
-                     'warmup_iters = 10, warmup_ratio = 0.1}',
-        "auto_scale_lr": "{enable = true, base_batch_size = 16}",
-    }.items()]
+    sets = [
+        f"{k}={v}"
+        for k, v in {
+            "freeze": '{modules = ["backbone"], epochs = 2, batch_size = 8}',
+            "runner.max_epochs": 3,
+            "lr_config": '{policy = "CosineAnnealing", min_lr = 0.0, by_epoch = false, warmup = "linear", '
+            "warmup_iters = 10, warmup_ratio = 0.1}",
+            "auto_scale_lr": "{enable = true, base_batch_size = 16}",
+        }.items()
+    ]
     csv = tmp_path / "s.csv"
     assert main(["schedule", str(tiny_recipe), "--num-processes", "1", "--csv", str(csv), "--set", *sets]) == 0
     rows = csv.read_text().splitlines()[1:]
@@ -131,7 +145,20 @@ def test_schedule_previews_the_lr_of_n_processes(tiny_recipe, tmp_path):
 def test_warmup_longer_than_the_run_is_named(tiny_recipe, capsys):
     from accel_trainer.cli import main
 
-    assert main(["schedule", str(tiny_recipe), "--num-processes", "1", "--csv", "/dev/null",
-                 "--set", 'lr_config={policy = "fixed", warmup = "linear", warmup_iters = 500}']) == 0
+    assert (
+        main(
+            [
+                "schedule",
+                str(tiny_recipe),
+                "--num-processes",
+                "1",
+                "--csv",
+                "/dev/null",
+                "--set",
+                'lr_config={policy = "fixed", warmup = "linear", warmup_iters = 500}',
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "warmup (500 iterations) is longer than the whole run (16 iterations)" in err

@@ -1,4 +1,5 @@
 """CheckpointHook and SaveBestHook in real runs: intervals, max_keep_ckpts, save_last, save_best."""
+
 from __future__ import annotations
 
 import json
@@ -15,11 +16,14 @@ def folders(trainer: Trainer) -> set[str]:
 
 
 def test_interval_max_keep_and_save_last(tiny_recipe):
-    trainer = Trainer.from_recipe(tiny_recipe, overrides={
-        "runner.max_epochs": 5,
-        "workflow": [["train", 1]],
-        "checkpoint_config": {"interval": 2, "max_keep_ckpts": 2, "save_last": True},
-    })
+    trainer = Trainer.from_recipe(
+        tiny_recipe,
+        overrides={
+            "runner.max_epochs": 5,
+            "workflow": [["train", 1]],
+            "checkpoint_config": {"interval": 2, "max_keep_ckpts": 2, "save_last": True},
+        },
+    )
     trainer.fit()
     # Saved at epochs 2, 4 (interval) and 5 (last); only the newest two are kept.
     assert folders(trainer) == {"epoch_4", "epoch_5"}
@@ -27,31 +31,40 @@ def test_interval_max_keep_and_save_last(tiny_recipe):
 
 
 def test_without_save_last_only_the_interval_counts(tiny_recipe):
-    trainer = Trainer.from_recipe(tiny_recipe, overrides={
-        "runner.max_epochs": 3,
-        "workflow": [["train", 1]],
-        "checkpoint_config": {"interval": 2, "save_last": False},
-    })
+    trainer = Trainer.from_recipe(
+        tiny_recipe,
+        overrides={
+            "runner.max_epochs": 3,
+            "workflow": [["train", 1]],
+            "checkpoint_config": {"interval": 2, "save_last": False},
+        },
+    )
     trainer.fit()
     assert folders(trainer) == {"epoch_2"}
 
 
 def test_iteration_checkpoints_in_an_iteration_runner_default_to_iterations(tiny_recipe):
-    trainer = Trainer.from_recipe(tiny_recipe, overrides={
-        "runner": {"type": "IterBasedRunner", "max_iters": 10},
-        "workflow": [["train", 5]],
-        "checkpoint_config": {"interval": 4},
-    })
+    trainer = Trainer.from_recipe(
+        tiny_recipe,
+        overrides={
+            "runner": {"type": "IterBasedRunner", "max_iters": 10},
+            "workflow": [["train", 5]],
+            "checkpoint_config": {"interval": 4},
+        },
+    )
     trainer.fit()
     assert folders(trainer) == {"iter_4", "iter_8", "iter_10"}
 
 
 def test_save_best_keeps_one_best_folder_that_holds_the_best_value(tiny_recipe):
-    trainer = Trainer.from_recipe(tiny_recipe, overrides={
-        "runner.max_epochs": 3,
-        "checkpoint_config": {"interval": 10, "save_last": False},
-        "evaluation": {"save_best": "loss"},
-    })
+    trainer = Trainer.from_recipe(
+        tiny_recipe,
+        overrides={
+            "runner.max_epochs": 3,
+            "checkpoint_config": {"interval": 10, "save_last": False},
+            "evaluation": {"save_best": "loss"},
+        },
+    )
     trainer.fit()
     best = [name for name in folders(trainer) if name.startswith("best_")]
     assert len(best) == 1, folders(trainer)

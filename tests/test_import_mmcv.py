@@ -97,7 +97,9 @@ def adamw_config(tmp_path):
 def test_seed_adamw_config_converts_every_runtime_section(adamw_config):
     recipe, skipped = convert(adamw_config)
     assert recipe["optimizer"] == {
-        "type": "AdamW", "lr": 0.0001, "weight_decay": 0.0001,
+        "type": "AdamW",
+        "lr": 0.0001,
+        "weight_decay": 0.0001,
         "paramwise_cfg": {"custom_keys": {"backbone": {"lr_mult": 0.1, "decay_mult": 1.0}}},
     }
     assert recipe["optimizer_config"] == {"grad_clip": {"max_norm": 0.1, "norm_type": 2}}
@@ -119,8 +121,11 @@ def test_seed_adamw_config_converts_every_runtime_section(adamw_config):
 
 
 def test_grad_clip_none_leaves_optimizer_config_out(tmp_path):
-    config = write(tmp_path / "c.py", "optimizer = dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=0.0001)\n"
-                   "optimizer_config = dict(grad_clip=None)\n")
+    config = write(
+        tmp_path / "c.py",
+        "optimizer = dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=0.0001)\n"
+        "optimizer_config = dict(grad_clip=None)\n",
+    )
     recipe, skipped = convert(config)
     assert "optimizer_config" not in recipe
     assert recipe["optimizer"] == {"type": "SGD", "lr": 0.02, "momentum": 0.9, "weight_decay": 0.0001}
@@ -132,8 +137,16 @@ def test_grad_clip_none_leaves_optimizer_config_out(tmp_path):
     [
         (LR_STEP, {"policy": "step", "warmup": "linear", "warmup_iters": 500, "warmup_ratio": 0.001, "step": [8, 11]}),
         (LR_POLY, {"policy": "poly", "power": 0.9, "min_lr": 1e-4, "by_epoch": False}),
-        (LR_COSINE, {"policy": "CosineAnnealing", "warmup": "linear", "warmup_iters": 1000,
-                     "warmup_ratio": pytest.approx(0.1), "min_lr_ratio": 1e-5}),
+        (
+            LR_COSINE,
+            {
+                "policy": "CosineAnnealing",
+                "warmup": "linear",
+                "warmup_iters": 1000,
+                "warmup_ratio": pytest.approx(0.1),
+                "min_lr_ratio": 1e-5,
+            },
+        ),
         (LR_CYCLIC, {"policy": "cyclic", "target_ratio": [10, 1e-4], "cyclic_times": 1, "step_ratio_up": 0.4}),
     ],
     ids=["step", "poly", "cosine", "cyclic"],
@@ -171,9 +184,19 @@ def test_values_without_an_equivalent_are_listed_not_dropped(tmp_path):
     assert "lr_config" not in recipe and "load_from" not in recipe and "checkpoint_config" not in recipe
     listed = {s.key: (s.origin.line, s.reason) for s in skipped}
     expected_lines = {
-        "model": 1, "train_pipeline": 2, "data": 3, "optimizer_config.loss_scale": 5, "log_config.hooks[0]": 6,
-        "log_config.hooks[1].log_dir": 6, "evaluation.classwise": 7, "evaluation.metric": 7, "custom_hooks[1]": 8,
-        "checkpoint_config.interval": 9, "load_from": 10, "lr_config": 11, "my_setting": 12,
+        "model": 1,
+        "train_pipeline": 2,
+        "data": 3,
+        "optimizer_config.loss_scale": 5,
+        "log_config.hooks[0]": 6,
+        "log_config.hooks[1].log_dir": 6,
+        "evaluation.classwise": 7,
+        "evaluation.metric": 7,
+        "custom_hooks[1]": 8,
+        "checkpoint_config.interval": 9,
+        "load_from": 10,
+        "lr_config": 11,
+        "my_setting": 12,
     }
     assert {key: line for key, (line, _) in listed.items()} == expected_lines
     assert "custom_hooks[1].type = 'EMAHook'" in listed["custom_hooks[1]"][1]
@@ -202,8 +225,10 @@ def test_cli_prints_to_stdout_without_out(tmp_path, capsys):
     config = write(tmp_path / "c.py", LR_POLY + "runner = dict(type='IterBasedRunner', max_iters=100)\n")
     assert main(["import-mmcv", str(config)]) == 0
     printed = tomllib.loads(capsys.readouterr().out)
-    assert printed == {"lr_config": {"policy": "poly", "power": 0.9, "min_lr": 1e-4, "by_epoch": False},
-                       "runner": {"type": "IterBasedRunner", "max_iters": 100}}
+    assert printed == {
+        "lr_config": {"policy": "poly", "power": 0.9, "min_lr": 1e-4, "by_epoch": False},
+        "runner": {"type": "IterBasedRunner", "max_iters": 100},
+    }
 
 
 @pytest.mark.parametrize(
@@ -226,9 +251,16 @@ def test_cli_user_errors_exit_2(tmp_path, capsys, source, message):
 
 def test_cli_refuses_code_without_running_it(tmp_path):
     marker = tmp_path / "ran"
-    config = write(tmp_path / "evil.py", f"optimizer = dict(type='SGD', lr=__import__('os').system('touch {marker}'))\n")
-    proc = subprocess.run([sys.executable, "-m", "accel_trainer", "import-mmcv", str(config)],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    config = write(
+        tmp_path / "evil.py", f"optimizer = dict(type='SGD', lr=__import__('os').system('touch {marker}'))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "accel_trainer", "import-mmcv", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "evil.py:1:" in proc.stderr and "Traceback" not in proc.stderr
     assert not marker.exists()

@@ -3,6 +3,7 @@
 Read from the source with `ast` (every import, also those inside functions), so a lazy import
 cannot hide a cycle.
 """
+
 from __future__ import annotations
 
 import ast
@@ -14,8 +15,25 @@ PACKAGE = Path(__file__).resolve().parents[1] / "accel_trainer"
 LAYERS: list[set[str]] = [
     {"errors"},
     {"recipe", "schema"},
-    {"log", "plotting", "checkpoint", "weights", "pretrained", "classes", "data", "schedules", "optim", "tasks",
-     "distributed", "hooks", "predict", "onnx_export", "checkpointer", "preemption", "progress"},
+    {
+        "log",
+        "plotting",
+        "checkpoint",
+        "weights",
+        "pretrained",
+        "classes",
+        "data",
+        "schedules",
+        "optim",
+        "tasks",
+        "distributed",
+        "hooks",
+        "predict",
+        "onnx_export",
+        "checkpointer",
+        "preemption",
+        "progress",
+    },
     {"loading", "trainer"},
     {"commands"},
     {"cli", "__main__"},
@@ -80,8 +98,10 @@ def _layer(module: str) -> int:
 def test_every_import_points_down_or_sideways():
     wrong = [
         f"accel_trainer.{m} (layer {_layer(m)}) imports accel_trainer.{d} (layer {_layer(d)})"
-        for m, deps in _graph().items() if m
-        for d in deps if d and _layer(d) > _layer(m)
+        for m, deps in _graph().items()
+        if m
+        for d in deps
+        if d and _layer(d) > _layer(m)
     ]
     assert not wrong, "\n".join(wrong)
 
@@ -95,7 +115,7 @@ def test_no_import_cycles():
         state[node] = 1
         for dep in sorted(graph.get(node, ())):
             if state.get(dep) == 1:
-                cycles.append(trail[trail.index(dep):] + [dep])
+                cycles.append(trail[trail.index(dep) :] + [dep])
             elif dep not in state:
                 visit(dep, [*trail, dep])
         state[node] = 2

@@ -1,4 +1,5 @@
 """Logger hooks: mmcv's interval / ignore_last / reset_flag / by_epoch, and what trackers receive."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -130,8 +131,22 @@ def test_wandb_run_is_named_after_the_work_dir_and_gets_init_kwargs(tiny_recipe,
     calls_file = tmp_path / "wandb_calls.jsonl"
     env = {**os.environ, "FAKE_WANDB_LOG": str(calls_file), "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
     hooks = 'log_config.hooks=[{type = "TextLoggerHook"}, {type = "WandbLoggerHook", init_kwargs = {name = "lr1e-3", tags = ["a"]}}]'
-    proc = subprocess.run([sys.executable, "-m", "accel_trainer", str(tiny_recipe), "--set", "runner.max_epochs=1",
-                           "log_config.interval=3", hooks], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accel_trainer",
+            str(tiny_recipe),
+            "--set",
+            "runner.max_epochs=1",
+            "log_config.interval=3",
+            hooks,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     calls = [json.loads(line) for line in calls_file.read_text().splitlines()]
     assert calls[0] == ["init", "work", {"name": "lr1e-3", "tags": ["a"]}]  # tiny_recipe's work_dir is .../work
@@ -146,7 +161,10 @@ def test_tracker_project_names_and_init_kwargs_are_checked(tmp_path):
     work = tmp_path / "cls_run"
     assert tracker_run([TensorboardLoggerHook()], work) == ("cls_run", {})
     mlflow = MlflowLoggerHook(init_kwargs={"experiment_name": "shapes", "run_name": "r1", "tags": {"k": "v"}})
-    assert tracker_run([mlflow, TensorboardLoggerHook()], work) == ("shapes", {"mlflow": {"run_name": "r1", "tags": {"k": "v"}}})
+    assert tracker_run([mlflow, TensorboardLoggerHook()], work) == (
+        "shapes",
+        {"mlflow": {"run_name": "r1", "tags": {"k": "v"}}},
+    )
     with pytest.raises(RecipeError, match="one project name"):
         tracker_run([mlflow, WandbLoggerHook(init_kwargs={"project": "other"})], work)
     assert tracker_run([WandbLoggerHook(init_kwargs={"project": "shapes"}), mlflow], work)[0] == "shapes"
@@ -154,10 +172,13 @@ def test_tracker_project_names_and_init_kwargs_are_checked(tmp_path):
         tracker_run([MlflowLoggerHook(init_kwargs={"runname": "x"})], work)
 
 
-@pytest.mark.parametrize("hook, message", [
-    ({"type": "TextLoggerHook", "init_kwargs": {}}, "unknown key 'log_config.hooks[0].init_kwargs'"),
-    ({"type": "TensorboardLoggerHook", "init_kwargs": 3}, "init_kwargs = 3: expected a table"),
-])
+@pytest.mark.parametrize(
+    "hook, message",
+    [
+        ({"type": "TextLoggerHook", "init_kwargs": {}}, "unknown key 'log_config.hooks[0].init_kwargs'"),
+        ({"type": "TensorboardLoggerHook", "init_kwargs": 3}, "init_kwargs = 3: expected a table"),
+    ],
+)
 def test_init_kwargs_belongs_to_tracker_hooks_and_is_a_table(tiny_recipe, hook, message):
     with pytest.raises(RecipeError, match=re.escape(message)):
         load_recipe(tiny_recipe, {"log_config.hooks": [hook]})

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from accel_trainer.errors import RecipeError
 from accel_trainer.commands.mmcv_config import Origin, read_mmcv_config
+from accel_trainer.errors import RecipeError
 
 # mmdet's configs/_base_/default_runtime.py as quoted in the runtime-config seed document
 DEFAULT_RUNTIME = """\
@@ -51,8 +51,10 @@ def line_of(text: str, start: str) -> int:
 
 def test_base_is_followed_relative_to_the_config(tmp_path):
     base = write(tmp_path / "_base_" / "default_runtime.py", DEFAULT_RUNTIME)
-    child = write(tmp_path / "configs" / "det.py", "_base_ = [\n    '../_base_/default_runtime.py'\n]\n"
-                  "checkpoint_config = dict(interval=20)\n")
+    child = write(
+        tmp_path / "configs" / "det.py",
+        "_base_ = [\n    '../_base_/default_runtime.py'\n]\ncheckpoint_config = dict(interval=20)\n",
+    )
     values, origins = read_mmcv_config(child)
     assert values["checkpoint_config"] == {"interval": 20}
     assert values["workflow"] == [["train", 1]]
@@ -70,12 +72,18 @@ def test_base_as_a_single_string(tmp_path):
 
 
 def test_delete_replaces_the_inherited_table(tmp_path):
-    write(tmp_path / "base.py", "optimizer = dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=0.0001)\n"
-          "optimizer_config = dict(grad_clip=None)\n")
+    write(
+        tmp_path / "base.py",
+        "optimizer = dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=0.0001)\n"
+        "optimizer_config = dict(grad_clip=None)\n",
+    )
     merged = write(tmp_path / "merged.py", "_base_ = 'base.py'\noptimizer = dict(type='AdamW', lr=0.0001)\n")
-    replaced = write(tmp_path / "replaced.py", "_base_ = 'base.py'\n"
-                     "optimizer = dict(_delete_=True, type='AdamW', lr=0.0001)\n"
-                     "optimizer_config = dict(\n    _delete_=True, grad_clip=dict(max_norm=35, norm_type=2))\n")
+    replaced = write(
+        tmp_path / "replaced.py",
+        "_base_ = 'base.py'\n"
+        "optimizer = dict(_delete_=True, type='AdamW', lr=0.0001)\n"
+        "optimizer_config = dict(\n    _delete_=True, grad_clip=dict(max_norm=35, norm_type=2))\n",
+    )
     assert read_mmcv_config(merged)[0]["optimizer"]["momentum"] == 0.9
     values, _ = read_mmcv_config(replaced)
     assert values["optimizer"] == {"type": "AdamW", "lr": 0.0001}
@@ -83,18 +91,28 @@ def test_delete_replaces_the_inherited_table(tmp_path):
 
 
 def test_literals_arithmetic_and_earlier_names(tmp_path):
-    config = write(tmp_path / "c.py", '"""doc"""\n'
-                   "ratio = 1.0 / 10\n"
-                   "norm = dict(mean=[123.675, 116.28], to_rgb=True)\n"
-                   "target_ratio = (0.85 / 0.95, 1)\n"
-                   "x = dict(norm, a=-1, b=2 ** -2, c={'k': (1, 2), **norm}, d={3, 3, 4}, e='ab' + 'c', f=[1] + [2])\n"
-                   "y = list((1, 2))\n")
+    config = write(
+        tmp_path / "c.py",
+        '"""doc"""\n'
+        "ratio = 1.0 / 10\n"
+        "norm = dict(mean=[123.675, 116.28], to_rgb=True)\n"
+        "target_ratio = (0.85 / 0.95, 1)\n"
+        "x = dict(norm, a=-1, b=2 ** -2, c={'k': (1, 2), **norm}, d={3, 3, 4}, e='ab' + 'c', f=[1] + [2])\n"
+        "y = list((1, 2))\n",
+    )
     values, _ = read_mmcv_config(config)
     assert values["ratio"] == pytest.approx(0.1)
     assert values["target_ratio"] == [pytest.approx(0.85 / 0.95), 1]
-    assert values["x"] == {"mean": [123.675, 116.28], "to_rgb": True, "a": -1, "b": 0.25,
-                           "c": {"k": [1, 2], "mean": [123.675, 116.28], "to_rgb": True},
-                           "d": [3, 4], "e": "abc", "f": [1, 2]}
+    assert values["x"] == {
+        "mean": [123.675, 116.28],
+        "to_rgb": True,
+        "a": -1,
+        "b": 0.25,
+        "c": {"k": [1, 2], "mean": [123.675, 116.28], "to_rgb": True},
+        "d": [3, 4],
+        "e": "abc",
+        "f": [1, 2],
+    }
     assert values["norm"] == {"mean": [123.675, 116.28], "to_rgb": True}
     assert values["y"] == [1, 2]
 

@@ -1,5 +1,6 @@
 """ONNX export: the classifier's graph matches PyTorch under onnxruntime and carries its contract and
 class names; a detection head the exporter cannot express is a one-line refusal with no file."""
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,9 @@ def test_classifier_onnx_matches_pytorch_and_carries_its_contract(cls_ckpt, tmp_
     assert "check: onnxruntime vs PyTorch on 4 val images: max abs diff" in printed
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     classes = json.loads(props["classes"])
-    assert classes == json.loads((cls_ckpt / "trainer_state.json").read_text())["classes"] and len(classes["names"]) == 4
+    assert (
+        classes == json.loads((cls_ckpt / "trainer_state.json").read_text())["classes"] and len(classes["names"]) == 4
+    )
     assert "RGB in [0, 1]" in props["input"] and "32" in props["input"]
     # Independently of --check: raw [0, 1] images of any batch size, the normalisation inside the graph.
     predictor = Predictor.from_checkpoint(cls_ckpt, device="cpu")
@@ -69,7 +72,9 @@ def test_detection_head_the_exporter_cannot_express_is_refused(tmp_path, capsys)
         return
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err
-    assert err.startswith('accel-trainer: error: cannot export model.head = "fcos" to ONNX') and "no file written" in err
+    assert (
+        err.startswith('accel-trainer: error: cannot export model.head = "fcos" to ONNX') and "no file written" in err
+    )
     assert not out.exists() and not list(tmp_path.glob(".det.onnx.tmp*"))
 
 

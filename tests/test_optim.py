@@ -1,4 +1,5 @@
 """Optimizer construction: mmcv 1.x paramwise rules, group merging, optimizer lookup, errors."""
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -27,12 +28,14 @@ class Net(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.backbone = nn.Sequential(OrderedDict(
-            conv=nn.Conv2d(3, 8, 3),
-            bn=nn.BatchNorm2d(8),
-            dw=nn.Conv2d(8, 8, 3, groups=8),
-            ln=nn.LayerNorm(8),
-        ))
+        self.backbone = nn.Sequential(
+            OrderedDict(
+                conv=nn.Conv2d(3, 8, 3),
+                bn=nn.BatchNorm2d(8),
+                dw=nn.Conv2d(8, 8, 3, groups=8),
+                ln=nn.LayerNorm(8),
+            )
+        )
         self.head = nn.Linear(8, 4)
 
 
@@ -71,8 +74,14 @@ def test_disable_bn_wd_norm_and_bias_decay():
     model = Net()
     groups, infos = build_param_groups(model, LR, WD, {"norm_decay_mult": 0.0, "bias_decay_mult": 0.0})
     s = settings(model, groups)
-    for name in ("backbone.bn.weight", "backbone.bn.bias", "backbone.ln.weight", "backbone.ln.bias",
-                 "backbone.conv.bias", "head.bias"):
+    for name in (
+        "backbone.bn.weight",
+        "backbone.bn.bias",
+        "backbone.ln.weight",
+        "backbone.ln.bias",
+        "backbone.conv.bias",
+        "head.bias",
+    ):
         assert s[name] == (LR, 0.0), name
     for name in ("backbone.conv.weight", "head.weight", "backbone.dw.weight"):
         assert s[name] == (LR, WD), name
@@ -93,11 +102,13 @@ def test_bias_lr_mult_skips_norm_biases():
 
 
 def test_dwconv_decay_mult_and_detection():
-    model = nn.Sequential(OrderedDict(
-        dw=nn.Conv2d(8, 16, 3, groups=8),  # groups == in_channels: depthwise (channel multiplier 2)
-        grouped=nn.Conv2d(8, 8, 3, groups=4),
-        dense=nn.Conv2d(8, 8, 3),
-    ))
+    model = nn.Sequential(
+        OrderedDict(
+            dw=nn.Conv2d(8, 16, 3, groups=8),  # groups == in_channels: depthwise (channel multiplier 2)
+            grouped=nn.Conv2d(8, 8, 3, groups=4),
+            dense=nn.Conv2d(8, 8, 3),
+        )
+    )
     groups, infos = build_param_groups(model, LR, WD, {"dwconv_decay_mult": 0.5, "bias_decay_mult": 0.0})
     s = settings(model, groups)
     assert s["dw.weight"] == s["dw.bias"] == (LR, pytest.approx(0.5 * WD))
@@ -144,18 +155,20 @@ def test_custom_keys_see_mmcv_names_of_top_level_parameters():
 
 
 def test_timm_norm_layers_are_norms():
-    model = nn.Sequential(OrderedDict(
-        bnact=timm.layers.BatchNormAct2d(4),
-        gnact=timm.layers.GroupNormAct(4, num_groups=2),
-        ln2d=timm.layers.LayerNorm2d(4),
-        rms=timm.layers.RmsNorm(4),
-        evo=timm.layers.EvoNorm2dS0(4),
-        inorm=nn.InstanceNorm2d(4, affine=True),
-        gn=nn.GroupNorm(2, 4),
-        conv=nn.Conv2d(4, 4, 1),
-    ))
+    model = nn.Sequential(
+        OrderedDict(
+            bnact=timm.layers.BatchNormAct2d(4),
+            gnact=timm.layers.GroupNormAct(4, num_groups=2),
+            ln2d=timm.layers.LayerNorm2d(4),
+            rms=timm.layers.RmsNorm(4),
+            evo=timm.layers.EvoNorm2dS0(4),
+            inorm=nn.InstanceNorm2d(4, affine=True),
+            gn=nn.GroupNorm(2, 4),
+            conv=nn.Conv2d(4, 4, 1),
+        )
+    )
     groups, _ = build_param_groups(model, LR, WD, {"norm_decay_mult": 0.0})
-    for name, (lr, wd) in settings(model, groups).items():
+    for name, (_, wd) in settings(model, groups).items():
         assert wd == (WD if name.startswith("conv.") else 0.0), name
 
 
@@ -257,8 +270,10 @@ def test_unknown_optimizer_argument_lists_accepted_ones():
     "cfg, expected",
     [
         ({"norm_decay_mul": 0.0}, ["optimizer.paramwise_cfg.norm_decay_mul", 'did you mean "norm_decay_mult"']),
-        ({"custom_keys": {"backbone.bn": {"lr_mul": 0.1}}},
-         ['optimizer.paramwise_cfg.custom_keys."backbone.bn".lr_mul', 'did you mean "lr_mult"']),
+        (
+            {"custom_keys": {"backbone.bn": {"lr_mul": 0.1}}},
+            ['optimizer.paramwise_cfg.custom_keys."backbone.bn".lr_mul', 'did you mean "lr_mult"'],
+        ),
         ({"custom_keys": {"head": 0.1}}, ["optimizer.paramwise_cfg.custom_keys.head"]),
         ({"bias_lr_mult": "2"}, ["optimizer.paramwise_cfg.bias_lr_mult", "expected a number"]),
         ({"bypass_duplicate": 1}, ["optimizer.paramwise_cfg.bypass_duplicate"]),
@@ -273,7 +288,8 @@ def test_bad_paramwise_cfg(cfg, expected):
 
 
 @pytest.mark.parametrize(
-    "paramwise", [{"norm_decay_mult": 0.0}, {"custom_keys": {"head": {"decay_mult": 0.0}}}],
+    "paramwise",
+    [{"norm_decay_mult": 0.0}, {"custom_keys": {"head": {"decay_mult": 0.0}}}],
 )
 def test_decay_mults_need_weight_decay(paramwise):
     with pytest.raises(RecipeError, match=r"needs optimizer\.weight_decay"):

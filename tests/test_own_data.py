@@ -1,5 +1,6 @@
 """Bring-your-own datasets: a detection val set is scored against its own targets, a classification
 dataset may yield PIL images, and targets of the wrong shape are errors that say what is expected."""
+
 from __future__ import annotations
 
 import pytest

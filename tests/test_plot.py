@@ -1,4 +1,5 @@
 """`accel-trainer plot` and the curves.png a finished run leaves behind."""
+
 from __future__ import annotations
 
 import json
@@ -14,17 +15,40 @@ from accel_trainer.plotting import ema, plot_curves, read_log
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def write_log(work_dir: Path, epochs: int = 2, iters: int = 6, interval: int = 2, name: str = "20250101_000000") -> Path:
+def write_log(
+    work_dir: Path, epochs: int = 2, iters: int = 6, interval: int = 2, name: str = "20250101_000000"
+) -> Path:
     """Records shaped like the text logger's: train windows by epoch, one val record per epoch."""
     work_dir.mkdir(parents=True, exist_ok=True)
     lines = []
     for epoch in range(1, epochs + 1):
         for inner in range(interval, iters + 1, interval):
             step = (epoch - 1) * iters + inner
-            lines.append({"mode": "train", "epoch": epoch, "iter": inner, "global_iter": step, "lr": 0.1 / step,
-                          "memory": 100, "time": 0.1, "data_time": 0.01, "loss": 2.0 / step})
-        lines.append({"mode": "val", "epoch": epoch, "iter": epoch * iters, "lr": 0.1, "loss": 1.0 / epoch,
-                      "num_samples": 10, "top1": 50.0 + epoch, "top5": 90.0})
+            lines.append(
+                {
+                    "mode": "train",
+                    "epoch": epoch,
+                    "iter": inner,
+                    "global_iter": step,
+                    "lr": 0.1 / step,
+                    "memory": 100,
+                    "time": 0.1,
+                    "data_time": 0.01,
+                    "loss": 2.0 / step,
+                }
+            )
+        lines.append(
+            {
+                "mode": "val",
+                "epoch": epoch,
+                "iter": epoch * iters,
+                "lr": 0.1,
+                "loss": 1.0 / epoch,
+                "num_samples": 10,
+                "top1": 50.0 + epoch,
+                "top5": 90.0,
+            }
+        )
     path = work_dir / f"{name}.log.json"
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     return path
@@ -117,11 +141,14 @@ def test_foreign_train_records_are_refused_by_line(tmp_path, capsys):
     assert f"{log}:1: train record without global_iter" in capsys.readouterr().err
 
 
-def write_records(work_dir: Path, name: str, train_iters: list[int], val_iters: list[int], resumed_at: int = 0,
-                  **val_extra) -> Path:
+def write_records(
+    work_dir: Path, name: str, train_iters: list[int], val_iters: list[int], resumed_at: int = 0, **val_extra
+) -> Path:
     work_dir.mkdir(parents=True, exist_ok=True)
     lines = [{"mode": "run", "resumed_at_iter": resumed_at}] if resumed_at else []
-    lines += [{"mode": "train", "epoch": 1, "iter": i, "global_iter": i, "lr": 0.1, "loss": 1.0 / i} for i in train_iters]
+    lines += [
+        {"mode": "train", "epoch": 1, "iter": i, "global_iter": i, "lr": 0.1, "loss": 1.0 / i} for i in train_iters
+    ]
     lines += [{"mode": "val", "epoch": 1, "iter": i, "loss": 0.5, "num_samples": 4, **val_extra} for i in val_iters]
     path = work_dir / f"{name}.log.json"
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
@@ -146,7 +173,9 @@ def test_coco_minus_one_is_not_drawn(tmp_path):
     log = write_records(tmp_path / "det", "20250101_000000", [2, 4], [2], bbox_mAP=0.1, bbox_mAP_s=-1.0)
     write_records(tmp_path / "det2", "20250101_000000", [2, 4], [2], bbox_mAP=0.1, bbox_mAP_s=-1.0)
     with open(log, "a") as f:
-        f.write(json.dumps({"mode": "val", "epoch": 2, "iter": 4, "loss": 0.4, "bbox_mAP": 0.2, "bbox_mAP_s": 0.05}) + "\n")
+        f.write(
+            json.dumps({"mode": "val", "epoch": 2, "iter": 4, "loss": 0.4, "bbox_mAP": 0.2, "bbox_mAP_s": 0.05}) + "\n"
+        )
     mixed = plot_curves([read_log(log, "det")], ["bbox_mAP_s"])
     assert list(mixed.axes[0].lines[0].get_xdata()) == [4]
     assert "bbox_mAP_s" not in plotting.available_keys([read_log(tmp_path / "det2" / "20250101_000000.log.json", "x")])

@@ -1,5 +1,6 @@
 """`accel-trainer predict` and `Predictor`: the same answers as `--eval-only` for the same checkpoint,
 class names from the checkpoint, every kind of input, unreadable images skipped, and two processes."""
+
 from __future__ import annotations
 
 import json
@@ -46,7 +47,9 @@ def det_run(tmp_path_factory) -> dict:
 
 def test_classification_top1_equals_eval_only(cls_run):
     ckpt, tmp = cls_run["ckpt"], cls_run["tmp"]
-    assert main([str(cls_run["recipe"]), "--eval-only", "--checkpoint", str(ckpt), "--work-dir", str(tmp / "eval")]) == 0
+    assert (
+        main([str(cls_run["recipe"]), "--eval-only", "--checkpoint", str(ckpt), "--work-dir", str(tmp / "eval")]) == 0
+    )
     metrics = json.loads((tmp / "eval" / "eval" / "metrics.json").read_text())
     out = tmp / "pred.jsonl"
     assert main(["predict", str(ckpt), str(cls_run["val_root"]), "--out", str(out), "--topk", "9"]) == 0
@@ -88,7 +91,10 @@ def test_unreadable_images_are_skipped_and_counted_order_kept_drawings_written(c
     bad.write_bytes(b"not an image")
     inputs = [str(files[2]), str(bad), str(files[0]), str(files[1].parent / "*.png")]
     out, drawn = tmp_path / "p.jsonl", tmp_path / "drawn"
-    assert main(["predict", str(cls_run["ckpt"]), *inputs, "--out", str(out), "--draw", str(drawn), "--batch-size", "2"]) == 0
+    assert (
+        main(["predict", str(cls_run["ckpt"]), *inputs, "--out", str(out), "--draw", str(drawn), "--batch-size", "2"])
+        == 0
+    )
     records = read_jsonl(out)
     globbed = sorted(files[1].parent.glob("*.png"))
     assert [r["file"] for r in records] == [str(files[2]), str(files[0]), *map(str, globbed)]
@@ -104,7 +110,9 @@ def test_missing_input_exits_2(cls_run, tmp_path, capsys):
 
 def test_detection_boxes_equal_eval_only_predictions(det_run):
     ckpt, tmp = det_run["ckpt"], det_run["tmp"]
-    assert main([str(det_run["recipe"]), "--eval-only", "--checkpoint", str(ckpt), "--work-dir", str(tmp / "eval")]) == 0
+    assert (
+        main([str(det_run["recipe"]), "--eval-only", "--checkpoint", str(ckpt), "--work-dir", str(tmp / "eval")]) == 0
+    )
     expected = json.loads((tmp / "eval" / "eval" / "predictions.bbox.json").read_text())
     task_recipe = load_recipe(det_run["recipe"])
     from accel_trainer.tasks import build_task
@@ -139,7 +147,9 @@ def test_two_processes_predict_each_image_once_in_input_order(det_run, tmp_path)
     paths = build_task(load_recipe(det_run["recipe"])).data_paths()
     files = sorted(paths["val_images"].glob("*"))[::-1]  # an order unlike the split's
     out = tmp_path / "two.jsonl"
-    proc = launch(Path("predict"), str(det_run["ckpt"]), *map(str, files), "--out", str(out), "--batch-size", "2")
+    proc = launch(
+        Path("predict"), str(det_run["ckpt"]), *map(str, files), "--out", str(out), "--batch-size", "2", port=29561
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "(2 processes)" in proc.stdout
     records = read_jsonl(out)
@@ -147,4 +157,6 @@ def test_two_processes_predict_each_image_once_in_input_order(det_run, tmp_path)
     single = tmp_path / "one.jsonl"
     assert main(["predict", str(det_run["ckpt"]), *map(str, files), "--out", str(single)]) == 0
     for a, b in zip(records, read_jsonl(single)):
-        assert torch.allclose(torch.tensor(a["boxes"]).reshape(-1, 4), torch.tensor(b["boxes"]).reshape(-1, 4), atol=1e-4)
+        assert torch.allclose(
+            torch.tensor(a["boxes"]).reshape(-1, 4), torch.tensor(b["boxes"]).reshape(-1, 4), atol=1e-4
+        )

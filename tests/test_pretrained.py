@@ -1,5 +1,6 @@
 """`[model] pretrained`: hub weights by tag through timm's loader and a planted huggingface_hub cache
 (no network), local files, and the one-line errors for weights that cannot be had or do not fit."""
+
 from __future__ import annotations
 
 import logging
@@ -53,17 +54,32 @@ def test_pretrained_true_trains_from_the_planted_hub_weights(tmp_path):
     """The CLI in a fresh process with HF_HOME + HF_HUB_OFFLINE, as a user runs it: the frozen trunk
     of a detector trained for an epoch holds exactly the planted tensors."""
     planted = plant_hub_weights(tmp_path / "hf" / "hub", REPO_ID)
-    recipe = write_recipe(tmp_path, TINY_DET + '\n[freeze]\nmodules = ["backbone"]\nepochs = 1\n', name="det.toml", head="fcos")
+    recipe = write_recipe(
+        tmp_path, TINY_DET + '\n[freeze]\nmodules = ["backbone"]\nepochs = 1\n', name="det.toml", head="fcos"
+    )
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     env.pop("HF_HUB_CACHE", None)
-    run = subprocess.run([sys.executable, "-m", "accel_trainer", str(recipe), "--set", "model.pretrained=true",
-                          'workflow=[["train", 1]]'], env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accel_trainer",
+            str(recipe),
+            "--set",
+            "model.pretrained=true",
+            'workflow=[["train", 1]]',
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     log = run.stdout + run.stderr
     assert f"pretrained weights resnet10t.c3_in1k (hub repo {REPO_ID}): {len(planted) - 2} tensors loaded" in log
     assert "2 unexpected" in log and "fc.weight" in log  # the classifier, named as dropped
     trained = load_file(str(tmp_path / "work" / "checkpoints" / "epoch_1" / "model.safetensors"))
-    body = {k[len("backbone.body."):]: v for k, v in trained.items() if k.startswith("backbone.body.")}
+    body = {k[len("backbone.body.") :]: v for k, v in trained.items() if k.startswith("backbone.body.")}
     assert body and set(body) == set(planted) - {"fc.weight", "fc.bias"}
     for key, value in body.items():
         assert torch.equal(value, planted[key]), key
@@ -97,8 +113,9 @@ def test_hub_prefix_and_tag_for_another_architecture(offline_hub):
     plant_hub_weights(offline_hub, "timm/resnet10t.c3_in1k")
     with pytest.raises(RecipeError, match="is for resnet18, but model.backbone = 'resnet10t'"):
         build_detector(ModelCfg(task="detection", backbone="resnet10t", num_classes=4, pretrained="resnet18.a1_in1k"))
-    model = build_detector(ModelCfg(task="detection", backbone="resnet10t", num_classes=4,
-                                    pretrained="hf-hub:timm/resnet10t.c3_in1k"))
+    model = build_detector(
+        ModelCfg(task="detection", backbone="resnet10t", num_classes=4, pretrained="hf-hub:timm/resnet10t.c3_in1k")
+    )
     assert model.backbone.body.conv1[0].weight.abs().sum() > 0
 
 

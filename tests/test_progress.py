@@ -1,5 +1,6 @@
 """Progress bars: drawn on a terminal (a pseudo-terminal here), absent from the `.log` files and
 from output that is not a terminal."""
+
 from __future__ import annotations
 
 import fcntl

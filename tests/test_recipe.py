@@ -24,9 +24,11 @@ def test_delete_replaces_inherited_table():
 def test_base_files_relative_and_ordered(tmp_path):
     (tmp_path / "_base_").mkdir()
     (tmp_path / "_base_/a.toml").write_text('work_dir = "a"\n[optimizer]\ntype = "SGD"\nlr = 0.1\nmomentum = 0.9\n')
-    (tmp_path / "_base_/b.toml").write_text('[optimizer]\nlr = 0.2\n')
+    (tmp_path / "_base_/b.toml").write_text("[optimizer]\nlr = 0.2\n")
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub/r.toml").write_text('_base_ = ["../_base_/a.toml", "../_base_/b.toml"]\n[optimizer]\nmomentum = 0.5\n')
+    (tmp_path / "sub/r.toml").write_text(
+        '_base_ = ["../_base_/a.toml", "../_base_/b.toml"]\n[optimizer]\nmomentum = 0.5\n'
+    )
     data = load_raw(tmp_path / "sub/r.toml")
     assert data["optimizer"] == {"type": "SGD", "lr": 0.2, "momentum": 0.5}
     assert data["work_dir"] == "a"
@@ -99,13 +101,22 @@ def test_default_work_dir_is_recipe_stem(tmp_path):
         ({"workflow": [["train", 1], ["test", 1]]}, "workflow[1]"),
         ({"runner.max_epochs": 0}, "runner.max_epochs = 0 must be > 0"),
         ({"accelerate.cpu_threads": -1}, "accelerate.cpu_threads = -1 must be >= 0"),
-        ({"model.pretrained": "/nonexistent/w.safetensors"}, "model.pretrained: file not found: /nonexistent/w.safetensors"),
-        ({"data.type": "imagefolder", "data.train.root": "/nonexistent/train", "data.val.root": "/nonexistent/val"}, "folder not found: /nonexistent/train"),
+        (
+            {"model.pretrained": "/nonexistent/w.safetensors"},
+            "model.pretrained: file not found: /nonexistent/w.safetensors",
+        ),
+        (
+            {"data.type": "imagefolder", "data.train.root": "/nonexistent/train", "data.val.root": "/nonexistent/val"},
+            "folder not found: /nonexistent/train",
+        ),
         ({"custom_hooks": [{"type": "NumClassChekHook"}]}, 'did you mean "NumClassCheckHook"'),
         ({"custom_hooks": [{"type": "no_such_module_xyz:Hook"}]}, "cannot import module 'no_such_module_xyz'"),
         ({"log_config.hooks": [{"type": "TextLogerHook"}]}, 'did you mean "TextLoggerHook"'),
         ({"optimizer_config.grad_clip": {"max_norm": 35, "norm": 2}}, "optimizer_config.grad_clip.norm"),
-        ({"model.task": "detection", "data.type": "imagefolder"}, 'data.img_size: not used by task = "detection" (classification only); remove it'),
+        (
+            {"model.task": "detection", "data.type": "imagefolder"},
+            'data.img_size: not used by task = "detection" (classification only); remove it',
+        ),
         ({"data.type": "coco"}, "data.type = 'coco' does not fit model.task = 'classification'"),
         ({"load_options.revise_keys": [["(", ""]]}, "load_options.revise_keys[0]: bad regex '('"),
         ({"checkpoint_config.by_epoch": "yes"}, "checkpoint_config.by_epoch = 'yes' has the wrong type"),

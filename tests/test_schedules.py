@@ -13,8 +13,8 @@ import torch
 
 from accel_trainer.errors import RecipeError
 from accel_trainer.plotting import plot_schedule_png
-from accel_trainer.schedules.preview import schedule_rows, write_schedule_csv
 from accel_trainer.schedules import LrSchedule, MomentumSchedule, Progress, apply_schedules
+from accel_trainer.schedules.preview import schedule_rows, write_schedule_csv
 
 REPO_DOCS = Path(__file__).resolve().parents[1] / "docs" / "schedules"
 
@@ -551,5 +551,7 @@ def test_schedule_counts_iterations_like_the_train_loader(tiny_recipe):
     odd = {"data.shapes.num_train": 21, "data.batch_size": 4}
     assert dataset_iters_per_epoch(load_recipe(tiny_recipe)) == 8  # 128 images / 16
     assert dataset_iters_per_epoch(load_recipe(tiny_recipe, odd)) == 6  # the short last batch counts
-    assert dataset_iters_per_epoch(load_recipe(tiny_recipe, {**odd, "data.augment.mixup": 0.2})) == 5  # ... unless dropped
+    assert (
+        dataset_iters_per_epoch(load_recipe(tiny_recipe, {**odd, "data.augment.mixup": 0.2})) == 5
+    )  # ... unless dropped
     assert dataset_iters_per_epoch(load_recipe(tiny_recipe, {**odd, "accelerate.gradient_accumulation_steps": 4})) == 2

@@ -1,4 +1,5 @@
 """Per-section checks: ranges the types alone let through, refused by name before anything is built."""
+
 from __future__ import annotations
 
 import subprocess
@@ -15,7 +16,10 @@ from accel_trainer.schema import GradClipCfg, Recipe
     "override, message",
     [
         ({"optimizer.lr": float("inf")}, "optimizer.lr = inf: must be a finite number"),
-        ({"optimizer_config.grad_clip": {"max_norm": 0}}, "optimizer_config.grad_clip.max_norm = 0 must be a finite number > 0"),
+        (
+            {"optimizer_config.grad_clip": {"max_norm": 0}},
+            "optimizer_config.grad_clip.max_norm = 0 must be a finite number > 0",
+        ),
         ({"optimizer_config.grad_clip": {"max_norm": -1.5}}, "optimizer_config.grad_clip.max_norm = -1.5"),
         ({"optimizer_config.grad_clip": {"norm_type": 2}}, "optimizer_config.grad_clip needs max_norm"),
         ({"data.augment.hflip": 5}, "data.augment.hflip = 5.0 must be between 0 and 1"),
@@ -56,7 +60,10 @@ def test_deeply_nested_set_path_or_value_is_a_recipe_error(tiny_recipe):
 
 def test_deep_set_from_the_command_line_exits_2_without_traceback(tiny_recipe):
     deep = ".".join(["a"] * 5000) + "=1"
-    proc = subprocess.run([sys.executable, "-m", "accel_trainer", str(tiny_recipe), "--print-recipe", "--set", deep],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "accel_trainer", str(tiny_recipe), "--print-recipe", "--set", deep],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("accel-trainer: error: --set a.a.a")

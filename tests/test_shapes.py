@@ -1,4 +1,5 @@
 """The built-in shapes data: deterministic, loadable by the real loaders, honest boxes, atomic cache."""
+
 from __future__ import annotations
 
 import json
@@ -85,7 +86,7 @@ def test_coco_json_with_non_contiguous_categories(tmp_path):
         for ann in coco.loadAnns(coco.getAnnIds()):
             x, y, w, h = ann["bbox"]
             assert ann["iscrowd"] == 0 and ann["category_id"] in cat_ids
-            assert 0 <= x and 0 <= y and w > 0 and h > 0
+            assert x >= 0 and y >= 0 and w > 0 and h > 0
             assert x + w <= SMALL.image_size and y + h <= SMALL.image_size
             assert 0 < ann["area"] <= w * h
         per_image = [len(coco.getAnnIds(imgIds=i)) for i in coco.getImgIds()]

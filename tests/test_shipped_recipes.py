@@ -5,6 +5,7 @@ are replaced by small built-in shapes sets (an ImageFolder tree, COCO JSON + JPE
 sizes shrunk, so the rest of each recipe (model, augmentation, optimizer groups, schedules,
 EMA, freezing, hooks) runs as shipped.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,13 @@ SHIPPED = sorted(p for p in (REPO / "recipes").rglob("*.toml") if "_base_" not i
 
 def test_the_recipe_folder_holds_what_the_readme_names():
     names = {str(p.relative_to(REPO / "recipes")) for p in SHIPPED}
-    assert {"cls.toml", "det.toml", "imagenet/resnest50d.toml", "coco/fcos_resnest50d_fpn_1x.toml",
-            "coco/faster_rcnn_resnest50d_freeze.toml"} <= names
+    assert {
+        "cls.toml",
+        "det.toml",
+        "imagenet/resnest50d.toml",
+        "coco/fcos_resnest50d_fpn_1x.toml",
+        "coco/faster_rcnn_resnest50d_freeze.toml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO / "recipes")))
@@ -33,17 +39,30 @@ def test_every_shipped_recipe_validates(path):
 
 
 def _small(tmp_path: Path, **extra) -> dict:
-    return {"work_dir": str(tmp_path / "work"), "data.num_workers": 0, "data.pin_memory": False,
-            "data.persistent_workers": False, "log_config.interval": 1, **extra}
+    return {
+        "work_dir": str(tmp_path / "work"),
+        "data.num_workers": 0,
+        "data.pin_memory": False,
+        "data.persistent_workers": False,
+        "log_config.interval": 1,
+        **extra,
+    }
 
 
 def test_imagenet_recipe_trains_on_a_small_image_folder(tmp_path):
     train_root, val_root = ensure_shapes_classification(ShapesSpec(num_train=12, num_val=6, image_size=32))
-    overrides = _small(tmp_path, **{
-        "data.train.root": str(train_root), "data.val.root": str(val_root), "model.num_classes": 4,
-        "data.img_size": 32, "data.batch_size": 4, "runner.max_epochs": 1,
-        "log_config.hooks": [{"type": "TextLoggerHook"}],
-    })
+    overrides = _small(
+        tmp_path,
+        **{
+            "data.train.root": str(train_root),
+            "data.val.root": str(val_root),
+            "model.num_classes": 4,
+            "data.img_size": 32,
+            "data.batch_size": 4,
+            "runner.max_epochs": 1,
+            "log_config.hooks": [{"type": "TextLoggerHook"}],
+        },
+    )
     trainer = Trainer(load_recipe(REPO / "recipes/imagenet/resnest50d.toml", overrides))
     assert trainer.channels_last and trainer.task.mixup is not None
     trainer.fit()
@@ -59,13 +78,20 @@ def tiny_coco() -> dict[str, Path]:
 
 
 def _coco_overrides(tmp_path: Path, paths: dict[str, Path], **extra) -> dict:
-    return _small(tmp_path, **{
-        "data.train.root": str(paths["train_images"]), "data.train.ann_file": str(paths["train_ann"]),
-        "data.val.root": str(paths["val_images"]), "data.val.ann_file": str(paths["val_ann"]),
-        "model.num_classes": 4, "model.min_size": 64, "model.max_size": 64,
-        "model.pretrained": False,  # the recipes' hub weights are tested with a planted cache in test_pretrained.py
-        **extra,
-    })
+    return _small(
+        tmp_path,
+        **{
+            "data.train.root": str(paths["train_images"]),
+            "data.train.ann_file": str(paths["train_ann"]),
+            "data.val.root": str(paths["val_images"]),
+            "data.val.ann_file": str(paths["val_ann"]),
+            "model.num_classes": 4,
+            "model.min_size": 64,
+            "model.max_size": 64,
+            "model.pretrained": False,  # the recipes' hub weights are tested with a planted cache in test_pretrained.py
+            **extra,
+        },
+    )
 
 
 def test_coco_fcos_recipe_trains_and_scores(tmp_path, tiny_coco):
@@ -77,10 +103,17 @@ def test_coco_fcos_recipe_trains_and_scores(tmp_path, tiny_coco):
 
 
 def test_coco_freeze_recipe_switches_stage_and_batch_size(tmp_path, tiny_coco):
-    overrides = _coco_overrides(tmp_path, tiny_coco, **{
-        "runner.max_epochs": 2, "freeze.epochs": 1, "freeze.batch_size": 4, "data.batch_size": 2,
-        "workflow": [["train", 1]],
-    })
+    overrides = _coco_overrides(
+        tmp_path,
+        tiny_coco,
+        **{
+            "runner.max_epochs": 2,
+            "freeze.epochs": 1,
+            "freeze.batch_size": 4,
+            "data.batch_size": 2,
+            "workflow": [["train", 1]],
+        },
+    )
     trainer = Trainer(load_recipe(REPO / "recipes/coco/faster_rcnn_resnest50d_freeze.toml", overrides))
     trainer.fit()
     train = [r for r in read_records(trainer.work_dir) if r["mode"] == "train"]

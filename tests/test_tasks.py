@@ -23,15 +23,28 @@ def test_describe_data_names_the_recipe_key(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     (tmp_path / "ann.json").write_text("{}")
-    cls = Recipe.from_dict({"data": {"type": "imagefolder", "train": {"root": str(tmp_path / "a")},
-                                     "val": {"root": str(tmp_path / "b")}}, "runner": {"max_epochs": 1}})
+    cls = Recipe.from_dict(
+        {
+            "data": {
+                "type": "imagefolder",
+                "train": {"root": str(tmp_path / "a")},
+                "val": {"root": str(tmp_path / "b")},
+            },
+            "runner": {"max_epochs": 1},
+        }
+    )
     assert build_task(cls).describe_data("val") == f"data.val.root = {tmp_path / 'b'}"
-    det = Recipe.from_dict({
-        "model": {"task": "detection"},
-        "data": {"type": "coco", "train": {"root": str(tmp_path / "a"), "ann_file": str(tmp_path / "ann.json")},
-                 "val": {"root": str(tmp_path / "b"), "ann_file": str(tmp_path / "ann.json")}},
-        "runner": {"max_epochs": 1},
-    })
+    det = Recipe.from_dict(
+        {
+            "model": {"task": "detection"},
+            "data": {
+                "type": "coco",
+                "train": {"root": str(tmp_path / "a"), "ann_file": str(tmp_path / "ann.json")},
+                "val": {"root": str(tmp_path / "b"), "ann_file": str(tmp_path / "ann.json")},
+            },
+            "runner": {"max_epochs": 1},
+        }
+    )
     assert build_task(det).describe_data("train") == f"data.train.ann_file = {tmp_path / 'ann.json'}"
     shapes = Recipe.from_dict({"data": {"type": "shapes"}, "runner": {"max_epochs": 1}})
     assert build_task(shapes).describe_data("train") == "built-in shapes data"
@@ -40,7 +53,9 @@ def test_describe_data_names_the_recipe_key(tmp_path):
 def test_dataset_classes_and_detection_collate():
     assert Task.num_dataset_classes(SimpleNamespace(classes=["a", "b", "c"])) == 3
     assert Task.num_dataset_classes(object()) is None
-    det = build_task(Recipe.from_dict({"model": {"task": "detection"}, "data": {"type": "shapes"}, "runner": {"max_epochs": 1}}))
+    det = build_task(
+        Recipe.from_dict({"model": {"task": "detection"}, "data": {"type": "shapes"}, "runner": {"max_epochs": 1}})
+    )
     assert det.collate_fn is collate_detection
     with pytest.raises(NotImplementedError):
         Task(det.recipe).build_model()

@@ -198,11 +198,21 @@ def test_cudnn_benchmark_unless_deterministic(tiny_recipe, deterministic):
 
 
 def test_loader_options_reach_the_prepared_loaders(tiny_recipe):
-    overrides = {"data.num_workers": 1, "data.pin_memory": True, "data.persistent_workers": True, "data.prefetch_factor": 3}
+    overrides = {
+        "data.num_workers": 1,
+        "data.pin_memory": True,
+        "data.persistent_workers": True,
+        "data.prefetch_factor": 3,
+    }
     trainer = Trainer(load_recipe(tiny_recipe, overrides))
     pinned = torch.accelerator.is_available()  # pinning only pays (and is only done) for an accelerator
     for loader in (trainer.train_loader, trainer.val_loader):
-        assert (loader.num_workers, loader.pin_memory, loader.persistent_workers, loader.prefetch_factor) == (1, pinned, True, 3)
+        assert (loader.num_workers, loader.pin_memory, loader.persistent_workers, loader.prefetch_factor) == (
+            1,
+            pinned,
+            True,
+            3,
+        )
     assert trainer.accelerator.non_blocking == pinned
     no_workers = Trainer(load_recipe(tiny_recipe, {"data.persistent_workers": True, "data.prefetch_factor": 3}))
     assert (no_workers.train_loader.persistent_workers, no_workers.train_loader.prefetch_factor) == (False, None)
@@ -223,7 +233,7 @@ class StageRecorder(Hook):
         self.stages.append("after_run")
 
     def after_train_iter(self, trainer) -> None:
-        images, targets = trainer.batch
+        images, _ = trainer.batch
         self.train_seen.append((images.shape[0], float(trainer.outputs["loss"])))
 
     def after_val_iter(self, trainer) -> None:

@@ -4,6 +4,7 @@ the uninterrupted run's weights; so does a DDP group restarted by `accelerate la
 Runs go through the real CLI in subprocesses, so the kill is a real SIGKILL of the whole process
 (and of the data-loader workers with it); a custom hook pulls the trigger after a given iteration.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,15 +46,36 @@ COMMON = [
 ]
 
 
-def run(tmp_path: Path, name: str, sets: list[str], *extra: str, ddp: bool = False, port: int = 29531,
-        launch: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def run(
+    tmp_path: Path,
+    name: str,
+    sets: list[str],
+    *extra: str,
+    ddp: bool = False,
+    port: int = 29531,
+    launch: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess:
     recipe = write_recipe(tmp_path, name=f"{name}.toml", work_dir=str(tmp_path / name))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
     launcher = [sys.executable]
     if ddp:
         env["ACCELERATE_USE_CPU"] = "1"
-        launcher += ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                     "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), *launch]
+        launcher += [
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(port),
+            *launch,
+        ]
     args = [arg for s in COMMON + sets for arg in ("--set", s)]
     cmd = [*launcher, "-m", "accel_trainer", str(recipe), *args, *extra]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
@@ -158,8 +180,16 @@ def test_ddp_sigterm_on_one_process_stops_both_at_the_same_step(tmp_path, ddp_re
 def test_elastic_restart_after_a_killed_process_is_bit_identical(tmp_path, ddp_reference):
     # Process 1 is SIGKILLed after iteration 7 (the first attempt only); --max_restarts restarts the
     # group, which resumes from iter_6, the newest complete checkpoint.
-    proc = run(tmp_path, "elastic", [kill_hook(tmp_path, 7, rank=1)], "--resume", "auto", ddp=True, port=29533,
-               launch=("--max_restarts", "1", "--monitor_interval", "0.2"))
+    proc = run(
+        tmp_path,
+        "elastic",
+        [kill_hook(tmp_path, 7, rank=1)],
+        "--resume",
+        "auto",
+        ddp=True,
+        port=29533,
+        launch=("--max_restarts", "1", "--monitor_interval", "0.2"),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     work = tmp_path / "elastic"
     # iter_6 is written in the background; if the kill came before it was in place, iter_3 is the newest.
@@ -202,4 +232,3 @@ def test_kill_while_a_background_save_is_in_flight_resumes_from_the_previous_che
     assert "iter_3 at epoch 0, iter 3" in log_text(tmp_path / "in_flight")
     assert not list(root.glob(".tmp-*")), "the dead run's half-written folder was left behind"
     assert_identical(final_weights(tmp_path / "in_flight"), reference)
-

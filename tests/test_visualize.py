@@ -1,9 +1,10 @@
 """`visualize`: one PNG per val image with the true boxes (green) and predictions (red)."""
+
 from __future__ import annotations
 
 import torch
-from safetensors.torch import save_file
 from PIL import Image
+from safetensors.torch import save_file
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from accel_trainer import load_recipe

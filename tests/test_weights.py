@@ -1,4 +1,5 @@
 """Weights files: every format loads, mismatches are reported, and no pickle runs code."""
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,12 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path, writer):
 
 def test_numpy_metadata_loads_but_code_inside_numpy_is_still_refused(tmp_path):
     state = tiny_model().state_dict()
-    meta = {"epoch": 12, "CLASSES": ("a", "b"), "best_score": np.float64(0.374), "anchors": np.zeros((2, 4), np.float32)}
+    meta = {
+        "epoch": 12,
+        "CLASSES": ("a", "b"),
+        "best_score": np.float64(0.374),
+        "anchors": np.zeros((2, 4), np.float32),
+    }
     torch.save({"meta": meta, "state_dict": state}, tmp_path / "mmdet_style.pth")
     loaded = load_weights(tmp_path / "mmdet_style.pth")
     assert set(loaded) == set(state) and all(torch.equal(loaded[k], v) for k, v in state.items())
@@ -60,8 +66,10 @@ def test_timm_training_checkpoint_loads(tmp_path):
     state = tiny_model().state_dict()
     args = argparse.Namespace(model="resnest50d", lr=0.1, mixup=0.2)
     ema = {k: v + 1 for k, v in state.items()}
-    torch.save({"epoch": 9, "arch": "resnest50d", "state_dict": state, "state_dict_ema": ema, "args": args,
-                "metric": 81.2}, tmp_path / "model_best.pth.tar")
+    torch.save(
+        {"epoch": 9, "arch": "resnest50d", "state_dict": state, "state_dict_ema": ema, "args": args, "metric": 81.2},
+        tmp_path / "model_best.pth.tar",
+    )
     loaded = load_weights(tmp_path / "model_best.pth.tar")
     assert all(torch.equal(loaded[k], v) for k, v in state.items()) and set(loaded) == set(state)
     torch.save(state, tmp_path / "weights.tar")
@@ -73,7 +81,9 @@ def test_load_weights_formats(tmp_path):
     state = tiny_model().state_dict()
     save_file(state, tmp_path / "w.safetensors")
     torch.save(state, tmp_path / "w.pth")
-    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "meta": {"epoch": 3}}, tmp_path / "wrapped.pt")
+    torch.save(
+        {"state_dict": {f"module.{k}": v for k, v in state.items()}, "meta": {"epoch": 3}}, tmp_path / "wrapped.pt"
+    )
     folder = save_checkpoint(tmp_path / "ckpts", "epoch_1", model_state=state, trainer_state={}, recipe_text="")
     for source in ("w.safetensors", "w.pth", "wrapped.pt", "ckpts/epoch_1"):
         loaded = load_weights(tmp_path / source)

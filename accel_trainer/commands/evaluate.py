@@ -1,4 +1,5 @@
 """`accel-trainer RECIPE --eval-only`: evaluate a checkpoint and write `work_dir/eval/`."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,10 @@ def evaluate_command(trainer, weights: str | None) -> int:
     if weights:
         trainer.checkpointer.load_weights(weights)
     elif not trainer.recipe.load_from:
-        logger.warning("--eval-only: no checkpoint found under %s; evaluating freshly initialised weights", trainer.checkpointer.root)
+        logger.warning(
+            "--eval-only: no checkpoint found under %s; evaluating freshly initialised weights",
+            trainer.checkpointer.root,
+        )
     source = weights or trainer.recipe.load_from
     ema = checkpoint.load_extra_tensors(source, EMA_STEM) if source else None
     evaluate_ema_weights(trainer, ema, source)

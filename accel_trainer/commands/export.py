@@ -5,6 +5,7 @@
 pretrained_cfg_overlay=dict(file=FILE), num_classes=0)` loads: the timm model's own keys,
 without the classifier (classification) or the detection neck and heads.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,15 +27,16 @@ def backbone_state(state: dict[str, torch.Tensor], model_cfg: dict) -> dict[str,
     """The timm backbone's weights under timm's own key names."""
     if model_cfg.get("task", "classification") == "detection":
         prefix = DETECTION_BACKBONE_PREFIX
-        return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     name = model_cfg.get("backbone", "")
     head = timm.models.get_pretrained_cfg_value(name, "classifier") or "fc"
     heads = head if isinstance(head, (list, tuple)) else [head]
     return {k: v for k, v in state.items() if not any(k == h or k.startswith(h + ".") for h in heads)}
 
 
-def export_command(ckpt: str, out: str, backbone_only: bool, ema: bool, check: bool = False,
-                   progress: bool | None = None) -> int:
+def export_command(
+    ckpt: str, out: str, backbone_only: bool, ema: bool, check: bool = False, progress: bool | None = None
+) -> int:
     """The format follows the suffix of `out`: `.safetensors` (weights) or `.onnx` (a graph, see onnx_export)."""
     if not out.endswith((".safetensors", ".onnx")):
         raise RecipeError(f"--out {out}: expected a .safetensors or .onnx file")
@@ -60,9 +62,14 @@ def export_command(ckpt: str, out: str, backbone_only: bool, ema: bool, check: b
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
-    metadata = {"format": "pt", "backbone": str(model_cfg.get("backbone", "")), "source": str(ckpt),
-                "part": "backbone" if backbone_only else "model", "weights": "ema" if ema else "raw",
-                "model": json.dumps(model_cfg)}
+    metadata = {
+        "format": "pt",
+        "backbone": str(model_cfg.get("backbone", "")),
+        "source": str(ckpt),
+        "part": "backbone" if backbone_only else "model",
+        "weights": "ema" if ema else "raw",
+        "model": json.dumps(model_cfg),
+    }
     if classes:
         metadata["classes"] = json.dumps(classes)
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)

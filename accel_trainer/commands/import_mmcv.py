@@ -5,6 +5,7 @@ validated on its own against the recipe schema; whatever does not convert (model
 distributed settings, keys without an equivalent, sections the schema rejects) is listed with its
 file and line, as comments at the top of the output and on stderr.
 """
+
 from __future__ import annotations
 
 import copy
@@ -107,8 +108,13 @@ def _optimizer_config(value: Any, note: Note) -> dict:
     hook = cfg.pop("type", "OptimizerHook")
     grad_clip = cfg.pop("grad_clip", None)
     if grad_clip is not None:
-        clip = _pick(_table(grad_clip, "optimizer_config.grad_clip"), ("max_norm", "norm_type"),
-                     "optimizer_config.grad_clip", note, "torch clip_grad_norm_ takes only max_norm and norm_type here")
+        clip = _pick(
+            _table(grad_clip, "optimizer_config.grad_clip"),
+            ("max_norm", "norm_type"),
+            "optimizer_config.grad_clip",
+            note,
+            "torch clip_grad_norm_ takes only max_norm and norm_type here",
+        )
         out["optimizer_config"] = {"grad_clip": clip}
     accelerate: dict = {}
     if hook in CUMULATIVE_HOOKS:
@@ -145,7 +151,10 @@ def _checkpoint_config(value: Any, note: Note) -> dict:
     cfg = _pick(_table(value, "checkpoint_config"), CHECKPOINT_KEYS, "checkpoint_config", note, "no equivalent setting")
     interval = cfg.get("interval")
     if isinstance(interval, int) and interval <= 0:
-        note("checkpoint_config.interval", f"{cfg.pop('interval')} (never save) has no equivalent; the default interval applies")
+        note(
+            "checkpoint_config.interval",
+            f"{cfg.pop('interval')} (never save) has no equivalent; the default interval applies",
+        )
     return {"checkpoint_config": cfg}
 
 
@@ -180,8 +189,13 @@ def _log_config(value: Any, note: Note) -> dict:
 
 
 def _evaluation(value: Any, note: Note) -> dict:
-    cfg = _pick(_table(value, "evaluation"), EVALUATION_KEYS, "evaluation", note,
-                "no equivalent: the task computes its own metrics")
+    cfg = _pick(
+        _table(value, "evaluation"),
+        EVALUATION_KEYS,
+        "evaluation",
+        note,
+        "no equivalent: the task computes its own metrics",
+    )
     metric = cfg.get("metric")
     if isinstance(metric, list):
         cfg["metric"] = str(metric[0]) if metric else ""
@@ -210,8 +224,11 @@ def _weights_path(key: str) -> Callable[[Any, Note], dict]:
 
 
 def _auto_scale_lr(value: Any, note: Note) -> dict:
-    return {"auto_scale_lr": _pick(_table(value, "auto_scale_lr"), AUTO_SCALE_KEYS, "auto_scale_lr", note,
-                                   "no equivalent setting")}
+    return {
+        "auto_scale_lr": _pick(
+            _table(value, "auto_scale_lr"), AUTO_SCALE_KEYS, "auto_scale_lr", note, "no equivalent setting"
+        )
+    }
 
 
 def _custom_hooks(value: Any, note: Note) -> dict:
@@ -356,7 +373,7 @@ def render(recipe: dict, skipped: list[Skipped], config_path: str, out_name: str
     """TOML text whose leading comments say where it came from and what it left out."""
     lines = [
         f"# Runtime sections converted from {config_path} (mmcv 1.x config) by `accel-trainer import-mmcv`.",
-        f"# Use it as a base: a recipe with _base_ = [\"{out_name}\"] adds [model] and [data]"
+        f'# Use it as a base: a recipe with _base_ = ["{out_name}"] adds [model] and [data]'
         + ("." if "runner" in recipe else " and [runner]."),
     ]
     if skipped:

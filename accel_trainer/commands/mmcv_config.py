@@ -5,6 +5,7 @@ names assigned earlier in the same file are evaluated; anything else (another ca
 an import, a comprehension) is refused with its file and line, so reading a config cannot run
 code. `_base_` files (paths relative to the config) are merged first, with mmcv's `_delete_` rule.
 """
+
 from __future__ import annotations
 
 import ast
@@ -61,7 +62,7 @@ class _Reader:
         text = ast.unparse(node)
         text = text if len(text) <= 60 else text[:57] + "..."
         return RecipeError(
-            f"{self.path}:{node.lineno}: `{text}`: {why}; configs are read without running them, so only "
+            f"{self.path}:{getattr(node, 'lineno', '?')}: `{text}`: {why}; configs are read without running them, so only "
             "literals, dict/list/tuple/set(...), arithmetic and names assigned earlier can be used"
         )
 
@@ -220,7 +221,9 @@ def read_mmcv_config(path: str | Path, _chain: tuple[Path, ...] = ()) -> tuple[d
     if isinstance(bases, str):
         bases = [bases]
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise RecipeError(f"{shown}:{reader.lines[BASE_KEY]}: _base_ must be a file path or a list of paths, got {bases!r}")
+        raise RecipeError(
+            f"{shown}:{reader.lines[BASE_KEY]}: _base_ must be a file path or a list of paths, got {bases!r}"
+        )
     values: dict[str, Any] = {}
     origins: dict[str, Origin] = {}
     for base in bases:
@@ -228,7 +231,9 @@ def read_mmcv_config(path: str | Path, _chain: tuple[Path, ...] = ()) -> tuple[d
         if base_path.suffix != ".py":
             raise RecipeError(f"{shown}:{reader.lines[BASE_KEY]}: _base_ {base!r}: only .py configs are read")
         if not base_path.is_file():
-            raise RecipeError(f"{shown}:{reader.lines[BASE_KEY]}: _base_ file not found: {base} (looked for {base_path})")
+            raise RecipeError(
+                f"{shown}:{reader.lines[BASE_KEY]}: _base_ file not found: {base} (looked for {base_path})"
+            )
         base_values, base_origins = read_mmcv_config(base_path, (*_chain, resolved))
         values = merge(values, base_values)
         origins.update(base_origins)

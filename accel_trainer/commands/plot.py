@@ -1,5 +1,6 @@
 """`accel-trainer plot WORK_DIR [WORK_DIR ...]`: loss, lr and val metric curves, several runs compared
 (each work dir's latest run, across the logs of the runs it resumed)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

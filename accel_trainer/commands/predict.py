@@ -5,6 +5,7 @@ process predicts a contiguous share of the images once; the main process writes 
 input order. An unreadable image is named on stderr and skipped (no record), and the count is
 printed at the end.
 """
+
 from __future__ import annotations
 
 import glob
@@ -75,13 +76,27 @@ def draw(file: Path, record: dict[str, Any], out: Path) -> None:
     else:
         top = record["topk"][0]
         h, w = canvas.shape[1:]
-        canvas = draw_bounding_boxes(canvas, torch.tensor([[0, 0, w - 1, h - 1]]), labels=[f"{top['label']} {top['score']:.2f}"],
-                                     colors="red", width=1)
+        canvas = draw_bounding_boxes(
+            canvas,
+            torch.tensor([[0, 0, w - 1, h - 1]]),
+            labels=[f"{top['label']} {top['score']:.2f}"],
+            colors="red",
+            width=1,
+        )
     to_pil_image(canvas).save(out)
 
 
-def predict_command(ckpt: str, inputs: list[str], out: str, draw_dir: str | None, batch_size: int | None,
-                    score_thresh: float | None, topk: int, ema: bool, progress: bool | None = None) -> int:
+def predict_command(
+    ckpt: str,
+    inputs: list[str],
+    out: str,
+    draw_dir: str | None,
+    batch_size: int | None,
+    score_thresh: float | None,
+    topk: int,
+    ema: bool,
+    progress: bool | None = None,
+) -> int:
     if topk <= 0:
         raise RecipeError(f"--topk must be positive, got {topk}")
     if batch_size is not None and batch_size <= 0:
@@ -98,7 +113,7 @@ def predict_command(ckpt: str, inputs: list[str], out: str, draw_dir: str | None
         bar = progress_bar(len(files), "predict", "img", state.is_main_process and progress_enabled(progress))
         for start in range(0, len(mine), batch_size):
             batch = []
-            for index in mine[start:start + batch_size]:
+            for index in mine[start : start + batch_size]:
                 try:
                     batch.append((index, predictor.preprocess(files[index])))
                 except (OSError, SyntaxError, ValueError) as exc:
@@ -126,7 +141,10 @@ def predict_command(ckpt: str, inputs: list[str], out: str, draw_dir: str | None
         os.replace(tmp, out_path)
         skipped = len(everything) - len(written)
         processes = f" ({state.num_processes} processes)" if state.num_processes > 1 else ""
-        print(f"wrote {len(written)} predictions to {out_path}{processes}"
-              + (f"; skipped {skipped} unreadable images" if skipped else "") + (f"; drawings in {draw_dir}" if draw_dir else ""))
+        print(
+            f"wrote {len(written)} predictions to {out_path}{processes}"
+            + (f"; skipped {skipped} unreadable images" if skipped else "")
+            + (f"; drawings in {draw_dir}" if draw_dir else "")
+        )
     state.wait_for_everyone()
     return 0

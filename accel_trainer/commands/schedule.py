@@ -3,6 +3,7 @@
 The run length and the auto-scaled lr come from the same code the Trainer uses, for the number
 of processes the run will have (a freeze stage with its own batch size included).
 """
+
 from __future__ import annotations
 
 import math
@@ -69,8 +70,9 @@ def dataset_iters_per_epoch(recipe: Recipe, num_processes: int = 1) -> int:
     return dataset_steps(recipe, num_processes)(recipe.data.batch_size)
 
 
-def schedule_command(recipe: Recipe, iters_per_epoch: int | None, csv: str | None, png: str | None,
-                     num_processes: int | None = None) -> int:
+def schedule_command(
+    recipe: Recipe, iters_per_epoch: int | None, csv: str | None, png: str | None, num_processes: int | None = None
+) -> int:
     """`iters_per_epoch` (at `data.batch_size`, per process) skips reading the dataset; a freeze
     stage with another batch size then gets proportionally more or fewer iterations."""
     if num_processes is None:
@@ -94,8 +96,12 @@ def schedule_command(recipe: Recipe, iters_per_epoch: int | None, csv: str | Non
     if warning:
         print(f"accel-trainer: warning: {warning}", file=sys.stderr)
     rows = run_rows(
-        recipe.lr_config, recipe.momentum_config, auto_scaled_lr(recipe, num_processes, full),
-        base_momentum(recipe.optimizer), run, iter_based=not recipe.by_epoch,
+        recipe.lr_config,
+        recipe.momentum_config,
+        auto_scaled_lr(recipe, num_processes, full),
+        base_momentum(recipe.optimizer),
+        run,
+        iter_based=not recipe.by_epoch,
         lr_follows_batch=recipe.auto_scale_lr.enable,
     )
     if csv:

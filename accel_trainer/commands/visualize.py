@@ -5,10 +5,12 @@ named by its COCO image id, so a glance tells whether a detector learned anythin
 (no checkpoint) it draws the first training samples of epoch 0 as the loader makes them (mosaic,
 resize, flip, jitter, with their boxes), so a user sees what the network is fed.
 """
+
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from torchvision.transforms.v2.functional import to_pil_image
@@ -25,7 +27,9 @@ logger = logging.getLogger(__name__)
 TRUE_COLOUR, PREDICTED_COLOUR = "lime", "red"
 
 
-def draw_image(image: torch.Tensor, truth: dict, detections: dict, classes: list[str], score_thresh: float) -> torch.Tensor:
+def draw_image(
+    image: torch.Tensor, truth: dict, detections: dict, classes: list[str], score_thresh: float
+) -> torch.Tensor:
     """uint8 CHW canvas with the true boxes and the detections scoring at least `score_thresh`."""
     canvas = (image.clamp(0, 1) * 255).to(torch.uint8)
     if len(truth["boxes"]):
@@ -33,22 +37,25 @@ def draw_image(image: torch.Tensor, truth: dict, detections: dict, classes: list
         canvas = draw_bounding_boxes(canvas, truth["boxes"], labels=names, colors=TRUE_COLOUR, width=2)
     keep = detections["scores"] >= score_thresh
     if keep.any():
-        names = [f"{classes[int(i)]} {float(s):.2f}" for i, s in zip(detections["labels"][keep], detections["scores"][keep])]
+        names = [
+            f"{classes[int(i)]} {float(s):.2f}" for i, s in zip(detections["labels"][keep], detections["scores"][keep])
+        ]
         canvas = draw_bounding_boxes(canvas, detections["boxes"][keep], labels=names, colors=PREDICTED_COLOUR, width=1)
     return canvas
 
 
 def visualize_command(recipe: Recipe, weights: str, out: str, num: int, score_thresh: float) -> int:
     if recipe.model.task != "detection":
-        raise RecipeError(f"visualize draws boxes; {recipe.source} has model.task = {recipe.model.task!r}, not \"detection\"")
+        raise RecipeError(
+            f'visualize draws boxes; {recipe.source} has model.task = {recipe.model.task!r}, not "detection"'
+        )
     if num <= 0:
         raise RecipeError(f"--num must be positive, got {num}")
     task = build_task(recipe)
     model = task.build_model()
-    fit_weights(model, load_weights(weights), source=weights,
-                           revise_keys=recipe.load_options.key_renames, strict=True)
+    fit_weights(model, load_weights(weights), source=weights, revise_keys=recipe.load_options.key_renames, strict=True)
     model.eval()
-    _, val = task.build_datasets()
+    val: Any = task.build_datasets()[1]  # the task's own dataset: sized, with `classes`
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = 0
@@ -64,7 +71,9 @@ def visualize_command(recipe: Recipe, weights: str, out: str, num: int, score_th
         canvas = draw_image(image, truth, detections, val.classes, score_thresh)
         to_pil_image(canvas).save(out_dir / f"{truth['image_id']}.png")
         written += 1
-    logger.info("wrote %d images to %s (true boxes %s, predictions %s)", written, out_dir, TRUE_COLOUR, PREDICTED_COLOUR)
+    logger.info(
+        "wrote %d images to %s (true boxes %s, predictions %s)", written, out_dir, TRUE_COLOUR, PREDICTED_COLOUR
+    )
     print(f"wrote {written} images to {out_dir}")
     return 0
 
@@ -74,7 +83,7 @@ def visualize_train_command(recipe: Recipe, out: str, num: int) -> int:
     if num <= 0:
         raise RecipeError(f"--num must be positive, got {num}")
     task = build_task(recipe)
-    train, _ = task.build_datasets()
+    train: Any = task.build_datasets()[0]  # the task's own dataset: sized, with `classes`
     seeded = SeededDataset(train, recipe.accelerate.seed)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +99,10 @@ def visualize_train_command(recipe: Recipe, out: str, num: int) -> int:
         else:  # a normalised tensor: back to [0, 1] with timm's mean / std for the picture
             from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-            mean, std = torch.tensor(IMAGENET_DEFAULT_MEAN)[:, None, None], torch.tensor(IMAGENET_DEFAULT_STD)[:, None, None]
+            mean, std = (
+                torch.tensor(IMAGENET_DEFAULT_MEAN)[:, None, None],
+                torch.tensor(IMAGENET_DEFAULT_STD)[:, None, None],
+            )
             canvas = ((image * std + mean).clamp(0, 1) * 255).to(torch.uint8)
         to_pil_image(canvas).save(out_dir / f"train_{index}.png")
         written += 1

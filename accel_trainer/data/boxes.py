@@ -5,6 +5,7 @@ Both keep their ground truth as a pycocotools index (`coco`), boxes in pixels wi
 boxes to leave out of training (COCO crowd, VOC difficult) marked `iscrowd = 1`: COCOeval ignores
 exactly those, and VOC AP reads the same index.
 """
+
 from __future__ import annotations
 
 import logging
@@ -80,9 +81,13 @@ class BoxDataset(Dataset):
                 image = raw.convert("RGB")
         except (OSError, SyntaxError, ValueError) as exc:
             if not self.skip_bad_images:
-                raise RecipeError(f"cannot read image {path}: {exc}; set data.skip_bad_images = true to skip it") from None
+                raise RecipeError(
+                    f"cannot read image {path}: {exc}; set data.skip_bad_images = true to skip it"
+                ) from None
             self.num_unreadable += 1
-            logger.warning("skipping unreadable image %s (%d so far in this process): %s", path, self.num_unreadable, exc)
+            logger.warning(
+                "skipping unreadable image %s (%d so far in this process): %s", path, self.num_unreadable, exc
+            )
             return None, {"image_id": image_id}
         boxes, labels = self.annotations(image_id)
         return image, {
@@ -109,4 +114,9 @@ class BoxDataset(Dataset):
         """Log images left out up front (the count goes to the JSON log through the task)."""
         self.num_skipped += len(names)
         if names:
-            logger.warning("skipping %d images of %s: %s", len(names), what, "; ".join(names[:3]) + (" ..." if len(names) > 3 else ""))
+            logger.warning(
+                "skipping %d images of %s: %s",
+                len(names),
+                what,
+                "; ".join(names[:3]) + (" ..." if len(names) > 3 else ""),
+            )

@@ -3,6 +3,7 @@
 Labels are contiguous (category ids sorted ascending map to 0, 1, ...), as the torchvision heads
 need; `cat_ids[label]` maps a prediction back to the file's category id for COCO results.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,7 +40,9 @@ def _read_json(path: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise RecipeError(f"{path}: not a COCO instances file (expected a JSON object with images, annotations, categories)")
+        raise RecipeError(
+            f"{path}: not a COCO instances file (expected a JSON object with images, annotations, categories)"
+        )
     return data
 
 
@@ -71,8 +74,10 @@ def check_coco(path: Path, data: dict, skip_bad_images: bool) -> tuple[dict, lis
     """
     categories = data.get("categories")
     if not isinstance(categories, list) or not categories:
-        raise RecipeError(f'{path}: no "categories" list; a COCO instances file names its classes, '
-                          'e.g. "categories": [{"id": 1, "name": "person"}]')
+        raise RecipeError(
+            f'{path}: no "categories" list; a COCO instances file names its classes, '
+            'e.g. "categories": [{"id": 1, "name": "person"}]'
+        )
     for i, cat in enumerate(categories):
         if not isinstance(cat, dict) or not is_int(cat.get("id")) or not isinstance(cat.get("name"), str):
             raise RecipeError(f"{path}: categories[{i}] = {cat!r} needs an integer id and a name")
@@ -93,8 +98,14 @@ def check_coco(path: Path, data: dict, skip_bad_images: bool) -> tuple[dict, lis
             continue
         where = f"annotation id {ann['id']}" if isinstance(ann, dict) and "id" in ann else f"annotations[{i}]"
         if not skip_bad_images or not isinstance(ann, dict) or ann.get("image_id") not in image_ids:
-            raise RecipeError(f"{path}: {where} {problem}" + ("; set data.skip_bad_images = true to skip its image"
-                                                              if isinstance(ann, dict) and ann.get("image_id") in image_ids else ""))
+            raise RecipeError(
+                f"{path}: {where} {problem}"
+                + (
+                    "; set data.skip_bad_images = true to skip its image"
+                    if isinstance(ann, dict) and ann.get("image_id") in image_ids
+                    else ""
+                )
+            )
         bad_images.setdefault(ann["image_id"], f"image {ann['image_id']} ({where} {problem})")
     if not bad_images:
         return data, []
@@ -154,7 +165,9 @@ class CocoDetection(BoxDataset):
                     f"{len(missing)} images of {ann_file} are missing from {self.image_dir} (first: {names}); "
                     "set data.skip_bad_images = true to skip them"
                 )
-            logger.warning("skipping %d of %d images missing from %s (first: %s)", len(missing), len(ids), self.image_dir, names)
+            logger.warning(
+                "skipping %d of %d images missing from %s (first: %s)", len(missing), len(ids), self.image_dir, names
+            )
             self.num_skipped += len(missing)
         absent = set(missing)
         self.ids = [i for i in ids if i not in absent]
@@ -180,8 +193,14 @@ class RandomRescale(v2.Transform):
     The detector must then skip its training-time resize (`_skip_resize`), or it would undo this.
     """
 
-    def __init__(self, min_size: int, max_size: int, scale_range: Sequence[float] = (1.0, 1.0),
-                 scales: Sequence[Sequence[int]] = (), mode: str = "range") -> None:
+    def __init__(
+        self,
+        min_size: int,
+        max_size: int,
+        scale_range: Sequence[float] = (1.0, 1.0),
+        scales: Sequence[Sequence[int]] = (),
+        mode: str = "range",
+    ) -> None:
         super().__init__()
         self.min_size = min_size
         self.max_size = max_size
@@ -240,7 +259,11 @@ def detection_transforms(
 def _empty_results(gt: COCO) -> COCO:
     """A results index with no detections (`COCO.loadRes` rejects an empty list)."""
     dt = COCO()
-    dt.dataset = {"images": copy.deepcopy(gt.dataset["images"]), "categories": copy.deepcopy(gt.dataset["categories"]), "annotations": []}
+    dt.dataset = {
+        "images": copy.deepcopy(gt.dataset["images"]),
+        "categories": copy.deepcopy(gt.dataset["categories"]),
+        "annotations": [],
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         dt.createIndex()
     return dt
@@ -253,8 +276,9 @@ def coco_backend(name: str) -> str:
     return name
 
 
-def coco_bbox_metrics(gt: COCO, results: list[dict], image_ids: Sequence[int],
-                      backend: str = "pycocotools") -> tuple[dict[str, float], str]:
+def coco_bbox_metrics(
+    gt: COCO, results: list[dict], image_ids: Sequence[int], backend: str = "pycocotools"
+) -> tuple[dict[str, float], str]:
     """COCOeval (bbox) over `image_ids`: mmdet's `bbox_mAP*` fractions and the printed summary.
 
     `backend`: pycocotools' COCOeval, or faster_coco_eval's C++ COCOeval_faster (the same

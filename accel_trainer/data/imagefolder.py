@@ -1,5 +1,6 @@
 """An ImageFolder whose problems name the file: torchvision's class folders and loader, with an
 empty class folder and an unreadable image reported as one line, or skipped and counted."""
+
 from __future__ import annotations
 
 import logging
@@ -22,17 +23,30 @@ class CheckedImageFolder(ImageFolder):
     """`root/<class>/<image>` with torchvision's rules. Nothing is left out up front
     (`num_skipped` = 0); an unreadable image yields `(None, UNREADABLE)`, which the task counts."""
 
-    def __init__(self, root: str | Path, transform: Callable | None, *, skip_bad_images: bool = False, key: str = "root") -> None:
+    def __init__(
+        self, root: str | Path, transform: Callable | None, *, skip_bad_images: bool = False, key: str = "root"
+    ) -> None:
         root = Path(root)
         classes = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
         if not classes:
             raise RecipeError(f"{key} = {root}: no class folders; an image folder holds one folder of images per class")
-        empty = [c for c in classes if not any(f.suffix.lower() in IMG_EXTENSIONS for f in (root / c).rglob("*") if f.is_file())]
+        empty = [
+            c
+            for c in classes
+            if not any(f.suffix.lower() in IMG_EXTENSIONS for f in (root / c).rglob("*") if f.is_file())
+        ]
         if empty and not skip_bad_images:
-            raise RecipeError(f"{key} = {root}: class folder {empty[0]!r} holds no images ({len(empty)} such folders); "
-                              "add images, remove the folder, or set data.skip_bad_images = true to keep the class without samples")
+            raise RecipeError(
+                f"{key} = {root}: class folder {empty[0]!r} holds no images ({len(empty)} such folders); "
+                "add images, remove the folder, or set data.skip_bad_images = true to keep the class without samples"
+            )
         if empty:
-            logger.warning("%s: %d class folders without images (first: %s); their classes have no samples", root, len(empty), empty[0])
+            logger.warning(
+                "%s: %d class folders without images (first: %s); their classes have no samples",
+                root,
+                len(empty),
+                empty[0],
+            )
         super().__init__(str(root), transform=transform, allow_empty=skip_bad_images)
         self.skip_bad_images = skip_bad_images
         self.num_skipped = 0
@@ -43,7 +57,9 @@ class CheckedImageFolder(ImageFolder):
             sample = self.loader(path)
         except (OSError, SyntaxError, ValueError) as exc:
             if not self.skip_bad_images:
-                raise RecipeError(f"cannot read image {path}: {exc}; set data.skip_bad_images = true to skip it") from None
+                raise RecipeError(
+                    f"cannot read image {path}: {exc}; set data.skip_bad_images = true to skip it"
+                ) from None
             logger.warning("skipping unreadable image %s: %s", path, exc)
             return None, UNREADABLE
         if self.transform is not None:

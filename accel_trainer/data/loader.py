@@ -1,7 +1,9 @@
 """DataLoader construction shared by every task."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from accelerate.data_loader import BatchSamplerShard
@@ -30,7 +32,7 @@ def build_loader(
     `drop_last` leaves out an epoch's incomplete last batch (for training steps that need full ones).
     """
     data = recipe.data
-    extra = {}
+    extra: dict[str, Any] = {}
     if data.num_workers > 0:
         extra = dict(
             persistent_workers=data.persistent_workers,
@@ -40,7 +42,7 @@ def build_loader(
     return DataLoader(
         SeededDataset(dataset, recipe.accelerate.seed),
         batch_size=batch_size,
-        sampler=EpochSampler(len(dataset), recipe.accelerate.seed, shuffle=train),
+        sampler=EpochSampler(len(dataset), recipe.accelerate.seed, shuffle=train),  # type: ignore[arg-type]
         num_workers=data.num_workers,
         pin_memory=pins_memory(data),
         drop_last=drop_last,

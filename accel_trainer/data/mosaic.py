@@ -6,6 +6,7 @@ meet at that centre (top-left, top-right, bottom-left, bottom-right). Boxes move
 are clipped to the canvas, and boxes under 1 px are dropped. Every draw comes from torch's CPU
 generator, which the loader seeds per (seed, epoch, sample): runs stay resumable bit-exactly.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -34,8 +35,9 @@ class Mosaic:
         draw = torch.rand(()).item()
         return epoch < self.until_epoch and draw < self.prob
 
-    def __call__(self, image: Any, target: dict[str, Any], load: Callable[[int], tuple[Any, dict]], length: int
-                 ) -> tuple[torch.Tensor, dict[str, Any]]:
+    def __call__(
+        self, image: Any, target: dict[str, Any], load: Callable[[int], tuple[Any, dict]], length: int
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
         s = self.size
         cx = int(torch.empty(()).uniform_(0.5 * s, 1.5 * s).item())
         cy = int(torch.empty(()).uniform_(0.5 * s, 1.5 * s).item())
@@ -62,7 +64,7 @@ class Mosaic:
             y1, y2 = (max(cy - h, 0), cy) if top else (cy, min(cy + h, 2 * s))
             cw, ch = x2 - x1, y2 - y1
             px, py = (w - cw if left else 0), (h - ch if top else 0)
-            canvas[:, y1:y2, x1:x2] = pixels[:, py:py + ch, px:px + cw]
+            canvas[:, y1:y2, x1:x2] = pixels[:, py : py + ch, px : px + cw]
             moved = tgt["boxes"].as_subclass(torch.Tensor) * ratio + torch.tensor([x1 - px, y1 - py] * 2)
             boxes.append(moved)
             labels.append(tgt["labels"])

@@ -3,10 +3,11 @@
 That makes a run independent of `num_workers` and lets a resumed run skip the first k batches
 and see exactly the samples and augmentations the interrupted run would have seen.
 """
+
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ class EpochSampler(Sampler):
         epoch = self.epoch
         if self.shuffle:
             gen = torch.Generator().manual_seed(sample_seed(self.seed, epoch, ORDER_STREAM))
-            order = torch.randperm(self.size, generator=gen).tolist()
+            order: Iterable[int] = torch.randperm(self.size, generator=gen).tolist()
         else:
             order = range(self.size)
         return ((epoch, i) for i in order)
@@ -65,7 +66,7 @@ class SeededDataset(Dataset):
         self.seed = seed
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.dataset)  # type: ignore[arg-type]  # map-style datasets have a length
 
     def __getitem__(self, item: tuple[int, int] | int):
         return self.__getitems__([item])[0]

@@ -5,6 +5,7 @@ next to folders of JPEGs. Every byte is a pure function of the `ShapesSpec`, and
 generated into a temporary sibling folder and renamed into place, so concurrent processes (DDP
 ranks) either see a complete set or none.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -154,8 +155,18 @@ def _polygon(label: int, cx: float, cy: float, radius: float, angle: float) -> l
         arm = radius / math.sqrt(1.0 + 0.35**2)
         half = 0.35 * arm
         local = [
-            (half, arm), (half, half), (arm, half), (arm, -half), (half, -half), (half, -arm),
-            (-half, -arm), (-half, -half), (-arm, -half), (-arm, half), (-half, half), (-half, arm),
+            (half, arm),
+            (half, half),
+            (arm, half),
+            (arm, -half),
+            (half, -half),
+            (half, -arm),
+            (-half, -arm),
+            (-half, -half),
+            (-arm, -half),
+            (-arm, half),
+            (-half, half),
+            (-half, arm),
         ]
     else:
         sides = {"square": 4, "triangle": 3}[name]
@@ -191,8 +202,13 @@ def _line_mask(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.asarray(mask, dtype=bool)
 
 
-def _compose(rng: np.random.Generator, size: int, base: np.ndarray, lighting: np.ndarray,
-             shapes: list[tuple[np.ndarray, np.ndarray]]) -> Image.Image:
+def _compose(
+    rng: np.random.Generator,
+    size: int,
+    base: np.ndarray,
+    lighting: np.ndarray,
+    shapes: list[tuple[np.ndarray, np.ndarray]],
+) -> Image.Image:
     """Paint (mask, colour) shapes over the base colour, then add lighting and sensor noise."""
     image = np.broadcast_to(base, (size, size, 3)).copy()
     for mask, colour in shapes:
@@ -269,21 +285,26 @@ def _write_detection(spec: ShapesSpec, root: Path) -> None:
     categories = [{"id": category_id(i), "name": name, "supercategory": "shape"} for i, name in enumerate(CLASSES)]
     for split in _SPLITS:
         (root / split).mkdir()
-        images, annotations = [], []
+        images: list[dict] = []
+        annotations: list[dict] = []
         for index in range(spec.count(split)):
             image, objects = render_detection(spec, split, index)
             file_name = f"{index:06d}.jpg"
             image.save(root / split / file_name, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
             image_id = index + 1
-            images.append({"id": image_id, "file_name": file_name, "width": spec.image_size,
-                           "height": spec.image_size})
+            images.append({"id": image_id, "file_name": file_name, "width": spec.image_size, "height": spec.image_size})
             for label, mask in objects:
                 x0, y0, x1, y1 = _box(mask)
-                annotations.append({
-                    "id": len(annotations) + 1, "image_id": image_id, "category_id": category_id(label),
-                    "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-                    "area": float(mask.sum()), "iscrowd": 0,
-                })
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": category_id(label),
+                        "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                        "area": float(mask.sum()),
+                        "iscrowd": 0,
+                    }
+                )
         coco = {"images": images, "annotations": annotations, "categories": categories}
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
     _write_spec(spec, "detection", root)

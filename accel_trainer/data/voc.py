@@ -8,6 +8,7 @@ exactly). `difficult` objects are kept out of training and ignored by evaluation
 the ground-truth index). The XML is read with the standard library's expat parser, which reports
 line numbers; a DOCTYPE or entity declaration is refused before anything is expanded.
 """
+
 from __future__ import annotations
 
 import logging
@@ -73,8 +74,10 @@ def parse_xml(path: Path) -> Node:
     try:
         parser.Parse(path.read_bytes(), True)
     except _Refused:
-        raise RecipeError(f"{path}: line {parser.CurrentLineNumber}: DOCTYPE and entity declarations are refused "
-                          "(VOC annotations have none)") from None
+        raise RecipeError(
+            f"{path}: line {parser.CurrentLineNumber}: DOCTYPE and entity declarations are refused "
+            "(VOC annotations have none)"
+        ) from None
     except expat.ExpatError as exc:
         raise RecipeError(f"{path}: line {exc.lineno}: malformed XML ({expat.ErrorString(exc.code)})") from None
     if not root.children:
@@ -122,15 +125,19 @@ def read_annotation(xml: Path, image: Path, classes: Sequence[str]) -> VocImage:
         name_node = obj.find("name")
         name = name_node.text.strip() if name_node is not None else ""
         if name not in classes:
-            raise RecipeError(f"{xml}: line {(name_node or obj).line}: object name {name!r} is not in data.classes"
-                              f"{did_you_mean(name, classes)}")
+            raise RecipeError(
+                f"{xml}: line {(name_node or obj).line}: object name {name!r} is not in data.classes"
+                f"{did_you_mean(name, classes)}"
+            )
         box = obj.find("bndbox")
         if box is None:
             raise RecipeError(f"{xml}: line {obj.line}: object {name!r} has no <bndbox>")
         xmin, ymin, xmax, ymax = (_number(box.find(k), xml, box, k) for k in ("xmin", "ymin", "xmax", "ymax"))
         if not (1 <= xmin <= xmax <= width and 1 <= ymin <= ymax <= height):
-            raise RecipeError(f"{xml}: line {box.line}: box xmin={xmin:g} ymin={ymin:g} xmax={xmax:g} ymax={ymax:g} is not inside "
-                              f"the {width} x {height} image (VOC boxes are 1-based: 1 <= xmin <= xmax <= width)")
+            raise RecipeError(
+                f"{xml}: line {box.line}: box xmin={xmin:g} ymin={ymin:g} xmax={xmax:g} ymax={ymax:g} is not inside "
+                f"the {width} x {height} image (VOC boxes are 1-based: 1 <= xmin <= xmax <= width)"
+            )
         difficult_node = obj.find("difficult")
         difficult = difficult_node is not None and difficult_node.text.strip() not in ("", "0")
         objects.append((xmin - 1, ymin - 1, xmax, ymax, list(classes).index(name), difficult))
@@ -194,11 +201,21 @@ def voc_to_coco(images: Sequence[VocImage], classes: Sequence[str]) -> dict:
     annotations: list[dict] = []
     for image_id, image in enumerate(images):
         for x1, y1, x2, y2, label, difficult in image.objects:
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": label,
-                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": int(difficult)})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": label,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": int(difficult),
+                }
+            )
     return {
-        "images": [{"id": i, "file_name": str(image.path), "width": image.width, "height": image.height}
-                   for i, image in enumerate(images)],
+        "images": [
+            {"id": i, "file_name": str(image.path), "width": image.width, "height": image.height}
+            for i, image in enumerate(images)
+        ],
         "annotations": annotations,
         "categories": [{"id": i, "name": name} for i, name in enumerate(classes)],
     }
@@ -224,8 +241,15 @@ def _iou(box: Sequence[float], other: Sequence[float]) -> float:
     return inter / ((box[2] - box[0]) * (box[3] - box[1]) + (other[2] - other[0]) * (other[3] - other[1]) - inter)
 
 
-def voc_ap_metrics(gt, results: list[dict], image_ids: Sequence[int], classes: Sequence[str], cat_ids: Sequence[int],
-                   iou_thr: float = 0.5, mode: str = "area") -> tuple[dict[str, float], str]:
+def voc_ap_metrics(
+    gt,
+    results: list[dict],
+    image_ids: Sequence[int],
+    classes: Sequence[str],
+    cat_ids: Sequence[int],
+    iou_thr: float = 0.5,
+    mode: str = "area",
+) -> tuple[dict[str, float], str]:
     """VOC-protocol AP per class and its mean over the classes that have ground truth (mmdet's
     `eval_map`): detections in descending score; one matches the unmatched true box it overlaps
     most at IoU >= iou_thr; a hit on an ignored (difficult / crowd) box counts neither way.
@@ -241,7 +265,9 @@ def voc_ap_metrics(gt, results: list[dict], image_ids: Sequence[int], classes: S
             x, y, w, h = ann["bbox"]
             truth.setdefault(ann["image_id"], []).append(([x, y, x + w, y + h], bool(ann.get("iscrowd", 0))))
         num_gts = sum(not ignored for boxes in truth.values() for _, ignored in boxes)
-        dets = sorted((r for r in results if r["category_id"] == cat and r["image_id"] in wanted), key=lambda r: -r["score"])
+        dets = sorted(
+            (r for r in results if r["category_id"] == cat and r["image_id"] in wanted), key=lambda r: -r["score"]
+        )
         covered = {image_id: [False] * len(boxes) for image_id, boxes in truth.items()}
         tp, fp = [], []
         for det in dets:
@@ -269,7 +295,9 @@ def voc_ap_metrics(gt, results: list[dict], image_ids: Sequence[int], classes: S
         ap = average_precision(recall, precision, mode)
         out[f"AP_{name}"] = ap
         aps.append(ap)
-        lines.append(f"{name:>15}  gts {num_gts:6d}  dets {len(dets):7d}  recall {recall[-1] if recall else 0.0:.3f}  ap {ap:.3f}")
+        lines.append(
+            f"{name:>15}  gts {num_gts:6d}  dets {len(dets):7d}  recall {recall[-1] if recall else 0.0:.3f}  ap {ap:.3f}"
+        )
     mean = sum(aps) / len(aps) if aps else 0.0
     lines.append(f"{'mAP':>15}  {mean:.4f}  (IoU {iou_thr}, {mode})")
     return {"mAP": mean, **out}, "\n".join(lines)

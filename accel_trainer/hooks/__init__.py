@@ -5,6 +5,7 @@ imports that module when a Trainer is built (a run that trains or evaluates). Ch
 (`--print-recipe`, `schedule`, `import-mmcv`) imports nothing it names. Checkpoints and weights
 files are data and never run code.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -60,7 +61,9 @@ def _check_hook_name(type_name: Any, path: str) -> None:
         raise RecipeError(f"{path}.type = {type_name!r}: expected 'package.module:ClassName'")
     top = module_name.split(".")[0]
     if not top.isidentifier() or importlib.util.find_spec(top) is None:
-        raise RecipeError(f"{path}.type = {type_name!r}: cannot import module {module_name!r} (no module named {top!r})")
+        raise RecipeError(
+            f"{path}.type = {type_name!r}: cannot import module {module_name!r} (no module named {top!r})"
+        )
 
 
 def _hook_class(type_name: Any, path: str) -> type[Hook]:
@@ -76,14 +79,16 @@ def _hook_class(type_name: Any, path: str) -> type[Hook]:
     cls = getattr(module, class_name, None)
     if cls is None:
         names = [n for n, v in vars(module).items() if isinstance(v, type)]
-        raise RecipeError(f"{path}.type = {type_name!r}: no class {class_name!r} in {module_name}{did_you_mean(class_name, names)}")
+        raise RecipeError(
+            f"{path}.type = {type_name!r}: no class {class_name!r} in {module_name}{did_you_mean(class_name, names)}"
+        )
     if not (isinstance(cls, type) and issubclass(cls, Hook)):
         raise RecipeError(f"{path}.type = {type_name!r} is not a subclass of accel_trainer.Hook")
     return cls
 
 
 def _check_kwargs(cls: type, kwargs: dict, path: str) -> None:
-    params = inspect.signature(cls.__init__).parameters
+    params = inspect.signature(cls).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     allowed = [n for n in params if n != "self"]
@@ -114,7 +119,12 @@ def _logger_hook(cfg: dict, recipe: Recipe, path: str) -> LoggerHook:
     if "init_kwargs" in cfg and not isinstance(cfg["init_kwargs"], dict):
         raise RecipeError(f"{path}.init_kwargs = {cfg['init_kwargs']!r}: expected a table of the tracker's arguments")
     lc = recipe.log_config
-    args = dict(interval=lc.interval, ignore_last=lc.ignore_last, reset_flag=lc.reset_flag, by_epoch=recipe.by_epoch if lc.by_epoch is None else lc.by_epoch)
+    args: dict[str, Any] = dict(
+        interval=lc.interval,
+        ignore_last=lc.ignore_last,
+        reset_flag=lc.reset_flag,
+        by_epoch=recipe.by_epoch if lc.by_epoch is None else lc.by_epoch,
+    )
     args.update(cfg)
     return LOGGER_HOOKS[name](**args)
 
@@ -123,7 +133,7 @@ def tracker_names(recipe: Recipe) -> list[str]:
     """Accelerate `log_with` names of the tracker logger hooks in `log_config.hooks`."""
     names = []
     for cfg in recipe.log_config.hooks:
-        cls = LOGGER_HOOKS.get(cfg.get("type"))
+        cls = LOGGER_HOOKS.get(str(cfg.get("type")))
         tracker = getattr(cls, "tracker", "")
         if tracker and tracker not in names:
             names.append(tracker)
@@ -145,7 +155,9 @@ def check_hook_configs(recipe: Recipe) -> None:
         _check_hook_name(cfg.get("type"), path)
         resolve_priority(cfg.get("priority", "NORMAL"), f"{path}.priority")
         if cfg.get("type") in CUSTOM_HOOKS:
-            _check_kwargs(CUSTOM_HOOKS[cfg["type"]], {k: v for k, v in cfg.items() if k not in ("type", "priority")}, path)
+            _check_kwargs(
+                CUSTOM_HOOKS[cfg["type"]], {k: v for k, v in cfg.items() if k not in ("type", "priority")}, path
+            )
 
 
 def build_hooks(recipe: Recipe, progress: bool | None = None) -> list[Hook]:

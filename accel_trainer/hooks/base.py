@@ -31,6 +31,7 @@ training, the task's `val_step` outputs while validating.
 that has not run. Besides the stages, a hook may adjust the train mode (`adjust_train_mode`,
 called after every `model.train()`) and add state to checkpoints (`checkpoint_tensors`).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal, get_args
@@ -74,42 +75,42 @@ class Hook:
 
     priority: int = PRIORITIES["NORMAL"]
 
-    def before_run(self, trainer: "Trainer") -> None: ...
-    def before_train_epoch(self, trainer: "Trainer") -> None: ...
-    def before_train_iter(self, trainer: "Trainer") -> None: ...
-    def after_train_iter(self, trainer: "Trainer") -> None: ...
-    def after_train_epoch(self, trainer: "Trainer") -> None: ...
-    def before_val_epoch(self, trainer: "Trainer") -> None: ...
-    def before_val_iter(self, trainer: "Trainer") -> None: ...
-    def after_val_iter(self, trainer: "Trainer") -> None: ...
-    def after_val_epoch(self, trainer: "Trainer") -> None: ...
-    def after_run(self, trainer: "Trainer") -> None: ...
+    def before_run(self, trainer: Trainer) -> None: ...
+    def before_train_epoch(self, trainer: Trainer) -> None: ...
+    def before_train_iter(self, trainer: Trainer) -> None: ...
+    def after_train_iter(self, trainer: Trainer) -> None: ...
+    def after_train_epoch(self, trainer: Trainer) -> None: ...
+    def before_val_epoch(self, trainer: Trainer) -> None: ...
+    def before_val_iter(self, trainer: Trainer) -> None: ...
+    def after_val_iter(self, trainer: Trainer) -> None: ...
+    def after_val_epoch(self, trainer: Trainer) -> None: ...
+    def after_run(self, trainer: Trainer) -> None: ...
 
-    def adjust_train_mode(self, trainer: "Trainer") -> None:
+    def adjust_train_mode(self, trainer: Trainer) -> None:
         """Called after every `model.train()`: keep parts of the model in eval mode (frozen norms)."""
 
-    def checkpoint_tensors(self, trainer: "Trainer") -> dict[str, dict[str, "torch.Tensor"]]:
+    def checkpoint_tensors(self, trainer: Trainer) -> dict[str, dict[str, torch.Tensor]]:
         """State this hook adds to every checkpoint, as `{file stem: tensors}` (e.g. the EMA weights)."""
         return {}
 
-    def load_checkpoint_tensors(self, trainer: "Trainer", tensors: dict[str, dict[str, "torch.Tensor"]]) -> None:
+    def load_checkpoint_tensors(self, trainer: Trainer, tensors: dict[str, dict[str, torch.Tensor]]) -> None:
         """Restore that state on resume; `tensors` holds every extra file of the checkpoint by stem."""
 
     @staticmethod
-    def every_n_epochs(trainer: "Trainer", n: int) -> bool:
+    def every_n_epochs(trainer: Trainer, n: int) -> bool:
         """For `after_*` stages: the epochs done are a multiple of n."""
         return n > 0 and trainer.epoch % n == 0
 
     @staticmethod
-    def every_n_iters(trainer: "Trainer", n: int) -> bool:
+    def every_n_iters(trainer: Trainer, n: int) -> bool:
         return n > 0 and trainer.iter % n == 0
 
     @staticmethod
-    def every_n_inner_iters(trainer: "Trainer", n: int) -> bool:
+    def every_n_inner_iters(trainer: Trainer, n: int) -> bool:
         return n > 0 and trainer.inner_iter % n == 0
 
     @staticmethod
-    def end_of_epoch(trainer: "Trainer") -> bool:
+    def end_of_epoch(trainer: Trainer) -> bool:
         return trainer.inner_iter == trainer.iters_per_epoch
 
 

@@ -1,4 +1,5 @@
 """Checkpoints on a schedule (mmcv's CheckpointHook) and the best one by a val metric (EvalHook's save_best)."""
+
 from __future__ import annotations
 
 import math
@@ -36,10 +37,10 @@ class CheckpointHook(Hook):
 
     priority = PRIORITIES["NORMAL"]
 
-    def after_train_epoch(self, trainer: "Trainer") -> None:
+    def after_train_epoch(self, trainer: Trainer) -> None:
         trainer.checkpointer.after_train_epoch()
 
-    def after_train_iter(self, trainer: "Trainer") -> None:
+    def after_train_iter(self, trainer: Trainer) -> None:
         trainer.checkpointer.after_train_iter()
 
 
@@ -54,7 +55,7 @@ class SaveBestHook(Hook):
         self.greater_keys = greater_keys
         self.less_keys = less_keys
 
-    def before_run(self, trainer: "Trainer") -> None:
+    def before_run(self, trainer: Trainer) -> None:
         if self.key == "auto":
             self.key = trainer.task.metric_keys[0]
         self.rule = self.rule or infer_rule(self.key, self.greater_keys, self.less_keys)
@@ -64,7 +65,7 @@ class SaveBestHook(Hook):
             return not math.isnan(value)
         return value > best if self.rule == "greater" else value < best
 
-    def after_val_epoch(self, trainer: "Trainer") -> None:
+    def after_val_epoch(self, trainer: Trainer) -> None:
         if self.key not in trainer.val_results:
             raise RecipeError(
                 f"evaluation.save_best = {self.key!r} is not a val metric; the val results have: "

@@ -6,6 +6,7 @@ its own. Under DDP every process keeps a copy; each process updates its BatchNor
 its own batches, so before an update the model's floating-point buffers are taken from process 0
 (what DDP does at the next forward anyway), which keeps the copies identical.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,19 +59,21 @@ class EMAHook(Hook):
         self.evaluate = evaluate
         self.ema: ModelEmaV3 | None = None
 
-    def model_ema(self, trainer: "Trainer") -> ModelEmaV3:
+    def model_ema(self, trainer: Trainer) -> ModelEmaV3:
         """The EMA; the first call starts it as a copy of the current weights, on the model's device."""
         if self.ema is None:
-            from timm.utils.model_ema import ModelEmaV3  # here, not at import: checking a recipe needs no timm model zoo
+            from timm.utils.model_ema import (
+                ModelEmaV3,  # here, not at import: checking a recipe needs no timm model zoo
+            )
 
             self.ema = ModelEmaV3(trainer.unwrapped_model, decay=self.decay, use_warmup=self.warmup)
         return self.ema
 
-    def before_run(self, trainer: "Trainer") -> None:
+    def before_run(self, trainer: Trainer) -> None:
         self.model_ema(trainer)
 
     @torch.no_grad()
-    def after_train_iter(self, trainer: "Trainer") -> None:
+    def after_train_iter(self, trainer: Trainer) -> None:
         if not self.every_n_iters(trainer, self.update_interval):
             return
         model = trainer.unwrapped_model
@@ -79,7 +82,7 @@ class EMAHook(Hook):
         # The warmup counts optimizer steps (trainer.iter, restored on resume); without it the decay is constant.
         self.model_ema(trainer).update(model, step=trainer.iter if self.warmup else None)
 
-    def after_val_epoch(self, trainer: "Trainer") -> None:
+    def after_val_epoch(self, trainer: Trainer) -> None:
         if not self.evaluate:
             return
         raw = trainer.val_results
@@ -88,10 +91,10 @@ class EMAHook(Hook):
         results.update({RAW_PREFIX + k: v for k, v in raw.items() if k != "num_samples"})
         trainer.val_results = results
 
-    def checkpoint_tensors(self, trainer: "Trainer") -> dict[str, dict[str, torch.Tensor]]:
+    def checkpoint_tensors(self, trainer: Trainer) -> dict[str, dict[str, torch.Tensor]]:
         return {EMA_STEM: self.model_ema(trainer).module.state_dict()}
 
-    def load_checkpoint_tensors(self, trainer: "Trainer", tensors: dict[str, dict[str, torch.Tensor]]) -> None:
+    def load_checkpoint_tensors(self, trainer: Trainer, tensors: dict[str, dict[str, torch.Tensor]]) -> None:
         ema = self.model_ema(trainer)
         if EMA_STEM in tensors:
             ema.module.load_state_dict(tensors[EMA_STEM])
@@ -100,7 +103,7 @@ class EMAHook(Hook):
             ema.set(trainer.unwrapped_model)
 
 
-def evaluate_ema_weights(trainer: "Trainer", tensors: dict[str, torch.Tensor] | None, source: str = "") -> None:
+def evaluate_ema_weights(trainer: Trainer, tensors: dict[str, torch.Tensor] | None, source: str = "") -> None:
     """For --eval-only: evaluate `tensors` (from `source`) as the EMA and the model's weights as `raw_*`.
 
     The hook is added when the recipe has none, so a checkpoint's EMA is evaluated whatever `[ema]`
@@ -117,5 +120,10 @@ def evaluate_ema_weights(trainer: "Trainer", tensors: dict[str, torch.Tensor] | 
         trainer.register_hook(hook)
     hook.evaluate = True
     opts = trainer.recipe.load_options
-    fit_weights(hook.model_ema(trainer).module, tensors, source=f"{source} ({EMA_STEM})",
-                revise_keys=opts.key_renames, strict=opts.strict)
+    fit_weights(
+        hook.model_ema(trainer).module,
+        tensors,
+        source=f"{source} ({EMA_STEM})",
+        revise_keys=opts.key_renames,
+        strict=opts.strict,
+    )

@@ -1,4 +1,5 @@
 """Evaluation between train epochs/iterations, for workflows without a "val" phase (mmcv's EvalHook)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -24,10 +25,10 @@ class EvalHook(Hook):
             return progress % self.interval == 0
         return progress >= self.start and (progress - self.start) % self.interval == 0
 
-    def after_train_epoch(self, trainer: "Trainer") -> None:
+    def after_train_epoch(self, trainer: Trainer) -> None:
         if self.by_epoch and self._due(trainer.epoch):
             trainer.validate()
 
-    def after_train_iter(self, trainer: "Trainer") -> None:
+    def after_train_iter(self, trainer: Trainer) -> None:
         if not self.by_epoch and self._due(trainer.iter):
             trainer.validate()

@@ -6,6 +6,7 @@ boundary the train loader is rebuilt with the stage's batch size and, with `auto
 the lr follows the batch size. The stage is a function of `trainer.epoch`, so a resumed run
 lands in the right stage.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,7 +42,9 @@ def resolve_modules(model: nn.Module, prefixes: list[str]) -> dict[str, nn.Modul
         for name in names:
             if name not in named:
                 top = sorted(n for n, _ in model.named_children())
-                raise RecipeError(f"freeze.modules: the model has no module {name!r}; its top-level modules: {', '.join(top)}")
+                raise RecipeError(
+                    f"freeze.modules: the model has no module {name!r}; its top-level modules: {', '.join(top)}"
+                )
             out[name] = named[name]
     return out
 
@@ -56,16 +59,16 @@ class FreezeHook(Hook):
         self.frozen: bool | None = None
         self.modules: dict[str, nn.Module] = {}
 
-    def before_run(self, trainer: "Trainer") -> None:
+    def before_run(self, trainer: Trainer) -> None:
         self.modules = resolve_modules(trainer.unwrapped_model, self.prefixes)
         self.full_batch_size = trainer.recipe.data.batch_size
 
-    def before_train_epoch(self, trainer: "Trainer") -> None:
+    def before_train_epoch(self, trainer: Trainer) -> None:
         frozen = trainer.epoch < self.epochs
         if frozen != self.frozen:
             self._set_stage(trainer, frozen)
 
-    def _set_stage(self, trainer: "Trainer", frozen: bool) -> None:
+    def _set_stage(self, trainer: Trainer, frozen: bool) -> None:
         self.frozen = frozen
         for module in self.modules.values():
             module.requires_grad_(not frozen)
@@ -78,10 +81,13 @@ class FreezeHook(Hook):
         trainer.set_train_mode()
         logger.info(
             "freeze: from epoch %d %s %s, batch size %d per process",
-            trainer.epoch + 1, ", ".join(self.modules), "frozen" if frozen else "trainable again", new_bs,
+            trainer.epoch + 1,
+            ", ".join(self.modules),
+            "frozen" if frozen else "trainable again",
+            new_bs,
         )
 
-    def adjust_train_mode(self, trainer: "Trainer") -> None:
+    def adjust_train_mode(self, trainer: Trainer) -> None:
         """Keep the frozen modules' norm layers in eval mode (running stats untouched)."""
         if self.frozen:
             for module in self.modules.values():

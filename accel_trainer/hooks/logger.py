@@ -4,6 +4,7 @@ mmcv semantics: every `interval` iterations (per epoch when `by_epoch`) the wind
 and each logger writes it; with `ignore_last = false` the short window at an epoch's end is
 written too; the last logger hook clears the window (`reset_flag`).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -45,20 +46,20 @@ class LoggerHook(Hook):
         self.reset_flag = reset_flag
         self.by_epoch = by_epoch
 
-    def write_train(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+    def write_train(self, trainer: Trainer, record: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def write_val(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+    def write_val(self, trainer: Trainer, record: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def before_run(self, trainer: "Trainer") -> None:
+    def before_run(self, trainer: Trainer) -> None:
         last = [h for h in trainer.hooks if isinstance(h, LoggerHook)][-1]
         last.reset_flag = True
 
-    def before_train_epoch(self, trainer: "Trainer") -> None:
+    def before_train_epoch(self, trainer: Trainer) -> None:
         trainer.log_buffer.clear()
 
-    def after_train_iter(self, trainer: "Trainer") -> None:
+    def after_train_iter(self, trainer: Trainer) -> None:
         buffer = trainer.log_buffer
         due = (
             self.every_n_inner_iters(trainer, self.interval)
@@ -69,10 +70,10 @@ class LoggerHook(Hook):
             buffer.average(trainer.accelerator)
         self._write_window(trainer)
 
-    def after_train_epoch(self, trainer: "Trainer") -> None:
+    def after_train_epoch(self, trainer: Trainer) -> None:
         self._write_window(trainer)
 
-    def _write_window(self, trainer: "Trainer") -> None:
+    def _write_window(self, trainer: Trainer) -> None:
         buffer = trainer.log_buffer
         if not buffer.ready:
             return
@@ -81,13 +82,13 @@ class LoggerHook(Hook):
         if self.reset_flag:
             buffer.clear_output()
 
-    def after_val_epoch(self, trainer: "Trainer") -> None:
+    def after_val_epoch(self, trainer: Trainer) -> None:
         if trainer.accelerator.is_main_process:
             record = {"mode": "val", "epoch": trainer.epoch, "iter": trainer.iter, "lr": trainer.current_lr()}
             record.update(trainer.val_results)
             self.write_val(trainer, record)
 
-    def train_record(self, trainer: "Trainer", window: dict[str, float]) -> dict[str, Any]:
+    def train_record(self, trainer: Trainer, window: dict[str, float]) -> dict[str, Any]:
         record: dict[str, Any] = {"mode": "train", "epoch": trainer.epoch + 1}
         record["iter"] = trainer.inner_iter if self.by_epoch else trainer.iter
         record["global_iter"] = trainer.iter  # one x axis across epochs for `accel-trainer plot`
@@ -101,7 +102,7 @@ class TextLoggerHook(LoggerHook):
     """Console and `work_dir/<timestamp>.log` lines in the seeds' style, plus `<timestamp>.log.json`
     and, at the end of the run, `work_dir/curves.png` (with the `plot` extra)."""
 
-    def before_run(self, trainer: "Trainer") -> None:
+    def before_run(self, trainer: Trainer) -> None:
         super().before_run(trainer)
         self.json_path = Path(trainer.work_dir) / f"{trainer.timestamp}.log.json"
         self.start_time = time.perf_counter()
@@ -114,7 +115,7 @@ class TextLoggerHook(LoggerHook):
         with self.json_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
-    def write_train(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+    def write_train(self, trainer: Trainer, record: dict[str, Any]) -> None:
         self._append_json(record)
         if self.by_epoch:
             where = f"Epoch [{record['epoch']}][{record['iter']}/{trainer.iters_per_epoch}]"
@@ -129,13 +130,13 @@ class TextLoggerHook(LoggerHook):
         parts += [_fmt(k, v) for k, v in record.items() if k not in _TRAIN_META]
         logger.info("%s %s", where, ", ".join(parts))
 
-    def write_val(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+    def write_val(self, trainer: Trainer, record: dict[str, Any]) -> None:
         self._append_json(record)
         parts = [_fmt(k, v) for k, v in record.items() if k not in ("mode", "epoch", "iter", "lr")]
         where = f"Epoch(val) [{record['epoch']}]" if trainer.by_epoch else f"Iter(val) [{record['iter']}]"
         logger.info("%s %s", where, ", ".join(parts))
 
-    def after_run(self, trainer: "Trainer") -> None:
+    def after_run(self, trainer: Trainer) -> None:
         if trainer.accelerator.is_main_process:
             write_run_curves(self.json_path, Path(trainer.work_dir) / "curves.png")
 
@@ -168,13 +169,13 @@ class TrackerLoggerHook(LoggerHook):
         """The keyword arguments the tracker's constructor takes (None: any); imported at run start."""
         return None
 
-    def write_train(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+    def write_train(self, trainer: Trainer, record: dict[str, Any]) -> None:
         self._log(trainer, "train", record)
 
-    def write_val(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+    def write_val(self, trainer: Trainer, record: dict[str, Any]) -> None:
         self._log(trainer, "val", record)
 
-    def _log(self, trainer: "Trainer", mode: str, record: dict[str, Any]) -> None:
+    def _log(self, trainer: Trainer, mode: str, record: dict[str, Any]) -> None:
         """The trainer starts and ends the trackers with the run; between runs there is nowhere to write."""
         if trainer.trackers_started:
             values = {f"{mode}/{k}": v for k, v in record.items() if is_number(v) and k not in _COUNTERS}
@@ -237,12 +238,16 @@ def tracker_run(hooks: list[Hook], work_dir: Path) -> tuple[str, dict[str, dict[
         accepted = hook.accepted_keys() if kwargs else None
         unknown = [key for key in kwargs if accepted is not None and key not in accepted]
         if accepted is not None and unknown:
-            raise RecipeError(f"{type(hook).__name__}.init_kwargs.{unknown[0]}: not an argument of the {hook.tracker} "
-                              f"tracker{did_you_mean(unknown[0], accepted)}; it takes {', '.join(sorted(accepted))}")
+            raise RecipeError(
+                f"{type(hook).__name__}.init_kwargs.{unknown[0]}: not an argument of the {hook.tracker} "
+                f"tracker{did_you_mean(unknown[0], accepted)}; it takes {', '.join(sorted(accepted))}"
+            )
         init_kwargs.setdefault(hook.tracker, {}).update(kwargs)
     if len(set(named.values())) > 1:
-        raise RecipeError(f"{' and '.join(f'{k} = {v!r}' for k, v in named.items())}: Accelerate starts every tracker "
-                          "under one project name; set the same name (or one of them)")
+        raise RecipeError(
+            f"{' and '.join(f'{k} = {v!r}' for k, v in named.items())}: Accelerate starts every tracker "
+            "under one project name; set the same name (or one of them)"
+        )
     project = next(iter(named.values()), Path(work_dir).name)
     return project, {name: kwargs for name, kwargs in init_kwargs.items() if kwargs}
 

@@ -1,4 +1,5 @@
 """Stops a run whose dataset has a different number of classes than the model's head."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
 class NumClassCheckHook(Hook):
     priority = PRIORITIES["VERY_HIGH"]
 
-    def before_run(self, trainer: "Trainer") -> None:
+    def before_run(self, trainer: Trainer) -> None:
         expected = trainer.recipe.model.num_classes
         for split, dataset in (("train", trainer.train_dataset), ("val", trainer.val_dataset)):
             found = trainer.task.num_dataset_classes(dataset)

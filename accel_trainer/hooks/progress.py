@@ -4,6 +4,7 @@
 The loss shown is the mean over the iterations since the bar's last refresh, read from the
 device at most every `refresh` seconds: one host sync per refresh, none per iteration.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +45,13 @@ class TrainProgressHook(Hook):
         if trainer.by_epoch:
             self._close()
             # `resume_inner_iter` still holds the iterations a mid-epoch resume skips.
-            self.bar = progress_bar(trainer.iters_per_epoch, f"Epoch {trainer.epoch + 1}/{trainer.max_epochs}", "it",
-                                    self.enabled, initial=trainer.resume_inner_iter)
+            self.bar = progress_bar(
+                trainer.iters_per_epoch,
+                f"Epoch {trainer.epoch + 1}/{trainer.max_epochs}",
+                "it",
+                self.enabled,
+                initial=trainer.resume_inner_iter,
+            )
         elif self.bar is None:
             self.bar = progress_bar(trainer.max_iters, "Iter", "it", self.enabled, initial=trainer.iter)
 

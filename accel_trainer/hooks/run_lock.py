@@ -6,6 +6,7 @@ the next run without anyone deleting files. The file records the holder's pid an
 message a second run prints. Once the lock is held, temporary checkpoint folders that dead
 processes left behind are removed.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -44,7 +45,7 @@ class RunLockHook(Hook):
         self._path = ""
         self._checked = False  # on every process, so all of them take part in the same broadcast
 
-    def before_train_epoch(self, trainer: "Trainer") -> None:
+    def before_train_epoch(self, trainer: Trainer) -> None:
         if self._checked:
             return
         self._checked = True
@@ -56,13 +57,13 @@ class RunLockHook(Hook):
         if error[0]:
             raise RecipeError(error[0])
 
-    def after_run(self, trainer: "Trainer") -> None:
+    def after_run(self, trainer: Trainer) -> None:
         fd = _HELD.pop(self._path, None)
         if fd is not None:
             os.close(fd)  # closing drops the flock
         self._path, self._checked = "", False
 
-    def _acquire(self, trainer: "Trainer") -> str:
+    def _acquire(self, trainer: Trainer) -> str:
         """'' when held; otherwise the one-line reason."""
         path = trainer.work_dir / LOCK
         self._path = str(path.resolve())
@@ -75,12 +76,18 @@ class RunLockHook(Hook):
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
-            return (f"{path}: work_dir is in use by another run (pid {holder.get('pid', '?')} on "
-                    f"{holder.get('host', '?')}); wait for it to end or choose another --work-dir")
+            return (
+                f"{path}: work_dir is in use by another run (pid {holder.get('pid', '?')} on "
+                f"{holder.get('host', '?')}); wait for it to end or choose another --work-dir"
+            )
         previous = _read_holder(fd)
         if previous.get("pid"):
-            logger.warning("%s: taking over the lock of run pid %s on %s, which is gone", path, previous["pid"],
-                           previous.get("host", "?"))
+            logger.warning(
+                "%s: taking over the lock of run pid %s on %s, which is gone",
+                path,
+                previous["pid"],
+                previous.get("host", "?"),
+            )
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
         _HELD[self._path] = fd

@@ -1,4 +1,5 @@
 """Sets lr and momentum before every iteration from the closed-form schedules (mmcv's updaters)."""
+
 from __future__ import annotations
 
 import logging
@@ -22,10 +23,10 @@ class ScheduleHook(Hook):
         self.lr = LrSchedule.from_config(lr_config, iter_based=iter_based)
         self.momentum = MomentumSchedule.from_config(momentum_config)
 
-    def before_run(self, trainer: "Trainer") -> None:
+    def before_run(self, trainer: Trainer) -> None:
         warning = trainer.run.warmup_overrun(self.lr)
         if warning:
             logger.warning(warning)
 
-    def before_train_iter(self, trainer: "Trainer") -> None:
+    def before_train_iter(self, trainer: Trainer) -> None:
         apply_schedules(trainer.optimizer, self.lr, self.momentum, trainer.run.progress(trainer.epoch, trainer.iter))

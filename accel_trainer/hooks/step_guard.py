@@ -11,6 +11,7 @@ order stay those of the recipe) and stops after `max_skips` in a row; "rollback"
 newest resumable checkpoint and multiplies the lr by `rollback_lr_factor`, at most `max_skips`
 times. Under fp16 the grad scaler's own overflow skip is left alone: only the loss is checked there.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,31 +54,35 @@ class StepGuard(Hook):
 
     # ----------------------------------------------------------------- hook stages
 
-    def before_train_epoch(self, trainer: "Trainer") -> None:
+    def before_train_epoch(self, trainer: Trainer) -> None:
         self.preemption.install()  # training only: --eval-only keeps the default signal behaviour
 
-    def after_run(self, trainer: "Trainer") -> None:
+    def after_run(self, trainer: Trainer) -> None:
         self.preemption.uninstall()
 
-    def before_train_iter(self, trainer: "Trainer") -> None:
+    def before_train_iter(self, trainer: Trainer) -> None:
         if self.lr_factor != 1.0:
             for group in trainer.optimizer.param_groups:
                 group["lr"] *= self.lr_factor
 
-    def checkpoint_tensors(self, trainer: "Trainer") -> dict[str, dict[str, torch.Tensor]]:
+    def checkpoint_tensors(self, trainer: Trainer) -> dict[str, dict[str, torch.Tensor]]:
         if self.lr_factor == 1.0 and not self.rollbacks:
             return {}
-        return {STEM: {"lr_factor": torch.tensor([self.lr_factor], dtype=torch.float64),
-                       "rollbacks": torch.tensor([self.rollbacks], dtype=torch.int64)}}
+        return {
+            STEM: {
+                "lr_factor": torch.tensor([self.lr_factor], dtype=torch.float64),
+                "rollbacks": torch.tensor([self.rollbacks], dtype=torch.int64),
+            }
+        }
 
-    def load_checkpoint_tensors(self, trainer: "Trainer", tensors: dict[str, dict[str, torch.Tensor]]) -> None:
+    def load_checkpoint_tensors(self, trainer: Trainer, tensors: dict[str, dict[str, torch.Tensor]]) -> None:
         state = tensors.get(STEM)
         self.lr_factor = float(state["lr_factor"][0]) if state else 1.0
         self.rollbacks = int(state["rollbacks"][0]) if state else 0
 
     # ----------------------------------------------------------------- the vote
 
-    def allows_step(self, trainer: "Trainer", loss: torch.Tensor, outputs: dict[str, Any]) -> bool:
+    def allows_step(self, trainer: Trainer, loss: torch.Tensor, outputs: dict[str, Any]) -> bool:
         """Called for every micro-batch before `optimizer.step()`; on the last one of a step, votes."""
         bad = ~torch.isfinite(loss.detach())
         self._bad_loss = bad if self._bad_loss is None else self._bad_loss | bad
@@ -109,17 +114,23 @@ class StepGuard(Hook):
         )
         where = f"iteration {trainer.iter + 1} (epoch {trainer.epoch + 1})"
         if self.cfg.action == "stop":
-            raise NonFiniteError(f"non-finite loss or gradient at {where}: {self._terms}; stopping "
-                                 '(nan_guard.action = "stop"; "skip" or "rollback" continue instead)')
+            raise NonFiniteError(
+                f"non-finite loss or gradient at {where}: {self._terms}; stopping "
+                '(nan_guard.action = "stop"; "skip" or "rollback" continue instead)'
+            )
         self.skips_in_a_row += 1
         if self.cfg.action == "skip":
             if self.skips_in_a_row > self.cfg.max_skips:
-                raise NonFiniteError(f"non-finite loss or gradient at {where}: {self._terms}; "
-                                     f"{self.skips_in_a_row} steps in a row, more than nan_guard.max_skips = {self.cfg.max_skips}")
-            logger.warning("nan_guard: skipped %s, not applied (%s); %d in a row", where, self._terms, self.skips_in_a_row)
+                raise NonFiniteError(
+                    f"non-finite loss or gradient at {where}: {self._terms}; "
+                    f"{self.skips_in_a_row} steps in a row, more than nan_guard.max_skips = {self.cfg.max_skips}"
+                )
+            logger.warning(
+                "nan_guard: skipped %s, not applied (%s); %d in a row", where, self._terms, self.skips_in_a_row
+            )
         return False
 
-    def after_step(self, trainer: "Trainer") -> bool:
+    def after_step(self, trainer: Trainer) -> bool:
         """After the step's hooks: stop for a signal, or roll back. True: the epoch's batches are void."""
         nonfinite, signum = self._verdict
         self._verdict = (False, 0)
@@ -130,17 +141,28 @@ class StepGuard(Hook):
             return True
         return False
 
-    def _rollback(self, trainer: "Trainer") -> None:
+    def _rollback(self, trainer: Trainer) -> None:
         where = f"iteration {trainer.iter} (epoch {trainer.epoch + 1})"
         if self.rollbacks >= self.cfg.max_skips:
-            raise NonFiniteError(f"non-finite loss or gradient at {where}: {self._terms}; already rolled back "
-                                 f"{self.rollbacks} times (nan_guard.max_skips = {self.cfg.max_skips})")
+            raise NonFiniteError(
+                f"non-finite loss or gradient at {where}: {self._terms}; already rolled back "
+                f"{self.rollbacks} times (nan_guard.max_skips = {self.cfg.max_skips})"
+            )
         path = trainer.checkpointer.find_resumable()
         if path is None:
-            raise NonFiniteError(f"non-finite loss or gradient at {where}: {self._terms}; no resumable checkpoint "
-                                 f"under {trainer.checkpointer.root} to roll back to")
+            raise NonFiniteError(
+                f"non-finite loss or gradient at {where}: {self._terms}; no resumable checkpoint "
+                f"under {trainer.checkpointer.root} to roll back to"
+            )
         factor, rollbacks = self.lr_factor * self.cfg.rollback_lr_factor, self.rollbacks + 1
         trainer.checkpointer.resume(path)
         self.lr_factor, self.rollbacks = factor, rollbacks
-        logger.warning("nan_guard: non-finite at %s (%s): rolled back to %s, lr x %g from now on (rollback %d of %d)",
-                       where, self._terms, path.name, factor, rollbacks, self.cfg.max_skips)
+        logger.warning(
+            "nan_guard: non-finite at %s (%s): rolled back to %s, lr x %g from now on (rollback %d of %d)",
+            where,
+            self._terms,
+            path.name,
+            factor,
+            rollbacks,
+            self.cfg.max_skips,
+        )

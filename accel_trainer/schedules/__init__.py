@@ -1,6 +1,14 @@
 """LR and momentum schedules with mmcv 1.x updater semantics: pure policies (`policies`), their
 application to param groups with warmup (`apply`) and a whole-run preview (`preview`)."""
+
 from .apply import LrSchedule, MomentumSchedule, apply_schedules, check_schedule_configs, rescale_initial_lr
 from .policies import Progress
 
-__all__ = ["LrSchedule", "MomentumSchedule", "Progress", "apply_schedules", "check_schedule_configs", "rescale_initial_lr"]
+__all__ = [
+    "LrSchedule",
+    "MomentumSchedule",
+    "Progress",
+    "apply_schedules",
+    "check_schedule_configs",
+    "rescale_initial_lr",
+]

@@ -4,6 +4,7 @@ Each policy reads its recipe table with mmcv's keys and defaults and computes th
 (before warmup) of one param group from its base value and a `Progress`; `apply.py` adds
 mmcv's warmup and applies the values to an optimizer.
 """
+
 from __future__ import annotations
 
 import math
@@ -73,8 +74,15 @@ class Table:
     ) -> Any:
         return self._typed(key, default, ok, expected, is_int, int)
 
-    def _typed(self, key: str, default: Any, ok: Callable[[Any], bool] | None, expected: str,
-               is_kind: Callable[[object], bool], convert: Callable[[Any], Any]) -> Any:
+    def _typed(
+        self,
+        key: str,
+        default: Any,
+        ok: Callable[[Any], bool] | None,
+        expected: str,
+        is_kind: Callable[[object], bool],
+        convert: Callable[[Any], Any],
+    ) -> Any:
         value = self.get(key, default, expected)
         if value is None and default is None:
             return None

@@ -1,4 +1,5 @@
 """Previewing a run's schedule without building anything: per-iteration rows and CSV."""
+
 from __future__ import annotations
 
 import csv

@@ -4,6 +4,7 @@ checkpoints, the ETA and the `schedule` preview all read.
 Epochs can differ in length: a `[freeze]` stage with its own `batch_size` has more (or fewer)
 optimizer steps per epoch than the epochs after it, so the total is a sum over the stages.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -21,7 +22,9 @@ from .policies import Progress
 
 def _nonzero(steps: int, batch_size: int) -> int:
     if steps <= 0:
-        raise RecipeError(f"the training set gives no batch at batch size {batch_size} per process; nothing to train on")
+        raise RecipeError(
+            f"the training set gives no batch at batch size {batch_size} per process; nothing to train on"
+        )
     return steps
 
 
@@ -35,7 +38,7 @@ class RunLength:
     batch_sizes: tuple[int, ...]  # per-process batch size of each epoch
 
     @classmethod
-    def of_recipe(cls, recipe: Recipe, steps_at: Callable[[int], int]) -> "RunLength":
+    def of_recipe(cls, recipe: Recipe, steps_at: Callable[[int], int]) -> RunLength:
         """`steps_at(batch_size)`: optimizer steps per epoch at that per-process batch size."""
         full = recipe.data.batch_size
         if not recipe.by_epoch:
@@ -77,5 +80,7 @@ class RunLength:
         if iters <= self.max_iters:
             return None
         unit = f"{warmup.iters} epochs = {iters} iterations" if warmup.by_epoch else f"{iters} iterations"
-        return (f"lr_config: the warmup ({unit}) is longer than the whole run ({self.max_iters} iterations); "
-                "the lr never reaches its regular value")
+        return (
+            f"lr_config: the warmup ({unit}) is longer than the whole run ({self.max_iters} iterations); "
+            "the lr never reaches its regular value"
+        )

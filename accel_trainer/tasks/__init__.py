@@ -1,4 +1,5 @@
 """Tasks: what differs between classification and detection (model, data, loss, metrics)."""
+
 from __future__ import annotations
 
 from ..schema import Recipe

@@ -12,6 +12,7 @@ The trainer calls, in order::
         task.val_step(model, batch, accelerator)
     metrics = task.compute_metrics()          # {"loss", "num_samples", *metric_keys}
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -45,8 +46,14 @@ class Task:
     # The recipe key under data.train / data.val that names a split's data, for messages.
     data_key = "root"
     collate_fn: Callable | None = None
+
     # Every training batch full: an epoch's short last batch is left out (val batches never are).
-    full_train_batches = False
+    @property
+    def full_train_batches(self) -> bool:
+        return False
+
+    # Added to a dataset's labels inside the model (Faster R-CNN keeps 0 for the background).
+    label_offset = 0
 
     def __init__(self, recipe: Recipe) -> None:
         self.recipe = recipe
@@ -65,8 +72,14 @@ class Task:
     def build_loader(self, dataset: Dataset, *, batch_size: int, train: bool) -> DataLoader:
         from ..data.loader import build_loader
 
-        return build_loader(dataset, self.recipe, batch_size=batch_size, train=train, collate_fn=self.collate_fn,
-                            drop_last=train and self.full_train_batches)
+        return build_loader(
+            dataset,
+            self.recipe,
+            batch_size=batch_size,
+            train=train,
+            collate_fn=self.collate_fn,
+            drop_last=train and self.full_train_batches,
+        )
 
     def bind_val_dataset(self, dataset: Dataset) -> None:
         """The val set the run evaluates (the recipe's or the user's); tasks that score against it keep it."""
@@ -96,8 +109,10 @@ class Task:
         unreadable = self.num_unreadable_train
         if PartialState().num_processes > 1:
             unreadable = sum(gather_object([unreadable]))
-        return {"skipped_val_images": self.num_skipped_val + val_unreadable,
-                "skipped_train_images": self.num_skipped_train + unreadable}
+        return {
+            "skipped_val_images": self.num_skipped_val + val_unreadable,
+            "skipped_train_images": self.num_skipped_train + unreadable,
+        }
 
     @staticmethod
     def num_dataset_classes(dataset) -> int | None:

@@ -1,4 +1,5 @@
 """Image classification: a timm model, ImageFolder data with timm transforms, top-1/top-5."""
+
 from __future__ import annotations
 
 import numbers
@@ -38,15 +39,19 @@ class PilCollate:
         samples = []
         for sample in batch:
             if not isinstance(sample, (tuple, list)) or len(sample) != 2:
-                raise RecipeError(f"classification dataset: a sample is {type(sample).__name__}; expected {SAMPLE_CONTRACT}")
+                raise RecipeError(
+                    f"classification dataset: a sample is {type(sample).__name__}; expected {SAMPLE_CONTRACT}"
+                )
             image, label = sample
             if image is None and label == UNREADABLE:  # skipped (skip_bad_images): a blank the task leaves out
                 image = torch.zeros(3, self.img_size, self.img_size)
             if isinstance(image, Image.Image):
                 image = self.transform(image.convert("RGB"))
             if not isinstance(image, torch.Tensor) or not isinstance(label, (numbers.Integral, torch.Tensor)):
-                raise RecipeError(f"classification dataset: a sample is ({type(image).__name__}, {type(label).__name__}); "
-                                  f"expected {SAMPLE_CONTRACT}")
+                raise RecipeError(
+                    f"classification dataset: a sample is ({type(image).__name__}, {type(label).__name__}); "
+                    f"expected {SAMPLE_CONTRACT}"
+                )
             samples.append((image, label))
         return default_collate(samples)
 
@@ -94,7 +99,7 @@ class ClassificationTask(Task):
         train_tf = create_transform(
             d.img_size,
             is_training=True,
-            scale=tuple(aug.scale),
+            scale=(aug.scale[0], aug.scale[1]),
             hflip=aug.hflip,
             color_jitter=aug.color_jitter,
             auto_augment=aug.auto_augment or None,
@@ -106,15 +111,23 @@ class ClassificationTask(Task):
         from ..data.loader import build_loader
 
         collate = PilCollate(self.transforms()[0 if train else 1], self.recipe.data.img_size)
-        return build_loader(dataset, self.recipe, batch_size=batch_size, train=train, collate_fn=collate,
-                            drop_last=train and self.full_train_batches)
+        return build_loader(
+            dataset,
+            self.recipe,
+            batch_size=batch_size,
+            train=train,
+            collate_fn=collate,
+            drop_last=train and self.full_train_batches,
+        )
 
     def build_datasets(self) -> tuple[CheckedImageFolder, CheckedImageFolder]:
         train_tf, val_tf = self.transforms()
         train_root, val_root = self._roots()
         skip = self.recipe.data.skip_bad_images
-        return (CheckedImageFolder(train_root, train_tf, skip_bad_images=skip, key="data.train.root"),
-                CheckedImageFolder(val_root, val_tf, skip_bad_images=skip, key="data.val.root"))
+        return (
+            CheckedImageFolder(train_root, train_tf, skip_bad_images=skip, key="data.train.root"),
+            CheckedImageFolder(val_root, val_tf, skip_bad_images=skip, key="data.val.root"),
+        )
 
     def _roots(self) -> tuple[Path, Path]:
         d = self.recipe.data
@@ -123,7 +136,9 @@ class ClassificationTask(Task):
 
             return ensure_shapes_classification(self.shapes_spec())
         if d.type != "imagefolder":
-            raise RecipeError(f'data.type = "{d.type}" is for detection; classification takes "imagefolder" or "shapes"')
+            raise RecipeError(
+                f'data.type = "{d.type}" is for detection; classification takes "imagefolder" or "shapes"'
+            )
         return Path(d.splits("train")[0].root), Path(d.splits("val")[0].root)
 
     def _readable(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,7 @@
 """Object detection: a timm trunk + FPN under torchvision's FCOS, RetinaNet or Faster R-CNN,
 COCO data, and pycocotools bbox metrics under mmdet's key names.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -86,7 +87,7 @@ class DetectorBackbone(nn.Module):
             module.eval()
             module.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "DetectorBackbone":
+    def train(self, mode: bool = True) -> DetectorBackbone:
         super().train(mode)
         self._apply_frozen()
         if mode and self.norm_eval:
@@ -109,7 +110,9 @@ def frozen_children(body: nn.Module, frozen_stages: int) -> list[str]:
         raise RecipeError(f"model.frozen_stages = {frozen_stages} but the backbone has {len(stages)} stages")
     children = [name for name, _ in body.named_children()]
     if not all(s in children for s in stages):
-        raise RecipeError(f"model.frozen_stages: cannot find the stages {stages} among the backbone's modules {children}")
+        raise RecipeError(
+            f"model.frozen_stages: cannot find the stages {stages} among the backbone's modules {children}"
+        )
     end = children.index(stages[frozen_stages - 1]) + 1 if frozen_stages else children.index(stages[0])
     return children[:end]
 
@@ -207,9 +210,11 @@ def loss_mode(model: nn.Module, device: torch.device) -> Iterator[None]:
             model.eval()
 
 
-TARGET_CONTRACT = ('(image, target): image a float CHW RGB tensor in [0, 1], target a dict with "boxes" (float '
-                   'tensor N x 4, x1 y1 x2 y2 in pixels), "labels" (int64 tensor N, 0 .. num_classes-1) and optionally '
-                   '"image_id" (int)')
+TARGET_CONTRACT = (
+    '(image, target): image a float CHW RGB tensor in [0, 1], target a dict with "boxes" (float '
+    'tensor N x 4, x1 y1 x2 y2 in pixels), "labels" (int64 tensor N, 0 .. num_classes-1) and optionally '
+    '"image_id" (int)'
+)
 
 
 def check_target(target: Any, num_classes: int) -> None:
@@ -217,14 +222,21 @@ def check_target(target: Any, num_classes: int) -> None:
     problem = ""
     if not isinstance(target, dict):
         problem = f"a target is a {type(target).__name__}"
-    elif not isinstance(target.get("boxes"), torch.Tensor) or target["boxes"].ndim != 2 or target["boxes"].shape[-1] != 4:
+    elif (
+        not isinstance(target.get("boxes"), torch.Tensor) or target["boxes"].ndim != 2 or target["boxes"].shape[-1] != 4
+    ):
         boxes = target.get("boxes")
         problem = f'"boxes" is {tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__}'
-    elif not isinstance(target.get("labels"), torch.Tensor) or target["labels"].dtype not in (torch.int64, torch.int32) \
-            or target["labels"].shape != target["boxes"].shape[:1]:
+    elif (
+        not isinstance(target.get("labels"), torch.Tensor)
+        or target["labels"].dtype not in (torch.int64, torch.int32)
+        or target["labels"].shape != target["boxes"].shape[:1]
+    ):
         labels = target.get("labels")
-        problem = f'"labels" is {labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__} ' \
-                  f'{tuple(labels.shape) if isinstance(labels, torch.Tensor) else ""} for {len(target["boxes"])} boxes'
+        problem = (
+            f'"labels" is {labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__} '
+            f"{tuple(labels.shape) if isinstance(labels, torch.Tensor) else ''} for {len(target['boxes'])} boxes"
+        )
     elif len(target["labels"]) and not 0 <= int(target["labels"].min()) <= int(target["labels"].max()) < num_classes:
         problem = f'"labels" range {int(target["labels"].min())}..{int(target["labels"].max())} with model.num_classes = {num_classes}'
     if problem:
@@ -233,14 +245,25 @@ def check_target(target: Any, num_classes: int) -> None:
 
 def coco_from_targets(targets: list[dict[str, Any]], classes: list[str]) -> COCO:
     """A pycocotools index whose ground truth is the given targets (boxes xyxy, contiguous labels)."""
-    annotations = []
+    annotations: list[dict[str, Any]] = []
     for t in targets:
         for (x1, y1, x2, y2), label in zip(t["boxes"], t["labels"]):
-            annotations.append({"id": len(annotations) + 1, "image_id": t["image_id"], "category_id": label,
-                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": t["image_id"],
+                    "category_id": label,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0,
+                }
+            )
     gt = COCO()
-    gt.dataset = {"images": [{"id": t["image_id"]} for t in targets], "annotations": annotations,
-                  "categories": [{"id": i, "name": name} for i, name in enumerate(classes)]}
+    gt.dataset = {
+        "images": [{"id": t["image_id"]} for t in targets],
+        "annotations": annotations,
+        "categories": [{"id": i, "name": name} for i, name in enumerate(classes)],
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
     return gt
@@ -256,7 +279,7 @@ class DetectionTask(Task):
     on the main process and broadcast to every process.
     """
 
-    metric_keys = BBOX_METRIC_KEYS
+    metric_keys: tuple[str, ...] = BBOX_METRIC_KEYS
     data_key = "ann_file"
     collate_fn = staticmethod(collate_detection)
 
@@ -265,7 +288,7 @@ class DetectionTask(Task):
         self.label_offset = 1 if recipe.model.head == "faster_rcnn" else 0
         self.rescale = recipe.data.augment.resizes
         self.voc_ap = recipe.evaluation.metric == "mAP"
-        self.metric_keys: tuple[str, ...] = ("mAP",) if self.voc_ap else BBOX_METRIC_KEYS
+        self.metric_keys = ("mAP",) if self.voc_ap else BBOX_METRIC_KEYS
         self.val_classes: list[str] = []
         self._paths: dict[str, Path] | None = None
         self._val_gt: COCO | None = None
@@ -292,20 +315,30 @@ class DetectionTask(Task):
                 for split in ("train", "val"):
                     cfg = getattr(d, split)
                     if not cfg.root or not cfg.ann_file:
-                        raise RecipeError(f'data.type = "coco" needs data.{split}.root (images) and data.{split}.ann_file')
+                        raise RecipeError(
+                            f'data.type = "coco" needs data.{split}.root (images) and data.{split}.ann_file'
+                        )
                     self._paths[f"{split}_images"] = Path(cfg.root)
                     self._paths[f"{split}_ann"] = Path(cfg.ann_file)
             else:
-                raise RecipeError(f'data.type = "{d.type}" is for classification; detection takes "coco", "voc" or "shapes"')
+                raise RecipeError(
+                    f'data.type = "{d.type}" is for classification; detection takes "coco", "voc" or "shapes"'
+                )
         return self._paths
 
     def build_datasets(self) -> tuple[BoxDataset, BoxDataset]:
         d, m = self.recipe.data, self.recipe.model
         aug = d.augment
-        rescale = RandomRescale(m.min_size, m.max_size, aug.scale, aug.scales, aug.multiscale_mode) if self.rescale else None
+        rescale = (
+            RandomRescale(m.min_size, m.max_size, aug.scale, aug.scales, aug.multiscale_mode) if self.rescale else None
+        )
         train_tf = detection_transforms(train=True, hflip=aug.hflip, color_jitter=aug.color_jitter, rescale=rescale)
         val_tf = detection_transforms(train=False)
-        mosaic = Mosaic(aug.mosaic, m.min_size, self.recipe.runner.max_epochs - aug.mosaic_epochs) if aug.mosaic > 0 else None
+        mosaic = (
+            Mosaic(aug.mosaic, m.min_size, self.recipe.runner.max_epochs - aug.mosaic_epochs)
+            if aug.mosaic > 0
+            else None
+        )
         skip = d.skip_bad_images
         if d.type == "voc":
             from ..data.voc import VocDetection
@@ -313,14 +346,18 @@ class DetectionTask(Task):
             def sources(split: str) -> list[tuple[str, str]]:
                 tables = d.splits(split)
                 if not all(t.root for t in tables):
-                    raise RecipeError(f'data.type = "voc" needs data.{split}.root (a VOCdevkit year folder such as VOC2007)')
+                    raise RecipeError(
+                        f'data.type = "voc" needs data.{split}.root (a VOCdevkit year folder such as VOC2007)'
+                    )
                 return [(t.root, t.split) for t in tables]
 
             train: BoxDataset = VocDetection(sources("train"), d.classes, train_tf, skip_bad_images=skip, mosaic=mosaic)
             val: BoxDataset = VocDetection(sources("val"), d.classes, val_tf, skip_bad_images=skip)
         else:
             paths = self.data_paths()
-            train = CocoDetection(paths["train_images"], paths["train_ann"], train_tf, skip_bad_images=skip, mosaic=mosaic)
+            train = CocoDetection(
+                paths["train_images"], paths["train_ann"], train_tf, skip_bad_images=skip, mosaic=mosaic
+            )
             val = CocoDetection(paths["val_images"], paths["val_ann"], val_tf, skip_bad_images=skip)
         self.num_skipped_train = train.num_skipped
         return train, val
@@ -336,7 +373,11 @@ class DetectionTask(Task):
         self.own_val = not isinstance(dataset, BoxDataset)
         self.num_skipped_val = getattr(dataset, "num_skipped", 0)
         if not self.own_val:
-            self._val_gt, self.val_cat_ids, self.val_classes = dataset.coco, list(dataset.cat_ids), list(dataset.classes)
+            self._val_gt, self.val_cat_ids, self.val_classes = (
+                dataset.coco,
+                list(dataset.cat_ids),
+                list(dataset.classes),
+            )
         else:
             names = getattr(dataset, "classes", None) or [str(i) for i in range(self.recipe.model.num_classes)]
             self.val_classes, self.val_cat_ids = list(names), list(range(len(names)))
@@ -390,8 +431,9 @@ class DetectionTask(Task):
         for i in kept:
             check_target(targets[i], self.recipe.model.num_classes)
         # A dataset of the user's may leave image_id out: images are then numbered in val order (compute_metrics).
-        per_image: list[dict[str, Any]] = [{"image_id": t.get("image_id") if isinstance(t, dict) else None, "skipped": True}
-                                           for t in targets]
+        per_image: list[dict[str, Any]] = [
+            {"image_id": t.get("image_id") if isinstance(t, dict) else None, "skipped": True} for t in targets
+        ]
         if kept:
             kept_images = [images[i] for i in kept]
             with loss_mode(model, accelerator.device):
@@ -400,9 +442,16 @@ class DetectionTask(Task):
             cat_ids = self.val_cat_ids if self.val_cat_ids is not None else sorted(self.val_gt().getCatIds())
             for i, detections in zip(kept, model(kept_images)):
                 image_id = per_image[i]["image_id"]
-                per_image[i] = {"image_id": image_id, "losses": losses, "results": self._results(image_id, detections, cat_ids)}
+                per_image[i] = {
+                    "image_id": image_id,
+                    "losses": losses,
+                    "results": self._results(image_id, detections, cat_ids),
+                }
                 if self.own_val:
-                    per_image[i]["truth"] = {"boxes": targets[i]["boxes"].tolist(), "labels": targets[i]["labels"].tolist()}
+                    per_image[i]["truth"] = {
+                        "boxes": targets[i]["boxes"].tolist(),
+                        "labels": targets[i]["labels"].tolist(),
+                    }
         self._records.extend(accelerator.gather_for_metrics(per_image, use_gather_object=True))
         return per_image
 
@@ -420,8 +469,9 @@ class DetectionTask(Task):
                     r["image_id"] = number
                     for det in r.get("results", []):
                         det["image_id"] = number
-            self._val_gt = coco_from_targets([{"image_id": r["image_id"], **r["truth"]} for r in records if "truth" in r],
-                                             self.val_classes)
+            self._val_gt = coco_from_targets(
+                [{"image_id": r["image_id"], **r["truth"]} for r in records if "truth" in r], self.val_classes
+            )
         evaluated = [r for r in records if not r.get("skipped")]
         if len(evaluated) < len(records):
             logger.warning("val: %d unreadable images left out of the metrics", len(records) - len(evaluated))
@@ -440,8 +490,13 @@ class DetectionTask(Task):
             else:
                 backend = coco_backend(self.recipe.evaluation.backend)
                 metrics, summary = coco_bbox_metrics(self.val_gt(), self.predictions, image_ids, backend)
-                logger.info("COCO bbox evaluation (%s) of %d images, %d detections:\n%s", backend, n,
-                            len(self.predictions), summary)
+                logger.info(
+                    "COCO bbox evaluation (%s) of %d images, %d detections:\n%s",
+                    backend,
+                    n,
+                    len(self.predictions),
+                    summary,
+                )
             payload = [metrics]
         broadcast_object_list(payload)
         out.update(payload[0])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import math
 import re
 from collections.abc import Mapping
@@ -33,6 +34,8 @@ from torch.nn.modules.instancenorm import _InstanceNorm
 
 from .errors import RecipeError, check_choice, check_keys, did_you_mean, is_number, join_path
 from .schema import Recipe
+
+logger = logging.getLogger(__name__)
 
 PARAMWISE_KEYS = (
     "custom_keys",
@@ -357,6 +360,23 @@ def auto_scaled_lr(recipe: Recipe, num_processes: int, batch_size: int) -> float
         accumulation=recipe.accelerate.gradient_accumulation_steps,
         base_batch_size=scale.base_batch_size,
     )
+
+
+def build_recipe_optimizer(model: nn.Module, recipe: Recipe, num_processes: int) -> torch.optim.Optimizer:
+    """The recipe's optimizer for a run of `num_processes` processes (auto_scale_lr applied), with
+    the scaled lr and the param-group table in the log."""
+    cfg = dict(recipe.optimizer)
+    if recipe.auto_scale_lr.enable:
+        lr = auto_scaled_lr(recipe, num_processes, recipe.data.batch_size)
+        logger.info(
+            "auto_scale_lr: lr %.6g -> %.6g (%d processes x batch %d x accumulation %d / base %d)",
+            cfg["lr"], lr, num_processes, recipe.data.batch_size,
+            recipe.accelerate.gradient_accumulation_steps, recipe.auto_scale_lr.base_batch_size,
+        )  # fmt: skip
+        cfg["lr"] = lr
+    optimizer, infos = build_optimizer(model, cfg)
+    logger.info("optimizer %s param groups:\n%s", type(optimizer).__name__, format_param_group_table(infos))
+    return optimizer
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:

@@ -39,7 +39,7 @@ from .hooks.run_lock import RunLockHook
 from .hooks.step_guard import StepGuard
 from .loading import load_recipe
 from .log import LogBuffer, setup_logging
-from .optim import auto_scaled_lr, build_optimizer, format_param_group_table
+from .optim import build_recipe_optimizer
 from .recipe import dump_toml
 from .schedules.run_length import RunLength
 from .schema import Recipe
@@ -98,7 +98,9 @@ class Trainer:
         self.task.bind_val_dataset(val_dataset)
 
         self.optimizer: AcceleratedOptimizer
-        self.model, self.optimizer = self.accelerator.prepare(self.model, self._build_optimizer())
+        self.model, self.optimizer = self.accelerator.prepare(
+            self.model, build_recipe_optimizer(self.model, recipe, self.accelerator.num_processes)
+        )
         self.train_loader = self.build_train_loader(recipe.data.batch_size)
         self._run: RunLength | None = None
         self.val_loader = self.accelerator.prepare(
@@ -140,24 +142,6 @@ class Trainer:
         return cls(load_recipe(path, overrides, work_dir), **parts)
 
     # ----------------------------------------------------------------- construction
-
-    def _build_optimizer(self) -> torch.optim.Optimizer:
-        cfg = dict(self.recipe.optimizer)
-        if self.recipe.auto_scale_lr.enable:
-            lr = auto_scaled_lr(self.recipe, self.accelerator.num_processes, self.recipe.data.batch_size)
-            logger.info(
-                "auto_scale_lr: lr %.6g -> %.6g (%d processes x batch %d x accumulation %d / base %d)",
-                cfg["lr"],
-                lr,
-                self.accelerator.num_processes,
-                self.recipe.data.batch_size,
-                self.recipe.accelerate.gradient_accumulation_steps,
-                self.recipe.auto_scale_lr.base_batch_size,
-            )
-            cfg["lr"] = lr
-        optimizer, infos = build_optimizer(self.model, cfg)
-        logger.info("optimizer %s param groups:\n%s", type(optimizer).__name__, format_param_group_table(infos))
-        return optimizer
 
     def build_train_loader(self, batch_size: int):
         """(Re)build the prepared train loader, e.g. when a freeze stage changes the batch size."""

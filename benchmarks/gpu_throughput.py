@@ -186,6 +186,7 @@ def recipe_for(w: Workload, dtype: str, channels_last: bool, compile_: bool, ste
         **w.overrides,
         "data.batch_size": w.batch_size,
         "data.num_workers": 0,
+        "model.pretrained": False,  # throughput does not depend on the starting weights
         "data.pin_memory": False,
         "workflow": [["train", 1]],
         "runner": {"type": "IterBasedRunner", "max_iters": steps},

@@ -13,9 +13,10 @@ $(BIN)/accel-trainer: pyproject.toml
 demo: $(BIN)/accel-trainer
 	$(BIN)/accelerate launch -m accel_trainer recipes/det.toml
 
-# Two workers, one test file each at a time (files that launch processes use ports of their own).
+# Two workers for the single-process tests, then the tests that launch process groups one by one.
 test: $(BIN)/accel-trainer
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not multiprocess"
+	$(BIN)/python -m pytest -q -m multiprocess
 
 lint: $(BIN)/accel-trainer
 	$(BIN)/ruff check accel_trainer tests benchmarks scripts

@@ -54,6 +54,7 @@ def test_slurm_script_parses():
         assert needed in text
 
 
+@pytest.mark.multiprocess
 def test_cpu_ddp_config_runs_two_processes(tiny_recipe):
     env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
     env["OMP_NUM_THREADS"] = "1"
@@ -97,6 +98,7 @@ def test_slurm_script_checkpoints_and_requeues_on_the_early_signal():
         assert needed in text
 
 
+@pytest.mark.multiprocess
 def test_multi_node_config_runs_as_two_machines_on_one_host(tiny_recipe):
     """Both machine ranks of multi_node.yaml on 127.0.0.1, one CPU process each: one gloo group of 2."""
     env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import REPO
 
 
@@ -37,6 +39,7 @@ def launch(recipe: Path, *args: str, port: int = 29517) -> subprocess.CompletedP
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
 
 
+@pytest.mark.multiprocess
 def test_two_process_ddp_counts_every_val_sample_once(tiny_recipe):
     proc = launch(tiny_recipe, "--set", "runner.max_epochs=1")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -308,6 +308,7 @@ def test_coco_data_with_an_unreadable_val_image_is_evaluated_without_it(tmp_path
     assert {p["image_id"] for p in trainer.task.predictions} <= {1, 2}
 
 
+@pytest.mark.multiprocess
 def test_two_processes_count_every_val_image_once(tmp_path):
     recipe = write_recipe(
         tmp_path,

@@ -200,6 +200,7 @@ class EmaChecksum(Hook):
 """
 
 
+@pytest.mark.multiprocess
 def test_ddp_ranks_keep_identical_emas(tmp_path):
     (tmp_path / "ema_probe.py").write_text(CHECKSUM_HOOK)
     recipe = write_recipe(tmp_path)

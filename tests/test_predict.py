@@ -141,6 +141,7 @@ def test_detection_boxes_equal_eval_only_predictions(det_run):
         assert gb == pytest.approx(wb, abs=1e-3)
 
 
+@pytest.mark.multiprocess
 def test_two_processes_predict_each_image_once_in_input_order(det_run, tmp_path):
     from accel_trainer.tasks import build_task
 

@@ -20,6 +20,9 @@ from safetensors.torch import load_file
 
 from .conftest import REPO, write_recipe
 
+# Process groups launched here (restarts included) must not share the machine with other launches.
+pytestmark = pytest.mark.multiprocess
+
 KILL_HOOK = """
 import os, signal
 from accel_trainer import Hook

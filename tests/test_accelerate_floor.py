@@ -34,6 +34,8 @@ FIRST_VERSION = {
     "accelerate.tracking.MLflowTracker": "1.0.0",
     "accelerate.commands.config.default_config_file": "1.0.0",
     "accelerate.commands.config.config_args.load_config_from_file": "1.0.0",
+    "accelerate.optimizer.AcceleratedOptimizer": "1.0.0",
+    "accelerate.utils.DistributedType": "1.0.0",
     "accelerate.utils.DataLoaderConfiguration": "1.0.0",
     "accelerate.utils.DataLoaderConfiguration(non_blocking)": "1.0.0",
     "accelerate.utils.DistributedDataParallelKwargs": "1.0.0",

@@ -120,12 +120,17 @@ def run_train(args: argparse.Namespace) -> int:
     from .trainer import Trainer
 
     trainer = Trainer(recipe, progress=args.progress)
-    if args.eval_only:
-        from .commands.evaluate import evaluate_command
+    try:
+        if args.eval_only:
+            from .commands.evaluate import evaluate_command
 
-        return evaluate_command(trainer, args.checkpoint)
-    trainer.fit(resume=args.resume)
-    return 0
+            return evaluate_command(trainer, args.checkpoint)
+        trainer.fit(resume=args.resume)
+        return 0
+    finally:
+        # The process ends here: close the process group before the interpreter tears down the
+        # communication threads under it (gloo aborted a process at exit otherwise).
+        trainer.accelerator.state.destroy_process_group()
 
 
 def schedule_parser() -> argparse.ArgumentParser:

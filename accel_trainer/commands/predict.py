@@ -147,4 +147,5 @@ def predict_command(
             + (f"; drawings in {draw_dir}" if draw_dir else "")
         )
     state.wait_for_everyone()
+    state.destroy_process_group()  # before the interpreter tears down the communication threads
     return 0

@@ -277,6 +277,10 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
         "data.num_workers": 2,
         "data.augment.scale": [1.0, 1.0],
         "data.augment.color_jitter": 0.0,
+        # Only when the recipe has no [lr_config] at all: mmdet's schedules all begin with this
+        # linear warmup, and a detector trained from scratch at a usual constant lr without it
+        # barely learns (shapes data, AdamW 2e-3, 8 epochs: bbox_mAP 0.02 without, 0.16 by epoch 3 with).
+        "lr_config": {"policy": "fixed", "warmup": "linear", "warmup_iters": 500, "warmup_ratio": 0.001},
     },
 }
 # VOC split lists read when a table leaves `split` out (mmdet's VOC configs: trainval / test).

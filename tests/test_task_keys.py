@@ -43,6 +43,14 @@ def test_a_detection_recipe_written_from_scratch_gets_mmdet_defaults(tmp_path):
         "multiscale_mode": "range",
     }
     assert "drop_rate" not in printed["model"] and "img_size" not in printed["data"] and "train" not in printed["data"]
+    assert recipe.lr_config == {"policy": "fixed", "warmup": "linear", "warmup_iters": 500, "warmup_ratio": 0.001}
+
+
+def test_a_written_lr_config_gets_no_default_warmup(tmp_path):
+    recipe = load_recipe(
+        write_recipe(tmp_path, SCRATCH_DET), {"lr_config": {"policy": "step", "step": [8, 11]}}, check_files=False
+    )
+    assert recipe.lr_config == {"policy": "step", "step": [8, 11]}
 
 
 def test_classification_keeps_timm_defaults_and_prints_no_detection_keys():

@@ -13,9 +13,12 @@ import pytest
 from .conftest import REPO
 
 
-def launch(recipe: Path, *args: str, port: int = 29517) -> subprocess.CompletedProcess:
-    """Two CPU processes; `port` differs per test file, since files may run side by side."""
+def launch(recipe: Path, *args: str, port: int = 29517, hooks_dir: Path | None = None) -> subprocess.CompletedProcess:
+    """Two CPU processes; `port` differs per test file, since files may run side by side;
+    `hooks_dir` holds hook modules the recipe imports."""
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    if hooks_dir is not None:
+        env["PYTHONPATH"] = f"{hooks_dir}{os.pathsep}{REPO}"
     cmd = [
         sys.executable,
         "-m",

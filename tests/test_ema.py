@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,7 +18,8 @@ from accel_trainer.cli import main
 from accel_trainer.errors import RecipeError
 from accel_trainer.loading import load_recipe
 
-from .conftest import REPO, write_recipe
+from .conftest import write_recipe
+from .test_ddp import launch
 
 EMA_ON = {"ema.enable": True}
 
@@ -204,34 +202,13 @@ class EmaChecksum(Hook):
 def test_ddp_ranks_keep_identical_emas(tmp_path):
     (tmp_path / "ema_probe.py").write_text(CHECKSUM_HOOK)
     recipe = write_recipe(tmp_path)
-    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
     sets = [
         "ema.enable=true",
         "runner.max_epochs=1",
         "checkpoint_config.interval=1",
         'custom_hooks=[{type = "ema_probe:EmaChecksum"}]',
     ]
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "29651",
-        "-m",
-        "accel_trainer",
-        str(recipe),
-        *[arg for s in sets for arg in ("--set", s)],
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    proc = launch(recipe, *[arg for s in sets for arg in ("--set", s)], port=29651, hooks_dir=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     work = tmp_path / "work"
     ranks = [json.loads((work / f"ema_rank{i}.json").read_text())["sha256"] for i in (0, 1)]

@@ -75,7 +75,6 @@ class Trainer:
         self.timestamp = time.strftime("%Y%m%d_%H%M%S")
         if self.accelerator.is_main_process:
             self.work_dir.mkdir(parents=True, exist_ok=True)
-            (self.work_dir / "recipe.toml").write_text(dump_toml(recipe.to_dict()))
         setup_logging(self.work_dir / f"{self.timestamp}.log", recipe.log_level, self.accelerator.is_main_process)
         set_seed(acc.seed, deterministic=acc.deterministic)
         # Let cuDNN time its algorithms for our fixed shapes, unless results must be bit-exact.
@@ -128,7 +127,8 @@ class Trainer:
         self._batches: Iterator | None = None
         self.hooks: list[Hook] = []
         self.guard = StepGuard(recipe.nan_guard)
-        for hook in (*built_hooks, RunLockHook(), self.guard, *hooks):
+        self.run_lock = RunLockHook()
+        for hook in (*built_hooks, self.run_lock, self.guard, *hooks):
             self.register_hook(hook)
 
     @classmethod
@@ -228,6 +228,9 @@ class Trainer:
         `resume`: a checkpoint path, True for the newest resumable one in work_dir, "auto" for that
         or a fresh start when there is none, None for the recipe's `resume_from`.
         """
+        self.run_lock.hold(self)
+        if self.accelerator.is_main_process:
+            (self.work_dir / "recipe.toml").write_text(dump_toml(self.recipe.to_dict()))
         if resume is None and self.recipe.resume_from:
             resume = self.recipe.resume_from
         if resume:

@@ -183,8 +183,11 @@ def test_second_run_in_a_work_dir_is_refused_and_a_dead_runs_lock_taken_over(tmp
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         held.write(json.dumps({"pid": 12345, "host": "node7"}))
         held.flush()
+        first_recipe = (work / "recipe.toml").read_text()
         with pytest.raises(RecipeError, match=r"\.lock: work_dir is in use by another run \(pid 12345 on node7\)"):
-            Trainer.from_recipe(recipe, overrides={"runner.max_epochs": 1}).fit()
+            Trainer.from_recipe(recipe, overrides={"runner.max_epochs": 2}).fit()
+        # Refused before it wrote anything the first run owns.
+        assert (work / "recipe.toml").read_text() == first_recipe
 
 
 def test_disk_full_while_saving_exits_in_one_line_and_keeps_every_checkpoint(tmp_path, monkeypatch, capsys):

@@ -34,9 +34,11 @@ _HELD: dict[str, int] = {}
 
 
 class RunLockHook(Hook):
-    """Takes the work_dir lock when training starts, before any checkpoint is written (every process learns the outcome).
+    """Holds the work_dir lock from the start of `fit` to the end of the run (every process learns the outcome).
 
-    Not in `before_run`: `--eval-only` of a checkpoint may run beside the training run that writes them.
+    The Trainer calls `hold` before it resumes or writes anything into the work_dir, so a refused
+    second run changes nothing of the first. `--eval-only` of a checkpoint takes no lock: it may
+    run beside the training run that writes them.
     """
 
     priority = PRIORITIES["HIGHEST"]
@@ -45,7 +47,8 @@ class RunLockHook(Hook):
         self._path = ""
         self._checked = False  # on every process, so all of them take part in the same broadcast
 
-    def before_train_epoch(self, trainer: Trainer) -> None:
+    def hold(self, trainer: Trainer) -> None:
+        """Take the lock (once per run); a RecipeError naming the holder when another run has it."""
         if self._checked:
             return
         self._checked = True

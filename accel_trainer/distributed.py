@@ -1,5 +1,5 @@
 """The Accelerator a recipe asks for, and what Accelerate leaves to the caller: CPU-only launches,
-CPU threads, SyncBatchNorm and the channels_last (NHWC) layout.
+restarted process groups, CPU threads, SyncBatchNorm and the channels_last (NHWC) layout.
 
 channels_last: convolutions on tensor cores read NHWC without the transposes NCHW costs; both the
 weights and the image batches have to be NHWC for the fast kernels to be picked.
@@ -7,10 +7,13 @@ weights and the image batches have to be NHWC for the fast kernels to be picked.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 import psutil
 import torch
@@ -20,6 +23,7 @@ from accelerate.utils import (
     DataLoaderConfiguration,
     DistributedDataParallelKwargs,
     DistributedType,
+    InitProcessGroupKwargs,
     ProjectConfiguration,
     recursively_apply,
 )
@@ -30,6 +34,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .data.loader import pins_memory
 from .errors import RecipeError
 from .schema import Recipe
+
+if TYPE_CHECKING:
+    from torch.distributed import Store
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +67,7 @@ def build_accelerator(recipe: Recipe, log_with: list[str]) -> Accelerator:
     # Accelerate keeps precision settings in a process-wide singleton; a second Trainer in the
     # same process (a notebook, a test) gets its own. The process group is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
+    process_group = process_group_kwargs()
     accelerator = Accelerator(
         cpu=acc.cpu or launched_without_accelerator(),
         mixed_precision=acc.mixed_precision,
@@ -71,7 +79,10 @@ def build_accelerator(recipe: Recipe, log_with: list[str]) -> Accelerator:
         ),
         step_scheduler_with_optimizer=False,
         # Parameters frozen for a stage produce no gradients; DDP must not wait for them.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=bool(recipe.freeze.epochs))],
+        kwargs_handlers=[
+            DistributedDataParallelKwargs(find_unused_parameters=bool(recipe.freeze.epochs)),
+            *([InitProcessGroupKwargs(**process_group)] if process_group else []),
+        ],
         # None keeps the launcher's choice (`accelerate config`); compile = true asks for inductor.
         dynamo_backend="inductor" if acc.compile else None,
         # Copies from pinned host memory can overlap the previous step's compute.
@@ -91,6 +102,45 @@ def refuse_unsupported_engine(distributed_type: DistributedType | None = None) -
             )
     if distributed_type in UNSUPPORTED_TYPES:
         raise RecipeError(f"accelerate distributed_type {distributed_type.value} is not supported; {SUPPORTED}")
+
+
+# The init_method scheme of `process_group_kwargs`, registered with torch when first needed.
+ATTEMPT_SCHEME = "accel-trainer-attempt"
+
+
+def process_group_kwargs() -> dict[str, str]:
+    """`init_process_group` arguments: under `--max_restarts` on one machine, a store of each attempt's own.
+
+    torchrun's agent serves the key-value store the processes meet in and keeps it, keys and all,
+    across restarts. torch writes each process's connection address under the same key in every
+    attempt, so a restarted process may read the address its peer had in the attempt before and
+    connect to a process that is gone: gloo fails with "Connection refused" or hangs. Prefixing
+    the keys with the agent's restart count keeps attempts apart. One agent gives every process the
+    same count; agents on several machines count on their own, so there torch's default stays.
+    """
+    env = os.environ
+    one_agent = env.get("GROUP_WORLD_SIZE") == "1" and "TORCHELASTIC_RESTART_COUNT" in env
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or not one_agent:
+        return {}
+    _register_attempt_rendezvous()
+    return {"init_method": f"{ATTEMPT_SCHEME}://"}
+
+
+@functools.cache
+def _register_attempt_rendezvous() -> None:
+    from torch.distributed.rendezvous import register_rendezvous_handler
+
+    register_rendezvous_handler(ATTEMPT_SCHEME, _attempt_rendezvous)
+
+
+def _attempt_rendezvous(url: str, **kwargs: Any) -> Iterator[tuple[Store, int, int]]:
+    """torch's env:// rendezvous, its store seen under this attempt's prefix."""
+    from torch.distributed import PrefixStore
+    from torch.distributed.rendezvous import rendezvous
+
+    query = urlparse(url).query
+    store, rank, world_size = next(rendezvous(f"env://?{query}" if query else "env://", **kwargs))
+    yield PrefixStore(f"attempt_{os.environ['TORCHELASTIC_RESTART_COUNT']}", store), rank, world_size
 
 
 def announce_hardware(accelerator: Accelerator, cpu_threads: int) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import timedelta
 
 import psutil
 import pytest
@@ -9,12 +10,14 @@ import timm
 import torch
 from timm.layers import BatchNormAct2d, SyncBatchNormAct
 from torch import nn
+from torch.distributed.rendezvous import rendezvous
 
 from accel_trainer.distributed import (
     LAUNCHER_VARS,
     configure_cpu_threads,
     launched_without_accelerator,
     maybe_sync_batchnorm,
+    process_group_kwargs,
 )
 
 GPU = torch.device("cuda")  # only its type is read; nothing is moved
@@ -57,6 +60,33 @@ def test_launched_without_accelerator_reads_world_size(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
     assert not launched_without_accelerator()
+
+
+ELASTIC_ENV = {"TORCHELASTIC_USE_AGENT_STORE": "True", "GROUP_WORLD_SIZE": "1", "TORCHELASTIC_RESTART_COUNT": "2"}
+
+
+def test_each_restart_attempt_meets_under_its_own_store_prefix(monkeypatch):
+    # The agent's store outlives attempts; keys written through the init_method land under the attempt.
+    agent_store = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, timeout=timedelta(seconds=10))
+    env = {**ELASTIC_ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(agent_store.port)}
+    for name, value in {**env, "RANK": "0", "WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(name, value)
+    url = process_group_kwargs()["init_method"]
+    store, rank, world_size = next(rendezvous(url, timeout=timedelta(seconds=10)))
+    store.set("address", "here")
+    assert (rank, world_size) == (0, 1)
+    assert agent_store.get("attempt_2/address") == b"here"
+
+
+@pytest.mark.parametrize("unset", ["TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_RESTART_COUNT", "GROUP_WORLD_SIZE"])
+def test_without_one_elastic_agent_the_process_group_keeps_torchs_rendezvous(monkeypatch, unset):
+    for name, value in ELASTIC_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv(unset)
+    assert process_group_kwargs() == {}
+    monkeypatch.setenv(unset, ELASTIC_ENV[unset])
+    monkeypatch.setenv("GROUP_WORLD_SIZE", "2")  # agents on several machines count restarts on their own
+    assert process_group_kwargs() == {}
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Exact resume: a run SIGKILLed after a checkpoint (also while a background save is in flight), or
-preempted by SIGTERM, and resumed ends with the uninterrupted run's weights, in one process or DDP.
+preempted by SIGTERM, and resumed ends with the uninterrupted run's weights, in one process or DDP;
+so does a DDP group restarted by `accelerate launch --max_restarts` after one of its processes died.
 
 Runs go through the real CLI in subprocesses, so the kill is a real SIGKILL of the whole process
 (and of the data-loader workers with it); a custom hook pulls the trigger after a given iteration.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -176,6 +178,27 @@ def test_ddp_sigterm_on_one_process_stops_both_at_the_same_step(tmp_path, ddp_re
     assert (work / "checkpoints" / "latest").read_text().strip() == "epoch_2_iter_6"
     resumed = run(tmp_path, "preempted", [], "--resume", "auto", ddp=True, port=29532)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_identical(final_weights(work, "iter_8"), ddp_reference)
+
+
+def test_elastic_restart_after_a_killed_process_is_bit_identical(tmp_path, ddp_reference):
+    # Process 1 is SIGKILLed after iteration 7 (the first attempt only); --max_restarts restarts the
+    # group, which resumes from iter_6, the newest complete checkpoint. The restarted processes meet in
+    # the agent's store, which still holds the first attempt's addresses (see process_group_kwargs).
+    proc = run(
+        tmp_path,
+        "elastic",
+        [kill_hook(tmp_path, 7, rank=1)],
+        "--resume",
+        "auto",
+        ddp=True,
+        port=29534,
+        launch=("--max_restarts", "1", "--monitor_interval", "0.2"),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    work = tmp_path / "elastic"
+    # iter_6 is written in the background; if the kill came before it was in place, iter_3 is the newest.
+    assert re.search(r"resumed from \S+iter_(6 at epoch 1, iter 6|3 at epoch 0, iter 3)", log_text(work))
     assert_identical(final_weights(work, "iter_8"), ddp_reference)
 
 

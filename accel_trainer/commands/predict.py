@@ -23,7 +23,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import draw_bounding_boxes
 
-from ..distributed import launched_without_accelerator
+from ..distributed import launched_without_accelerator, process_group_kwargs
 from ..errors import RecipeError
 from ..predict import Predictor
 from ..progress import progress_bar, progress_enabled
@@ -101,7 +101,7 @@ def predict_command(
         raise RecipeError(f"--topk must be positive, got {topk}")
     if batch_size is not None and batch_size <= 0:
         raise RecipeError(f"--batch-size must be positive, got {batch_size}")
-    state = PartialState(cpu=launched_without_accelerator())
+    state = PartialState(cpu=launched_without_accelerator(), **process_group_kwargs())
     files = expand_inputs(inputs)
     names = drawing_names(files)
     predictor = Predictor.from_checkpoint(ckpt, ema=ema, device=state.device)

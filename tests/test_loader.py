@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 import warnings
 
 import torch
@@ -35,3 +36,21 @@ def test_every_index_once_per_epoch_in_a_seeded_order():
     assert torch.equal(first, again)
     ordered = torch.cat([b[0] for b in build_loader(ds, recipe, batch_size=3, train=False)])
     assert ordered.tolist() == list(range(10))
+
+
+class SignalDispositions(torch.utils.data.Dataset):
+    """Yields, from inside the loader worker, whether it ignores each stop signal."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        stops = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+        return torch.tensor([signal.getsignal(s) == signal.SIG_IGN for s in stops])
+
+
+def test_loader_workers_leave_stop_signals_to_the_main_process():
+    # This process keeps the default dispositions; its forked workers must not.
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    (ignored,) = build_loader(SignalDispositions(), _recipe(num_workers=1), batch_size=1, train=False)
+    assert ignored.tolist() == [[True, True, True]]

@@ -26,16 +26,23 @@ pytestmark = pytest.mark.multiprocess
 
 KILL_HOOK = """
 import os, signal
+import psutil
 from accel_trainer import Hook
 
 class KillAt(Hook):
     # Sends `signal` to this process after iteration `iter`, on process `rank` (-1: all), in the first
-    # attempt of an elastic launch only.
-    def __init__(self, iter, signal="SIGKILL", rank=-1):
-        self.at, self.signal, self.rank = iter, getattr(signal_module, signal), rank
+    # attempt of an elastic launch only; with `workers`, to its data-loader workers first, as a
+    # scheduler that signals every process of the job does.
+    def __init__(self, iter, signal="SIGKILL", rank=-1, workers=False):
+        self.at, self.signal, self.rank, self.workers = iter, getattr(signal_module, signal), rank, workers
     def after_train_iter(self, trainer):
         first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
         if trainer.iter == self.at and first_attempt and self.rank in (-1, trainer.accelerator.process_index):
+            if self.workers:
+                children = psutil.Process().children()
+                assert children, "no data-loader workers to signal"
+                for child in children:
+                    child.send_signal(self.signal)
             os.kill(os.getpid(), self.signal)
 
 signal_module = signal
@@ -97,9 +104,10 @@ def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> 
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
 
-def kill_hook(tmp_path: Path, kill_at: int, signal: str = "SIGKILL", rank: int = -1) -> str:
+def kill_hook(tmp_path: Path, kill_at: int, signal: str = "SIGKILL", rank: int = -1, workers: bool = False) -> str:
     (tmp_path / "kill_hook.py").write_text(KILL_HOOK)
-    return f'custom_hooks=[{{type = "kill_hook:KillAt", iter = {kill_at}, signal = "{signal}", rank = {rank}}}]'
+    args = f'iter = {kill_at}, signal = "{signal}", rank = {rank}, workers = {str(workers).lower()}'
+    return f'custom_hooks=[{{type = "kill_hook:KillAt", {args}}}]'
 
 
 def kill_and_resume(tmp_path: Path, name: str, kill_at: int, sets: list[str], ddp: bool = False) -> Path:
@@ -158,8 +166,10 @@ def test_two_process_ddp_sigkill_then_resume_is_bit_identical(tmp_path, ddp_refe
 def test_sigterm_saves_the_current_step_and_resume_auto_is_bit_identical(tmp_path, reference, workers):
     sets = [f"data.num_workers={workers}"]
     # The signal arrives after iteration 11 (mid-epoch 2), i.e. while step 12 is under way: that
-    # step finishes, is checkpointed, and nothing is lost.
-    stopped = run(tmp_path, "preempted", [*sets, kill_hook(tmp_path, 11, "SIGTERM")], "--resume", "auto")
+    # step finishes, is checkpointed, and nothing is lost. With workers it reaches them too (as
+    # SLURM's does): they keep loading, the main process decides when everything stops.
+    hook = kill_hook(tmp_path, 11, "SIGTERM", workers=workers > 0)
+    stopped = run(tmp_path, "preempted", [*sets, hook], "--resume", "auto")
     assert stopped.returncode == 128 + 15, stopped.stderr[-3000:]
     work = tmp_path / "preempted"
     assert (work / "checkpoints" / "latest").read_text().strip() == "epoch_2_iter_12"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,17 @@ from .sampling import EpochSampler, SeededDataset
 def pins_memory(data: DataCfg) -> bool:
     """Pinned pages only help a copy to an accelerator; without one torch warns on every loader."""
     return data.pin_memory and torch.accelerator.is_available()
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGTERM, SIGINT and SIGUSR1 to the main process.
+
+    Schedulers signal every process of a job, and Ctrl-C every process of the terminal's group: a
+    worker that died of it would fail the step the main process is finishing for its preemption
+    checkpoint. The main process decides when to stop (`preemption.py`) and ends its workers.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def build_loader(
@@ -38,6 +50,7 @@ def build_loader(
             persistent_workers=data.persistent_workers,
             prefetch_factor=data.prefetch_factor,
             multiprocessing_context=recipe.mp_start_method,
+            worker_init_fn=ignore_stop_signals,
         )
     return DataLoader(
         SeededDataset(dataset, recipe.accelerate.seed),

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import time
 import warnings
 
+import psutil
 import torch
 from torch.utils.data import TensorDataset
 
@@ -38,19 +42,39 @@ def test_every_index_once_per_epoch_in_a_seeded_order():
     assert ordered.tolist() == list(range(10))
 
 
-class SignalDispositions(torch.utils.data.Dataset):
-    """Yields, from inside the loader worker, whether it ignores each stop signal."""
+class WorkerPid(torch.utils.data.Dataset):
+    """Yields the pid of the loader worker that loads it, and whether it ignores SIGINT and SIGUSR1."""
 
     def __len__(self) -> int:
-        return 1
+        return 4
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        stops = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
-        return torch.tensor([signal.getsignal(s) == signal.SIG_IGN for s in stops])
+        ignored = [signal.getsignal(s) == signal.SIG_IGN for s in (signal.SIGINT, signal.SIGUSR1)]
+        return torch.tensor([os.getpid(), *ignored])
 
 
-def test_loader_workers_leave_stop_signals_to_the_main_process():
-    # This process keeps the default dispositions; its forked workers must not.
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-    (ignored,) = build_loader(SignalDispositions(), _recipe(num_workers=1), batch_size=1, train=False)
-    assert ignored.tolist() == [[True, True, True]]
+def _exited(pid: int) -> bool:
+    """Without reaping it: the loader's own bookkeeping does that."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_worker_ignores_stop_signals_from_outside_and_exits_when_its_parent_ends_it():
+    loader = build_loader(WorkerPid(), _recipe(num_workers=1), batch_size=1, train=False)
+    batches = iter(loader)
+    pid, *ignored = next(batches)[0].tolist()
+    assert pid != os.getpid() and ignored == [1, 1]
+    # A scheduler's SIGTERM (sent here by another process, as slurmstepd would) leaves it loading.
+    subprocess.run(["kill", "-TERM", str(pid)], check=True)
+    time.sleep(0.5)
+    assert psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    assert len(list(batches)) == 3
+    # The parent's SIGTERM (how it ends a worker that is slow to stop) ends it.
+    batches = iter(build_loader(WorkerPid(), _recipe(num_workers=1), batch_size=1, train=False))
+    pid = int(next(batches)[0][0])
+    os.kill(pid, signal.SIGTERM)
+    assert _exited(pid)

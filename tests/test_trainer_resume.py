@@ -25,24 +25,23 @@ from .conftest import REPO, write_recipe
 pytestmark = pytest.mark.multiprocess
 
 KILL_HOOK = """
-import os, signal
+import os, signal, subprocess
 import psutil
 from accel_trainer import Hook
 
 class KillAt(Hook):
     # Sends `signal` to this process after iteration `iter`, on process `rank` (-1: all), in the first
-    # attempt of an elastic launch only; with `workers`, to its data-loader workers first, as a
-    # scheduler that signals every process of the job does.
+    # attempt of an elastic launch only; with `workers`, to its data-loader workers first (from another
+    # process), as a scheduler that signals every process of the job does.
     def __init__(self, iter, signal="SIGKILL", rank=-1, workers=False):
         self.at, self.signal, self.rank, self.workers = iter, getattr(signal_module, signal), rank, workers
     def after_train_iter(self, trainer):
         first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
         if trainer.iter == self.at and first_attempt and self.rank in (-1, trainer.accelerator.process_index):
-            if self.workers:
-                children = psutil.Process().children()
-                assert children, "no data-loader workers to signal"
-                for child in children:
-                    child.send_signal(self.signal)
+            if self.workers:  # from another process, as a scheduler's signal comes
+                pids = [str(child.pid) for child in psutil.Process().children()]
+                assert pids, "no data-loader workers to signal"
+                subprocess.run(["kill", "-s", self.signal.name, *pids], check=True)
             os.kill(os.getpid(), self.signal)
 
 signal_module = signal

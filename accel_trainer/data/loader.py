@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -19,15 +21,27 @@ def pins_memory(data: DataCfg) -> bool:
     return data.pin_memory and torch.accelerator.is_available()
 
 
-def ignore_stop_signals(worker_id: int) -> None:
-    """Loader workers leave SIGTERM, SIGINT and SIGUSR1 to the main process.
+def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """Loader workers ignore SIGINT and SIGUSR1, and SIGTERM from anyone but their parent.
 
     Schedulers signal every process of a job, and Ctrl-C every process of the terminal's group: a
     worker that died of it would fail the step the main process is finishing for its preemption
-    checkpoint. The main process decides when to stop (`preemption.py`) and ends its workers.
+    checkpoint. The main process decides when to stop (`preemption.py`). SIGTERM from the parent
+    is how it ends a worker that does not stop in time, so that one still ends it (where the
+    platform tells who sent a signal; elsewhere torch's own SIGTERM handling stays).
     """
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    if hasattr(signal, "sigwaitinfo"):
+        # Blocked here and in every thread started from here: only the waiting thread takes it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        threading.Thread(target=_exit_on_sigterm_from, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_on_sigterm_from(parent: int) -> None:
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+            os._exit(0)
 
 
 def build_loader(
@@ -50,7 +64,7 @@ def build_loader(
             persistent_workers=data.persistent_workers,
             prefetch_factor=data.prefetch_factor,
             multiprocessing_context=recipe.mp_start_method,
-            worker_init_fn=ignore_stop_signals,
+            worker_init_fn=leave_stop_signals_to_the_main_process,
         )
     return DataLoader(
         SeededDataset(dataset, recipe.accelerate.seed),

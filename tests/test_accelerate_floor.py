@@ -40,6 +40,8 @@ FIRST_VERSION = {
     "accelerate.utils.DataLoaderConfiguration": "1.0.0",
     "accelerate.utils.DataLoaderConfiguration(non_blocking)": "1.0.0",
     "accelerate.utils.DistributedDataParallelKwargs": "1.0.0",
+    "accelerate.utils.InitProcessGroupKwargs": "1.0.0",
+    "accelerate.utils.InitProcessGroupKwargs(init_method)": "1.0.0",
     "accelerate.utils.DistributedDataParallelKwargs(find_unused_parameters)": "1.0.0",
     "accelerate.utils.ProjectConfiguration": "1.0.0",
     "accelerate.utils.ProjectConfiguration(project_dir, logging_dir)": "1.0.0",

@@ -61,7 +61,7 @@ num_classes = 2
 [data]
 type = "imagefolder"
 img_size = 32
-batch_size = 3
+batch_size = 5
 num_workers = {workers}
 pin_memory = false
 skip_bad_images = {skip}

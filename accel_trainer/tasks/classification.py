@@ -79,9 +79,10 @@ class ClassificationTask(Task):
 
     @property
     def full_train_batches(self) -> bool:
-        """timm's Mixup pairs each sample with the batch reversed and rejects an odd batch; as in
-        timm's train.py, training batches are then all full (an epoch's short last one is left out)."""
-        return self.mixup is not None
+        """As in timm's train.py every training batch is full (an epoch's short last one is left
+        out): a last batch of one sample stops BatchNorm wherever a feature map is 1x1 (32 px
+        images), and timm's Mixup rejects an odd batch."""
+        return True
 
     def build_model(self) -> nn.Module:
         m = self.recipe.model
@@ -155,8 +156,9 @@ class ClassificationTask(Task):
         self.num_unreadable_train += size - len(targets)
         if self.mixup is not None and len(targets) % 2:
             images, targets = images[:-1], targets[:-1]  # Mixup pairs samples: an even batch
-        if not len(targets):
-            # Every image of the batch was unreadable: a zero step keeps DDP in step.
+        if not len(targets) or (len(targets) == 1 and size > 1):
+            # Every image of the batch was unreadable (or all but one, too few for BatchNorm):
+            # a zero step keeps DDP in step.
             loss = sum(p.sum() for p in model.parameters()) * 0.0
             return loss, {"loss": loss.detach()}
         if self.mixup is not None:

@@ -20,6 +20,8 @@ import torch
 from safetensors.torch import load_file
 
 from .conftest import REPO, write_recipe
+from .test_ddp import launch as ddp_launch
+from .test_ddp import run_group
 
 # Process groups launched here (restarts included) must not share the machine with other launches.
 pytestmark = pytest.mark.multiprocess
@@ -65,30 +67,14 @@ def run(
     port: int = 29531,
     launch: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
+    """The CLI on `name`.toml in one process, or in two through `accelerate launch` (`launch`: its
+    extra options); hook modules written to `tmp_path` are importable."""
     recipe = write_recipe(tmp_path, name=f"{name}.toml", work_dir=str(tmp_path / name))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
-    launcher = [sys.executable]
+    args = [*(arg for s in COMMON + sets for arg in ("--set", s)), *extra]
     if ddp:
-        env["ACCELERATE_USE_CPU"] = "1"
-        launcher += [
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            str(port),
-            *launch,
-        ]
-    args = [arg for s in COMMON + sets for arg in ("--set", s)]
-    cmd = [*launcher, "-m", "accel_trainer", str(recipe), *args, *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+        return ddp_launch(recipe, *args, port=port, hooks_dir=tmp_path, launcher_args=launch)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
+    return run_group([sys.executable, "-m", "accel_trainer", str(recipe), *args], env)
 
 
 def final_weights(work: Path, last: str = "iter_16") -> dict[str, torch.Tensor]:

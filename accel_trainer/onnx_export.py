@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from .errors import RecipeError
+from .files import atomic_write
 from .predict import Predictor
 from .progress import progress_bar, progress_enabled
 
@@ -100,8 +100,6 @@ def export_onnx(
     predictor = Predictor.from_checkpoint(ckpt, ema=ema, device="cpu")
     recipe = predictor.recipe
     out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     metadata = {
         "classes": json.dumps(classes or {"names": predictor.names, "category_ids": predictor.category_ids}),
         "backbone": recipe.model.backbone,
@@ -130,26 +128,25 @@ def export_onnx(
         names = dict(input_names=["image"], output_names=["boxes", "scores", "labels"])
         metadata["input"] = "image: float32 3 x H x W, RGB in [0, 1], one image (resized and normalised inside)"
         metadata["output"] = "boxes: float32 K x 4 (x1, y1, x2, y2, input pixels); scores: K; labels: K (int64)"
-    try:
-        # The exporter prints its graphs and progress; the outcome is reported here in one line.
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            torch.onnx.export(module, example, str(tmp), dynamo=True, verbose=False, **names)
-    except Exception as exc:  # the exporter raises many types; any failure means no graph for this head
-        tmp.unlink(missing_ok=True)
-        what = (
-            f'model.head = "{recipe.model.head}"'
-            if recipe.model.task == "detection"
-            else f"model.backbone = {recipe.model.backbone!r}"
-        )
-        raise RecipeError(
-            f"cannot export {what} to ONNX: torch.onnx's exporter cannot express it ({_exporter_reason(exc)}); "
-            f"no file written. Export .safetensors instead and run it with PyTorch"
-        ) from None
-    graph = onnx.load(str(tmp))
-    for key, value in metadata.items():
-        graph.metadata_props.add(key=key, value=value)
-    onnx.save(graph, str(tmp))
-    os.replace(tmp, out_path)
+    with atomic_write(out_path) as tmp:
+        try:
+            # The exporter prints its graphs and progress; the outcome is reported here in one line.
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                torch.onnx.export(module, example, str(tmp), dynamo=True, verbose=False, **names)
+        except Exception as exc:  # the exporter raises many types; any failure means no graph for this head
+            what = (
+                f'model.head = "{recipe.model.head}"'
+                if recipe.model.task == "detection"
+                else f"model.backbone = {recipe.model.backbone!r}"
+            )
+            raise RecipeError(
+                f"cannot export {what} to ONNX: torch.onnx's exporter cannot express it ({_exporter_reason(exc)}); "
+                f"no file written. Export .safetensors instead and run it with PyTorch"
+            ) from None
+        graph = onnx.load(str(tmp))
+        for key, value in metadata.items():
+            graph.metadata_props.add(key=key, value=value)
+        onnx.save(graph, str(tmp))
     print(f"wrote {out_path} ({recipe.model.task}, {len(predictor.names)} classes)")
     if check:
         _check(module, out_path, predictor, ort, recipe.model.task, progress_enabled(progress))

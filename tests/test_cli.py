@@ -122,3 +122,18 @@ def test_recipe_tools_import_no_hook_module_but_a_run_does(tiny_recipe, tmp_path
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
     assert marker.read_text() == "x", "building a Trainer must import the hook module once"
+
+
+def test_help_imports_no_torch():
+    """Every command's parser is built without torch: the heavy imports wait for `run`."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from accel_trainer.cli import COMMANDS, main\n"
+        "for argv in [['--help'], *([name, '--help'] for name in COMMANDS)]:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main(argv)\n"
+        "print(sorted(name for name in ('torch', 'torchvision', 'timm', 'accelerate') if name in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "[]\n"

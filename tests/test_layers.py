@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "accel_trainer"
 
 # Lower index = lower layer. A module may import its own layer or lower ones, never higher.
 LAYERS: list[set[str]] = [
-    {"errors"},
+    {"errors", "files"},
     {"recipe", "schema"},
     {
         "log",

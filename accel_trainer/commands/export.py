@@ -8,23 +8,28 @@ without the classifier (classification) or the detection neck and heads.
 
 from __future__ import annotations
 
+import argparse
 import json
-import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import timm
-import torch
-from safetensors.torch import save_file
-
-from .. import checkpoint
 from ..errors import RecipeError
+from ..files import atomic_write
 from ..recipe import tomllib
+from .arguments import add_progress_arg
+
+if TYPE_CHECKING:
+    import torch
+
+DESCRIPTION = "Write a checkpoint's weights as one safetensors file, or the model as ONNX."
 
 DETECTION_BACKBONE_PREFIX = "backbone.body."
 
 
 def backbone_state(state: dict[str, torch.Tensor], model_cfg: dict) -> dict[str, torch.Tensor]:
     """The timm backbone's weights under timm's own key names."""
+    import timm
+
     if model_cfg.get("task", "classification") == "detection":
         prefix = DETECTION_BACKBONE_PREFIX
         return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
@@ -38,6 +43,10 @@ def export_command(
     ckpt: str, out: str, backbone_only: bool, ema: bool, check: bool = False, progress: bool | None = None
 ) -> int:
     """The format follows the suffix of `out`: `.safetensors` (weights) or `.onnx` (a graph, see onnx_export)."""
+    from safetensors.torch import save_file
+
+    from .. import checkpoint
+
     if not out.endswith((".safetensors", ".onnx")):
         raise RecipeError(f"--out {out}: expected a .safetensors or .onnx file")
     if check and not out.endswith(".onnx"):
@@ -60,8 +69,6 @@ def export_command(
     if backbone_only:
         state = backbone_state(state, model_cfg)
     out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     metadata = {
         "format": "pt",
         "backbone": str(model_cfg.get("backbone", "")),
@@ -72,7 +79,24 @@ def export_command(
     }
     if classes:
         metadata["classes"] = json.dumps(classes)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, out_path)
+    with atomic_write(out_path) as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
     print(f"wrote {len(state)} tensors to {out_path}")
     return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="checkpoint folder, e.g. work_dirs/cls/checkpoints/epoch_8")
+    parser.add_argument("--out", required=True, help="output .safetensors or .onnx file (the suffix picks the format)")
+    parser.add_argument(
+        "--check", action="store_true", help="ONNX: run onnxruntime on a few val images and compare with PyTorch"
+    )
+    parser.add_argument(
+        "--backbone-only", action="store_true", help="only the timm backbone, loadable by timm.create_model"
+    )
+    parser.add_argument("--ema", action="store_true", help="export the EMA weights instead of the raw ones")
+    add_progress_arg(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    return export_command(args.checkpoint, args.out, args.backbone_only, args.ema, args.check, args.progress)

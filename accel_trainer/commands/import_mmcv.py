@@ -8,6 +8,7 @@ file and line, as comments at the top of the output and on stderr.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import sys
 import typing
@@ -17,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RecipeError, join_path
-from ..loading import check_components
 from ..recipe import dump_toml, merge
 from ..schema import AutoScaleLrCfg, CheckpointCfg, EvaluationCfg, LogCfg, Recipe, RunnerCfg, field_names
 from .mmcv_config import Origin, read_mmcv_config
+
+DESCRIPTION = "Convert an mmcv/mmdet 1.x Python config's runtime sections to recipe TOML, without running the config."
 
 
 class _NotConverted(Exception):
@@ -295,6 +297,8 @@ def _item_problem(partial: dict, path: str, index: int) -> str | None:
 
 def _probe(partial: dict) -> str | None:
     """The schema's complaint about `partial` as a recipe's only runtime keys, or None if it is valid."""
+    from ..loading import check_components
+
     try:
         # Paths are kept as written: they name files on the machine that will train.
         check_components(Recipe.from_dict({**_PROBE_BASE, **copy.deepcopy(partial)}, source="probe", check_files=False))
@@ -399,3 +403,12 @@ def import_mmcv_command(config: str, out: str | None) -> int:
         for item in skipped:
             print(f"  {item}", file=sys.stderr)
     return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="mmcv config .py file (its _base_ files are followed)")
+    parser.add_argument("--out", help="write the recipe TOML here (default: print it)")
+
+
+def run(args: argparse.Namespace) -> int:
+    return import_mmcv_command(args.config, args.out)

@@ -8,31 +8,27 @@ printed at the end.
 
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-from accelerate import PartialState
-from accelerate.utils import gather_object
-from torchvision.datasets.folder import IMG_EXTENSIONS
-from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
-from torchvision.utils import draw_bounding_boxes
-
-from ..distributed import launched_without_accelerator, process_group_kwargs
 from ..errors import RecipeError
-from ..predict import Predictor
-from ..progress import progress_bar, progress_enabled
+from ..files import atomic_write
+from .arguments import add_progress_arg
 
 logger = logging.getLogger(__name__)
+
+DESCRIPTION = "Run a checkpoint on images: one JSON line per image, in input order (also under accelerate launch)."
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
     """Image files from files, folders (recursively, sorted) and globs, in the order given."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
@@ -65,7 +61,10 @@ def drawing_names(files: list[Path]) -> list[str]:
 
 def draw(file: Path, record: dict[str, Any], out: Path) -> None:
     """The image with its boxes (detection) or its top label framing it (classification)."""
+    import torch
     from PIL import Image
+    from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
+    from torchvision.utils import draw_bounding_boxes
 
     with Image.open(file) as raw:
         canvas = pil_to_tensor(raw.convert("RGB"))
@@ -97,6 +96,13 @@ def predict_command(
     ema: bool,
     progress: bool | None = None,
 ) -> int:
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    from ..distributed import launched_without_accelerator, process_group_kwargs
+    from ..predict import Predictor
+    from ..progress import progress_bar, progress_enabled
+
     if topk <= 0:
         raise RecipeError(f"--topk must be positive, got {topk}")
     if batch_size is not None and batch_size <= 0:
@@ -132,13 +138,10 @@ def predict_command(
     everything = sorted(gather_object(records), key=lambda item: item[0]) if state.num_processes > 1 else records
     if state.is_main_process:
         out_path = Path(out)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
         written = [record for _, record in everything if record is not None]
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_write(out_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
             for record in written:
                 f.write(json.dumps(record) + "\n")
-        os.replace(tmp, out_path)
         skipped = len(everything) - len(written)
         processes = f" ({state.num_processes} processes)" if state.num_processes > 1 else ""
         print(
@@ -149,3 +152,39 @@ def predict_command(
     state.wait_for_everyone()
     state.destroy_process_group()  # before the interpreter tears down the communication threads
     return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "checkpoint", help="checkpoint folder (its recipe.toml says how to build the model and preprocess)"
+    )
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or globs"
+    )
+    parser.add_argument("--out", required=True, metavar="FILE.jsonl", help="output JSON lines file")
+    parser.add_argument("--draw", metavar="DIR", help="also write each image with its boxes / top label drawn")
+    parser.add_argument(
+        "--batch-size", type=int, help="images per forward pass (default: the recipe's data.batch_size)"
+    )
+    parser.add_argument(
+        "--score-thresh", type=float, help="detection: drop boxes scoring below this (default: keep all)"
+    )
+    parser.add_argument(
+        "--topk", type=int, default=5, help="classification: labels per image (default 5, at most num_classes)"
+    )
+    parser.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
+    add_progress_arg(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    return predict_command(
+        args.checkpoint,
+        args.inputs,
+        args.out,
+        args.draw,
+        args.batch_size,
+        args.score_thresh,
+        args.topk,
+        args.ema,
+        args.progress,
+    )

@@ -6,19 +6,21 @@ of processes the run will have (a freeze stage with its own batch size included)
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import sys
 from pathlib import Path
 
-from ..data.loader import batches_per_process
 from ..errors import RecipeError
-from ..optim import auto_scaled_lr, build_optimizer
 from ..plotting import plot_schedule_png
 from ..schedules import LrSchedule
 from ..schedules.preview import run_rows, write_schedule_csv
 from ..schedules.run_length import RunLength
 from ..schema import Recipe
+from .arguments import add_recipe_args, load_args_recipe
+
+DESCRIPTION = "Compute a recipe's lr and momentum schedule without building the model or data."
 
 
 def base_momentum(optimizer_cfg: dict) -> float | None:
@@ -28,6 +30,8 @@ def base_momentum(optimizer_cfg: dict) -> float | None:
     (Adam's betas = (0.9, 0.999)) count when the recipe leaves them out.
     """
     import torch
+
+    from ..optim import build_optimizer
 
     optimizer, _ = build_optimizer(torch.nn.Linear(1, 1), optimizer_cfg)
     group = optimizer.param_groups[0]
@@ -53,6 +57,7 @@ def launcher_num_processes() -> tuple[int, str]:
 
 def dataset_steps(recipe: Recipe, num_processes: int):
     """`steps_at(batch_size)` from the recipe's training set: the loader is built, never iterated."""
+    from ..data.loader import batches_per_process
     from ..tasks import build_task
 
     task = build_task(recipe)
@@ -75,6 +80,8 @@ def schedule_command(
 ) -> int:
     """`iters_per_epoch` (at `data.batch_size`, per process) skips reading the dataset; a freeze
     stage with another batch size then gets proportionally more or fewer iterations."""
+    from ..optim import auto_scaled_lr
+
     if num_processes is None:
         num_processes, source = launcher_num_processes()
         print(f"accel-trainer: schedule for {num_processes} process(es) ({source})", file=sys.stderr)
@@ -111,3 +118,25 @@ def schedule_command(
     if not csv and not png:
         write_schedule_csv(rows, "-")
     return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_recipe_args(parser)
+    parser.add_argument(
+        "--iters-per-epoch",
+        type=int,
+        help="optimizer steps per epoch per process at data.batch_size (default: from the recipe's dataset)",
+    )
+    parser.add_argument(
+        "--num-processes",
+        type=int,
+        help="processes the run will use (default: the launcher's WORLD_SIZE, else the accelerate config, else 1)",
+    )
+    parser.add_argument("--csv", help="write iter,epoch,lr,momentum rows to this file")
+    parser.add_argument("--png", help="plot lr and momentum to this PNG (needs the 'plot' extra)")
+
+
+def run(args: argparse.Namespace) -> int:
+    # With --iters-per-epoch the dataset is never read: a laptop can plot a cluster recipe's schedule.
+    recipe = load_args_recipe(args, check_files=args.iters_per_epoch is None)
+    return schedule_command(recipe, args.iters_per_epoch, args.csv, args.png, args.num_processes)

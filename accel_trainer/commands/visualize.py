@@ -8,21 +8,22 @@ resize, flip, jitter, with their boxes), so a user sees what the network is fed.
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torchvision.transforms.v2.functional import to_pil_image
-from torchvision.utils import draw_bounding_boxes
-
-from ..data.sampling import SeededDataset
 from ..errors import RecipeError
-from ..schema import Recipe
-from ..tasks import build_task
-from ..weights import fit_weights, load_weights
+from .arguments import add_recipe_args, load_args_recipe
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..schema import Recipe
 
 logger = logging.getLogger(__name__)
+
+DESCRIPTION = "Draw true (green) and predicted (red) boxes on val images of a detection recipe, one PNG each."
 
 TRUE_COLOUR, PREDICTED_COLOUR = "lime", "red"
 
@@ -31,6 +32,9 @@ def draw_image(
     image: torch.Tensor, truth: dict, detections: dict, classes: list[str], score_thresh: float
 ) -> torch.Tensor:
     """uint8 CHW canvas with the true boxes and the detections scoring at least `score_thresh`."""
+    import torch
+    from torchvision.utils import draw_bounding_boxes
+
     canvas = (image.clamp(0, 1) * 255).to(torch.uint8)
     if len(truth["boxes"]):
         names = [classes[int(i)] for i in truth["labels"]]
@@ -45,6 +49,12 @@ def draw_image(
 
 
 def visualize_command(recipe: Recipe, weights: str, out: str, num: int, score_thresh: float) -> int:
+    import torch
+    from torchvision.transforms.v2.functional import to_pil_image
+
+    from ..tasks import build_task
+    from ..weights import fit_weights, load_weights
+
     if recipe.model.task != "detection":
         raise RecipeError(
             f'visualize draws boxes; {recipe.source} has model.task = {recipe.model.task!r}, not "detection"'
@@ -80,6 +90,12 @@ def visualize_command(recipe: Recipe, weights: str, out: str, num: int, score_th
 
 def visualize_train_command(recipe: Recipe, out: str, num: int) -> int:
     """Augmented training samples of epoch 0, drawn from the same seeded pipeline training uses."""
+    import torch
+    from torchvision.transforms.v2.functional import to_pil_image
+
+    from ..data.sampling import SeededDataset
+    from ..tasks import build_task
+
     if num <= 0:
         raise RecipeError(f"--num must be positive, got {num}")
     task = build_task(recipe)
@@ -108,3 +124,27 @@ def visualize_train_command(recipe: Recipe, out: str, num: int) -> int:
         written += 1
     print(f"wrote {written} augmented training samples to {out_dir}")
     return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_recipe_args(parser)
+    parser.add_argument("--checkpoint", metavar="PATH", help="checkpoint folder or weights file (not with --train)")
+    parser.add_argument(
+        "--train", action="store_true", help="draw augmented training samples (what the network is fed) instead"
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the PNGs")
+    parser.add_argument("--num", type=int, default=8, help="how many images (default 8)")
+    parser.add_argument(
+        "--score-thresh", type=float, default=0.3, help="hide predictions scoring below this (default 0.3)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe = load_args_recipe(args)
+    if args.train:
+        return visualize_train_command(recipe, args.out, args.num)
+    if not args.checkpoint:
+        raise RecipeError(
+            "visualize needs --checkpoint PATH (predictions on val images) or --train (augmented training samples)"
+        )
+    return visualize_command(recipe, args.checkpoint, args.out, args.num, args.score_thresh)

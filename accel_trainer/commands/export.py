@@ -12,26 +12,13 @@ import json
 import os
 from pathlib import Path
 
-import timm
-import torch
 from safetensors.torch import save_file
 
 from .. import checkpoint
 from ..errors import RecipeError
+from ..predict import checkpoint_recipe
 from ..recipe import tomllib
-
-DETECTION_BACKBONE_PREFIX = "backbone.body."
-
-
-def backbone_state(state: dict[str, torch.Tensor], model_cfg: dict) -> dict[str, torch.Tensor]:
-    """The timm backbone's weights under timm's own key names."""
-    if model_cfg.get("task", "classification") == "detection":
-        prefix = DETECTION_BACKBONE_PREFIX
-        return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    name = model_cfg.get("backbone", "")
-    head = timm.models.get_pretrained_cfg_value(name, "classifier") or "fc"
-    heads = head if isinstance(head, (list, tuple)) else [head]
-    return {k: v for k, v in state.items() if not any(k == h or k.startswith(h + ".") for h in heads)}
+from ..tasks import build_task
 
 
 def export_command(
@@ -58,7 +45,7 @@ def export_command(
     else:
         state = loaded.model_state
     if backbone_only:
-        state = backbone_state(state, model_cfg)
+        state = build_task(checkpoint_recipe(ckpt)).backbone_weights(state)
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")

@@ -16,6 +16,7 @@ from .pretrained import check_available
 from .recipe import read_recipe
 from .schedules import check_schedule_configs
 from .schema import Recipe
+from .tasks.heads import check_head
 
 
 def check_components(recipe: Recipe) -> None:
@@ -23,6 +24,7 @@ def check_components(recipe: Recipe) -> None:
     check_optimizer_config(recipe.optimizer)
     check_schedule_configs(recipe.lr_config, recipe.momentum_config, iter_based=not recipe.by_epoch)
     check_hook_configs(recipe)
+    check_head(recipe.model.head)
 
 
 def load_recipe(

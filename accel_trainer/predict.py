@@ -76,20 +76,12 @@ class Predictor:
         from .tasks import build_task
 
         self.recipe = recipe
-        self.task_name = recipe.model.task
+        self.task = build_task(recipe)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.names: list[str] = classes["names"]
         self.category_ids: list[int] = classes["category_ids"]
-        if self.task_name == "detection":
-            from .data.coco import detection_transforms
-
-            self.transform = detection_transforms(train=False)
-            self.label_offset = build_task(recipe).label_offset
-        else:
-            from timm.data import create_transform
-
-            self.transform = create_transform(recipe.data.img_size, is_training=False, crop_pct=recipe.data.crop_pct)
+        self.transform = self.task.val_transform()
 
     @classmethod
     def from_checkpoint(
@@ -130,34 +122,10 @@ class Predictor:
         score_thresh: float | None = None,
     ) -> list[dict[str, Any]]:
         """Records for already preprocessed images (what `preprocess` returns), one batch."""
-        if self.task_name == "detection":
-            outputs = self.model([x.to(self.device) for x in inputs])
-            return [self._detection_record(o, f, s, score_thresh) for o, f, s in zip(outputs, files, sizes)]
-        probs = self.model(torch.stack(list(inputs)).to(self.device)).float().softmax(dim=1).cpu()
-        k = min(topk, probs.shape[1])
-        top = probs.topk(k, dim=1)
-        return [
-            {
-                "file": f,
-                "topk": [{"label": self.names[i], "index": i, "score": p} for i, p in zip(idx.tolist(), val.tolist())],
-            }
-            for f, idx, val in zip(files, top.indices, top.values)
-        ]
-
-    def _detection_record(
-        self, out: dict[str, torch.Tensor], file: str | None, size: tuple[int, int], score_thresh: float | None
-    ) -> dict[str, Any]:
-        keep = out["scores"] >= score_thresh if score_thresh is not None else slice(None)
-        labels = (out["labels"][keep] - self.label_offset).tolist()
-        return {
-            "file": file,
-            "width": size[0],
-            "height": size[1],
-            "boxes": out["boxes"][keep].float().cpu().tolist(),
-            "labels": [self.names[i] for i in labels],
-            "category_ids": [self.category_ids[i] for i in labels],
-            "scores": out["scores"][keep].float().cpu().tolist(),
-        }
+        outputs = self.task.predict_batch(self.model, inputs, self.device)
+        return self.task.prediction_records(
+            outputs, files, sizes, self.names, self.category_ids, topk=topk, score_thresh=score_thresh
+        )
 
     def predict(
         self,

@@ -211,7 +211,7 @@ class ModelCfg:
     pretrained: bool | str = ""
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
-    head: Literal["fcos", "retinanet", "faster_rcnn"] = "fcos"
+    head: str = "fcos"  # a name of the heads table, `tasks/heads.py` (checked there at load)
     frozen_stages: int = -1
     norm_eval: bool = False
     min_size: int = 800

@@ -20,7 +20,8 @@ from accel_trainer import Trainer, load_recipe
 from accel_trainer.data.coco import BBOX_METRIC_KEYS, RandomRescale
 from accel_trainer.errors import RecipeError
 from accel_trainer.schema import ModelCfg
-from accel_trainer.tasks.detection import DetectionTask, build_detector, loss_mode
+from accel_trainer.tasks.detection import DetectionTask, loss_mode
+from accel_trainer.tasks.detector import build_detector
 
 from .conftest import write_recipe
 from .test_coco import make_coco

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from accel_trainer.cli import main
 from accel_trainer.errors import RecipeError
 from accel_trainer.schema import ModelCfg
-from accel_trainer.tasks.detection import build_detector
+from accel_trainer.tasks.detector import build_detector
 
 from .conftest import REPO, write_recipe
 from .test_detection import TINY_DET

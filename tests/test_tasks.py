@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from accel_trainer.data.coco import collate_detection
+from accel_trainer.errors import RecipeError
 from accel_trainer.schema import Recipe
 from accel_trainer.tasks import Task, build_task
 from accel_trainer.tasks.classification import ClassificationTask
@@ -59,3 +60,34 @@ def test_dataset_classes_and_detection_collate():
     assert det.collate_fn is collate_detection
     with pytest.raises(NotImplementedError):
         Task(det.recipe).build_model()
+
+
+def test_each_task_says_how_its_images_are_prepared_and_its_trunk_exported():
+    """What predict and export ask a task instead of testing its name."""
+    from PIL import Image
+
+    cls = build_task(
+        Recipe.from_dict(
+            {
+                "model": {"backbone": "resnet10t", "num_classes": 4},
+                "data": {"type": "shapes", "img_size": 32},
+                "runner": {"max_epochs": 1},
+            }
+        )
+    )
+    det = build_task(
+        Recipe.from_dict(
+            {"model": {"task": "detection", "min_size": 48}, "data": {"type": "shapes"}, "runner": {"max_epochs": 1}}
+        )
+    )
+    image = Image.new("RGB", (40, 30))
+    assert cls.input_size() == 32 and tuple(cls.val_transform()(image).shape) == (3, 32, 32)
+    assert det.input_size() == 48 and tuple(det.val_transform()(image).shape) == (3, 30, 40)  # the detector resizes
+    state = {"conv1.weight": 1, "fc.weight": 2, "fc.bias": 3, "fcx.weight": 4}
+    assert cls.backbone_weights(state) == {"conv1.weight": 1, "fcx.weight": 4}
+    assert det.backbone_weights({"backbone.body.conv1.weight": 1, "backbone.fpn.x": 2, "head.y": 3}) == {
+        "conv1.weight": 1
+    }
+    with pytest.raises(RecipeError, match='visualize draws boxes; .* not "detection"'):
+        cls.check_visualize()
+    det.check_visualize()

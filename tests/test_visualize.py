@@ -9,8 +9,8 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 from accel_trainer import load_recipe
 from accel_trainer.cli import main
-from accel_trainer.commands.visualize import draw_image
 from accel_trainer.tasks import build_task
+from accel_trainer.tasks.drawing import draw_boxes
 
 from .test_detection import det_recipe
 
@@ -27,7 +27,7 @@ def test_draws_truth_and_predictions_in_their_colours():
         "labels": torch.tensor([0, 1]),
         "scores": torch.tensor([0.9, 0.1]),
     }
-    canvas = draw_image(image, truth, detections, ["circle", "square"], score_thresh=0.5)
+    canvas = draw_boxes(image, truth, detections, ["circle", "square"], score_thresh=0.5)
     assert canvas.dtype == torch.uint8 and canvas.shape == (3, 40, 40)
     assert count_colour(canvas, (0, 255, 0)) > 0 and count_colour(canvas, (255, 0, 0)) > 0
     # The low-scoring detection along the border is hidden.

@@ -11,32 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..errors import RecipeError
 from ..files import atomic_write
 from ..recipe import tomllib
 from .arguments import add_progress_arg
 
-if TYPE_CHECKING:
-    import torch
-
 DESCRIPTION = "Write a checkpoint's weights as one safetensors file, or the model as ONNX."
-
-DETECTION_BACKBONE_PREFIX = "backbone.body."
-
-
-def backbone_state(state: dict[str, torch.Tensor], model_cfg: dict) -> dict[str, torch.Tensor]:
-    """The timm backbone's weights under timm's own key names."""
-    import timm
-
-    if model_cfg.get("task", "classification") == "detection":
-        prefix = DETECTION_BACKBONE_PREFIX
-        return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    name = model_cfg.get("backbone", "")
-    head = timm.models.get_pretrained_cfg_value(name, "classifier") or "fc"
-    heads = head if isinstance(head, (list, tuple)) else [head]
-    return {k: v for k, v in state.items() if not any(k == h or k.startswith(h + ".") for h in heads)}
 
 
 def export_command(
@@ -46,6 +27,8 @@ def export_command(
     from safetensors.torch import save_file
 
     from .. import checkpoint
+    from ..predict import checkpoint_recipe
+    from ..tasks import build_task
 
     if not out.endswith((".safetensors", ".onnx")):
         raise RecipeError(f"--out {out}: expected a .safetensors or .onnx file")
@@ -67,7 +50,7 @@ def export_command(
     else:
         state = loaded.model_state
     if backbone_only:
-        state = backbone_state(state, model_cfg)
+        state = build_task(checkpoint_recipe(ckpt)).backbone_weights(state)
     out_path = Path(out)
     metadata = {
         "format": "pt",

@@ -17,51 +17,24 @@ from ..errors import RecipeError
 from .arguments import add_recipe_args, load_args_recipe
 
 if TYPE_CHECKING:
-    import torch
-
     from ..schema import Recipe
 
 logger = logging.getLogger(__name__)
 
 DESCRIPTION = "Draw true (green) and predicted (red) boxes on val images of a detection recipe, one PNG each."
 
-TRUE_COLOUR, PREDICTED_COLOUR = "lime", "red"
-
-
-def draw_image(
-    image: torch.Tensor, truth: dict, detections: dict, classes: list[str], score_thresh: float
-) -> torch.Tensor:
-    """uint8 CHW canvas with the true boxes and the detections scoring at least `score_thresh`."""
-    import torch
-    from torchvision.utils import draw_bounding_boxes
-
-    canvas = (image.clamp(0, 1) * 255).to(torch.uint8)
-    if len(truth["boxes"]):
-        names = [classes[int(i)] for i in truth["labels"]]
-        canvas = draw_bounding_boxes(canvas, truth["boxes"], labels=names, colors=TRUE_COLOUR, width=2)
-    keep = detections["scores"] >= score_thresh
-    if keep.any():
-        names = [
-            f"{classes[int(i)]} {float(s):.2f}" for i, s in zip(detections["labels"][keep], detections["scores"][keep])
-        ]
-        canvas = draw_bounding_boxes(canvas, detections["boxes"][keep], labels=names, colors=PREDICTED_COLOUR, width=1)
-    return canvas
-
 
 def visualize_command(recipe: Recipe, weights: str, out: str, num: int, score_thresh: float) -> int:
-    import torch
     from torchvision.transforms.v2.functional import to_pil_image
 
     from ..tasks import build_task
+    from ..tasks.drawing import PREDICTED_COLOUR, TRUE_COLOUR
     from ..weights import fit_weights, load_weights
 
-    if recipe.model.task != "detection":
-        raise RecipeError(
-            f'visualize draws boxes; {recipe.source} has model.task = {recipe.model.task!r}, not "detection"'
-        )
+    task = build_task(recipe)
+    task.check_visualize()
     if num <= 0:
         raise RecipeError(f"--num must be positive, got {num}")
-    task = build_task(recipe)
     model = task.build_model()
     fit_weights(model, load_weights(weights), source=weights, revise_keys=recipe.load_options.key_renames, strict=True)
     model.eval()
@@ -75,10 +48,7 @@ def visualize_command(recipe: Recipe, weights: str, out: str, num: int, score_th
         image, truth = val[index]
         if image is None:
             continue
-        with torch.no_grad():
-            (detections,) = model([image])
-        detections = {**detections, "labels": detections["labels"] - task.label_offset}
-        canvas = draw_image(image, truth, detections, val.classes, score_thresh)
+        canvas = task.draw_prediction(model, image, truth, val.classes, score_thresh)
         to_pil_image(canvas).save(out_dir / f"{truth['image_id']}.png")
         written += 1
     logger.info(
@@ -90,7 +60,6 @@ def visualize_command(recipe: Recipe, weights: str, out: str, num: int, score_th
 
 def visualize_train_command(recipe: Recipe, out: str, num: int) -> int:
     """Augmented training samples of epoch 0, drawn from the same seeded pipeline training uses."""
-    import torch
     from torchvision.transforms.v2.functional import to_pil_image
 
     from ..data.sampling import SeededDataset
@@ -103,23 +72,12 @@ def visualize_train_command(recipe: Recipe, out: str, num: int) -> int:
     seeded = SeededDataset(train, recipe.accelerate.seed)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    detection = recipe.model.task == "detection"
     written = 0
     for index in range(min(num, len(train))):
         image, target = seeded[(0, index)]
         if image is None:
             continue
-        if detection:
-            empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
-            canvas = draw_image(image, target, empty, train.classes, 1.0)
-        else:  # a normalised tensor: back to [0, 1] with timm's mean / std for the picture
-            from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-            mean, std = (
-                torch.tensor(IMAGENET_DEFAULT_MEAN)[:, None, None],
-                torch.tensor(IMAGENET_DEFAULT_STD)[:, None, None],
-            )
-            canvas = ((image * std + mean).clamp(0, 1) * 255).to(torch.uint8)
+        canvas = task.draw_sample(image, target, train.classes)
         to_pil_image(canvas).save(out_dir / f"train_{index}.png")
         written += 1
     print(f"wrote {written} augmented training samples to {out_dir}")

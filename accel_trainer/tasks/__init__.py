@@ -1,4 +1,5 @@
-"""Tasks: what differs between classification and detection (model, data, loss, metrics)."""
+"""Tasks: what differs between classification and detection (model, data, loss, metrics, and
+what predict, export and visualize do with them); detection's heads are the table in `heads.py`."""
 
 from __future__ import annotations
 

@@ -11,11 +11,18 @@ The trainer calls, in order::
     for batch in val_loader:
         task.val_step(model, batch, accelerator)
     metrics = task.compute_metrics()          # {"loss", "num_samples", *metric_keys}
+
+Predict, export and visualize ask the task what differs between tasks instead of testing its name:
+the val preprocessing (`val_transform`), model outputs and their records (`predict_batch`,
+`prediction_records`), the trunk's weights (`backbone_weights`), the ONNX graph and its check
+(`onnx_graph`, `onnx_difference`) and the pictures (`draw_sample`, `draw_prediction`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,6 +44,20 @@ def create_timm_model(name: str, **kwargs: Any) -> nn.Module:
         if "Unknown model" in str(exc):
             raise RecipeError(f"model.backbone = {name!r} is not a timm model ({exc})") from None
         raise
+
+
+@dataclass
+class OnnxGraph:
+    """What `export --out FILE.onnx` traces for a task, and the contract written into the file."""
+
+    module: nn.Module
+    example: tuple[torch.Tensor, ...]
+    # torch.onnx.export's input_names, output_names and (optionally) dynamic_shapes.
+    names: dict[str, Any]
+    input: str
+    output: str
+    # The part of the recipe a failed export names ("cannot export <subject> to ONNX").
+    subject: str
 
 
 class Task:
@@ -113,6 +134,65 @@ class Task:
             "skipped_val_images": self.num_skipped_val + val_unreadable,
             "skipped_train_images": self.num_skipped_train + unreadable,
         }
+
+    # ----------------------------------------------------------------- predict, export, visualize
+
+    def val_transform(self) -> Callable:
+        """PIL image -> model input, as evaluation preprocesses a val image."""
+        raise NotImplementedError
+
+    def input_size(self) -> int:
+        """Side of a square model input, for made-up inputs (the export check without val data)."""
+        raise NotImplementedError
+
+    def predict_batch(self, model: nn.Module, inputs: Sequence[torch.Tensor], device: torch.device) -> Any:
+        """The eval-mode model's outputs for a batch of `val_transform` inputs."""
+        raise NotImplementedError
+
+    def prediction_records(
+        self,
+        outputs: Any,
+        files: Sequence[str | None],
+        sizes: Sequence[tuple[int, int]],
+        names: list[str],
+        category_ids: list[int],
+        *,
+        topk: int,
+        score_thresh: float | None,
+    ) -> list[dict[str, Any]]:
+        """`predict_batch`'s outputs as one plain record per image (the formats: `predict.py`)."""
+        raise NotImplementedError
+
+    def backbone_weights(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The timm trunk's weights of a model state dict, under timm's own key names."""
+        raise NotImplementedError
+
+    def onnx_graph(self, model: nn.Module) -> OnnxGraph:
+        """The module `export` traces to ONNX, with its example input and contract."""
+        raise NotImplementedError
+
+    def onnx_difference(
+        self, module: nn.Module, session: Any, inputs: list[torch.Tensor], path: Path, bar: Any
+    ) -> tuple[float, float, str]:
+        """onnxruntime's `session` against `module` on `inputs` (`val_transform`'s): the max abs
+        difference, its tolerance and its unit; `bar` advances per image compared."""
+        raise NotImplementedError
+
+    def check_visualize(self) -> None:
+        """Refuse `visualize` before anything is built when the task has no predictions to draw."""
+        raise NotImplementedError
+
+    def draw_prediction(
+        self, model: nn.Module, image: torch.Tensor, truth: Any, classes: list[str], score_thresh: float
+    ) -> torch.Tensor:
+        """A val image with its truth and the eval-mode model's predictions, as a uint8 CHW picture."""
+        raise NotImplementedError
+
+    def draw_sample(self, image: torch.Tensor, target: Any, classes: list[str]) -> torch.Tensor:
+        """A training sample as the loader makes it, as a uint8 CHW picture."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- shared
 
     @staticmethod
     def num_dataset_classes(dataset) -> int | None:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from timm.data import Mixup, create_transform
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create_transform
 from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 from torch.utils.data import default_collate
@@ -19,9 +20,10 @@ from ..data.imagefolder import UNREADABLE, CheckedImageFolder
 from ..errors import RecipeError
 from ..pretrained import load_into, resolve
 from ..schema import Recipe
-from .base import Task, create_timm_model
+from .base import OnnxGraph, Task, create_timm_model
 
 SAMPLE_CONTRACT = "(image, label): image a PIL image or a normalised float CHW tensor, label an int class index"
+LOGITS_TOLERANCE = 1e-4
 
 
 class PilCollate:
@@ -54,6 +56,19 @@ class PilCollate:
                 )
             samples.append((image, label))
         return default_collate(samples)
+
+
+class Normalized(nn.Module):
+    """The classifier with timm's input normalisation in front, so the graph takes [0, 1] RGB."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model((images - self.mean) / self.std)
 
 
 class ClassificationTask(Task):
@@ -105,7 +120,11 @@ class ClassificationTask(Task):
             color_jitter=aug.color_jitter,
             auto_augment=aug.auto_augment or None,
         )
-        return train_tf, create_transform(d.img_size, is_training=False, crop_pct=d.crop_pct)
+        return train_tf, self.val_transform()
+
+    def val_transform(self) -> Callable:
+        d = self.recipe.data
+        return create_transform(d.img_size, is_training=False, crop_pct=d.crop_pct)
 
     def build_loader(self, dataset, *, batch_size: int, train: bool):
         """A dataset of the user's may yield PIL images: they get the recipe's transforms (see PilCollate)."""
@@ -197,3 +216,80 @@ class ClassificationTask(Task):
         if self.recipe.data.skip_bad_images:
             out.update(self.skip_counts(allv.shape[0] - n))
         return out
+
+    # ----------------------------------------------------------------- predict, export, visualize
+
+    def input_size(self) -> int:
+        return self.recipe.data.img_size
+
+    def predict_batch(self, model: nn.Module, inputs: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+        """Softmax probabilities, N x num_classes, on the CPU."""
+        return model(torch.stack(list(inputs)).to(device)).float().softmax(dim=1).cpu()
+
+    def prediction_records(
+        self,
+        outputs: torch.Tensor,
+        files: Sequence[str | None],
+        sizes: Sequence[tuple[int, int]],
+        names: list[str],
+        category_ids: list[int],
+        *,
+        topk: int,
+        score_thresh: float | None,
+    ) -> list[dict[str, Any]]:
+        top = outputs.topk(min(topk, outputs.shape[1]), dim=1)
+        return [
+            {
+                "file": f,
+                "topk": [{"label": names[i], "index": i, "score": p} for i, p in zip(idx.tolist(), val.tolist())],
+            }
+            for f, idx, val in zip(files, top.indices, top.values)
+        ]
+
+    def backbone_weights(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Everything but the classifier timm's pretrained config names."""
+        head = timm.models.get_pretrained_cfg_value(self.recipe.model.backbone, "classifier") or "fc"
+        heads = head if isinstance(head, (list, tuple)) else [head]
+        return {k: v for k, v in state.items() if not any(k == h or k.startswith(h + ".") for h in heads)}
+
+    def onnx_graph(self, model: nn.Module) -> OnnxGraph:
+        """Input `images`, N x 3 x img_size x img_size in [0, 1] (dynamic batch), output `logits`."""
+        size, crop_pct = self.recipe.data.img_size, self.recipe.data.crop_pct
+        return OnnxGraph(
+            module=Normalized(model).eval(),
+            example=(torch.rand(2, 3, size, size),),
+            names=dict(
+                input_names=["images"],
+                output_names=["logits"],
+                dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}},
+            ),
+            input=(
+                f"images: float32 N x 3 x {size} x {size}, RGB in [0, 1] (normalised inside); preprocess as "
+                f"timm's eval transform: resize the shorter side to {int(size / crop_pct)} "
+                f"(bicubic), center crop {size}"
+            ),
+            output="logits: float32 N x num_classes (softmax for probabilities)",
+            subject=f"model.backbone = {self.recipe.model.backbone!r}",
+        )
+
+    def onnx_difference(
+        self, module: nn.Module, session: Any, inputs: list[torch.Tensor], path: Path, bar: Any
+    ) -> tuple[float, float, str]:
+        """Logits of the whole batch at once (the dynamic batch axis included)."""
+        batch = torch.stack(inputs)
+        diff = (torch.from_numpy(session.run(None, {"images": batch.numpy()})[0]) - module(batch)).abs().max().item()
+        bar.update(len(inputs))
+        return diff, LOGITS_TOLERANCE, "logits"
+
+    def check_visualize(self) -> None:
+        raise RecipeError(
+            f'visualize draws boxes; {self.recipe.source} has model.task = {self.recipe.model.task!r}, not "detection"'
+        )
+
+    def draw_sample(self, image: torch.Tensor, target: Any, classes: list[str]) -> torch.Tensor:
+        """The normalised tensor back in [0, 1] with timm's mean / std."""
+        mean, std = (
+            torch.tensor(IMAGENET_DEFAULT_MEAN)[:, None, None],
+            torch.tensor(IMAGENET_DEFAULT_STD)[:, None, None],
+        )
+        return ((image * std + mean).clamp(0, 1) * 255).to(torch.uint8)

@@ -1,5 +1,5 @@
-"""Object detection: a timm trunk + FPN under torchvision's FCOS, RetinaNet or Faster R-CNN,
-COCO data, and pycocotools bbox metrics under mmdet's key names.
+"""Object detection: a detector of the heads table (`detector.py`), COCO or VOC data, and
+pycocotools bbox metrics (or VOC AP) under mmdet's key names.
 """
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ import contextlib
 import io
 import json
 import logging
-from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,7 @@ from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 from pycocotools.coco import COCO
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
-from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
+from torch.nn.modules.batchnorm import _NormBase
 
 from ..data.boxes import BoxDataset
 from ..data.coco import (
@@ -37,13 +32,15 @@ from ..data.coco import (
 )
 from ..data.mosaic import Mosaic
 from ..errors import RecipeError
-from ..pretrained import load_into, resolve
-from ..schema import ModelCfg, Recipe
-from .base import Task, create_timm_model
+from ..schema import Recipe
+from .base import OnnxGraph, Task
+from .detector import build_detector
+from .drawing import draw_boxes
+from .heads import head_spec
 
 logger = logging.getLogger(__name__)
 
-FPN_CHANNELS = 256
+BOX_TOLERANCE = 1e-3
 # torchvision's loss names -> mmdet's, so logs read the same as the seeds'.
 LOSS_NAMES = {
     "classification": "loss_cls",
@@ -54,134 +51,6 @@ LOSS_NAMES = {
     "loss_objectness": "loss_rpn_cls",
     "loss_rpn_box_reg": "loss_rpn_bbox",
 }
-# Post-processing keys: FCOS and RetinaNet take torchvision's plain names, Faster R-CNN's box head
-# takes them with a `box_` prefix and has no `topk_candidates`.
-POSTPROCESS_KEYS = ("score_thresh", "nms_thresh", "detections_per_img", "topk_candidates")
-
-
-class DetectorBackbone(nn.Module):
-    """timm trunk (`features_only`) + FPN, returning the OrderedDict torchvision's heads expect.
-
-    `train()` re-applies mmdet's ResNet rules each time it runs: the stem and the first
-    `frozen_stages` stages get `requires_grad=False` and stay in eval mode, and with `norm_eval`
-    every BatchNorm of the trunk stays in eval mode (running stats frozen, affine still trained).
-    Re-applying on every `train()` keeps frozen stages frozen after a `[freeze]` stage thaws the
-    backbone, since the freeze hook resets train mode after changing `requires_grad`.
-    """
-
-    def __init__(self, body: nn.Module, fpn: FeaturePyramidNetwork, frozen: list[str], norm_eval: bool) -> None:
-        super().__init__()
-        self.body = body
-        self.fpn = fpn
-        self.out_channels = FPN_CHANNELS
-        self.frozen = frozen
-        self.norm_eval = norm_eval
-        self._apply_frozen()
-
-    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(self.body(x))))
-
-    def _apply_frozen(self) -> None:
-        for name in self.frozen:
-            module = self.body.get_submodule(name)
-            module.eval()
-            module.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> DetectorBackbone:
-        super().train(mode)
-        self._apply_frozen()
-        if mode and self.norm_eval:
-            for m in self.body.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
-
-
-def frozen_children(body: nn.Module, frozen_stages: int) -> list[str]:
-    """Top-level trunk modules up to the end of stage `frozen_stages` (0: the stem only).
-
-    Stages are timm's feature levels at stride >= 4 (ResNet's layer1..layer4); everything
-    before stage 1 is the stem.
-    """
-    if frozen_stages < 0:
-        return []
-    stages = [info["module"].replace(".", "_") for info in body.feature_info.info if info["reduction"] >= 4]
-    if frozen_stages > len(stages):
-        raise RecipeError(f"model.frozen_stages = {frozen_stages} but the backbone has {len(stages)} stages")
-    children = [name for name, _ in body.named_children()]
-    if not all(s in children for s in stages):
-        raise RecipeError(
-            f"model.frozen_stages: cannot find the stages {stages} among the backbone's modules {children}"
-        )
-    end = children.index(stages[frozen_stages - 1]) + 1 if frozen_stages else children.index(stages[0])
-    return children[:end]
-
-
-def build_body(m: ModelCfg, num_levels: int) -> nn.Module:
-    """The timm trunk returning its last `num_levels` feature maps.
-
-    Pretrained weights are fitted (with a report) into the headless classifier first, then handed
-    to timm as that model's state dict, so timm cuts it to features as it does its own weights.
-    """
-    kwargs: dict[str, Any] = dict(features_only=True, out_indices=num_levels)
-    if m.drop_path_rate:
-        kwargs["drop_path_rate"] = m.drop_path_rate
-    source = resolve(m.backbone, m.pretrained)
-    name = source.name if source else m.backbone
-    if source is not None:
-        trunk = create_timm_model(name, num_classes=0)
-        load_into(trunk, source, classifier=trunk.pretrained_cfg.get("classifier") or ())
-        kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(state_dict=trunk.state_dict()))
-    return create_timm_model(name, **kwargs)
-
-
-def head_kwargs(m: ModelCfg, image_mean: list[float], image_std: list[float], skip_resize: bool) -> dict[str, Any]:
-    """torchvision constructor arguments from the `[model]` keys that are set."""
-    kwargs: dict[str, Any] = dict(min_size=m.min_size, max_size=m.max_size, image_mean=image_mean, image_std=image_std)
-    if skip_resize:
-        kwargs["_skip_resize"] = True
-    for key in POSTPROCESS_KEYS:
-        value = getattr(m, key)
-        if value is None:
-            continue
-        if m.head == "faster_rcnn":
-            if key == "topk_candidates":
-                raise RecipeError('model.topk_candidates is an FCOS/RetinaNet setting; head = "faster_rcnn" has none')
-            key = f"box_{key}"
-        kwargs[key] = value
-    return kwargs
-
-
-def build_detector(m: ModelCfg, skip_resize: bool = False) -> nn.Module:
-    """The torchvision detector named by `model.head` on a timm trunk + FPN.
-
-    FCOS and RetinaNet use the last 3 trunk levels plus P6/P7 (FCOS from P5, RetinaNet from C5,
-    as mmdet's `add_extra_convs`); Faster R-CNN uses the last 4 plus a max-pooled level for the
-    RPN. Anchor sizes follow torchvision's defaults expressed per stride, so any trunk works.
-    """
-    two_stage = m.head == "faster_rcnn"
-    body = build_body(m, 4 if two_stage else 3)
-    channels, strides = body.feature_info.channels(), body.feature_info.reduction()
-    if two_stage:
-        extra = LastLevelMaxPool()
-        strides = [*strides, strides[-1] * 2]
-    else:
-        extra = LastLevelP6P7(FPN_CHANNELS if m.head == "fcos" else channels[-1], FPN_CHANNELS)
-        strides = [*strides, strides[-1] * 2, strides[-1] * 4]
-    fpn = FeaturePyramidNetwork(channels, FPN_CHANNELS, extra_blocks=extra)
-    backbone = DetectorBackbone(body, fpn, frozen_children(body, m.frozen_stages), m.norm_eval)
-    cfg = body.pretrained_cfg
-    kwargs = head_kwargs(m, list(cfg["mean"]), list(cfg["std"]), skip_resize)
-    if m.head == "fcos":
-        anchors = AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * len(strides))
-        return FCOS(backbone, m.num_classes, anchor_generator=anchors, **kwargs)
-    if m.head == "retinanet":
-        sizes = tuple(tuple(int(4 * s * 2 ** (k / 3)) for k in range(3)) for s in strides)
-        anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(strides))
-        return RetinaNet(backbone, m.num_classes, anchor_generator=anchors, **kwargs)
-    anchors = AnchorGenerator(tuple((8 * s,) for s in strides), ((0.5, 1.0, 2.0),) * len(strides))
-    roi_pool = MultiScaleRoIAlign([str(i) for i in range(len(channels))], output_size=7, sampling_ratio=2)
-    return FasterRCNN(backbone, m.num_classes + 1, rpn_anchor_generator=anchors, box_roi_pool=roi_pool, **kwargs)
 
 
 @contextlib.contextmanager
@@ -208,6 +77,18 @@ def loss_mode(model: nn.Module, device: torch.device) -> Iterator[None]:
         finally:
             transform._skip_resize = skip_resize
             model.eval()
+
+
+class SingleImageDetector(nn.Module):
+    """One CHW image in, boxes / scores / labels out, as torchvision's detectors export."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        (out,) = self.model([image])
+        return out["boxes"], out["scores"], out["labels"]
 
 
 TARGET_CONTRACT = (
@@ -285,7 +166,8 @@ class DetectionTask(Task):
 
     def __init__(self, recipe: Recipe) -> None:
         super().__init__(recipe)
-        self.label_offset = 1 if recipe.model.head == "faster_rcnn" else 0
+        self.head = head_spec(recipe.model.head)
+        self.label_offset = self.head.label_offset
         self.rescale = recipe.data.augment.resizes
         self.voc_ap = recipe.evaluation.metric == "mAP"
         self.metric_keys = ("mAP",) if self.voc_ap else BBOX_METRIC_KEYS
@@ -333,7 +215,7 @@ class DetectionTask(Task):
             RandomRescale(m.min_size, m.max_size, aug.scale, aug.scales, aug.multiscale_mode) if self.rescale else None
         )
         train_tf = detection_transforms(train=True, hflip=aug.hflip, color_jitter=aug.color_jitter, rescale=rescale)
-        val_tf = detection_transforms(train=False)
+        val_tf = self.val_transform()
         mosaic = (
             Mosaic(aug.mosaic, m.min_size, self.recipe.runner.max_epochs - aug.mosaic_epochs)
             if aug.mosaic > 0
@@ -518,3 +400,95 @@ class DetectionTask(Task):
     def write_predictions(self, path: str | Path) -> None:
         """The last evaluation's detections as a COCO results JSON (what COCO.loadRes reads)."""
         Path(path).write_text(json.dumps(self.predictions))
+
+    # ----------------------------------------------------------------- predict, export, visualize
+
+    def val_transform(self) -> Callable:
+        """To a float tensor only: the detector resizes and normalises, so boxes come back in the image's pixels."""
+        return detection_transforms(train=False)
+
+    def input_size(self) -> int:
+        return self.recipe.model.min_size
+
+    def predict_batch(
+        self, model: nn.Module, inputs: Sequence[torch.Tensor], device: torch.device
+    ) -> list[dict[str, torch.Tensor]]:
+        return model([x.to(device) for x in inputs])
+
+    def prediction_records(
+        self,
+        outputs: list[dict[str, torch.Tensor]],
+        files: Sequence[str | None],
+        sizes: Sequence[tuple[int, int]],
+        names: list[str],
+        category_ids: list[int],
+        *,
+        topk: int,
+        score_thresh: float | None,
+    ) -> list[dict[str, Any]]:
+        records = []
+        for out, file, size in zip(outputs, files, sizes):
+            keep = out["scores"] >= score_thresh if score_thresh is not None else slice(None)
+            labels = (out["labels"][keep] - self.label_offset).tolist()
+            records.append(
+                {
+                    "file": file,
+                    "width": size[0],
+                    "height": size[1],
+                    "boxes": out["boxes"][keep].float().cpu().tolist(),
+                    "labels": [names[i] for i in labels],
+                    "category_ids": [category_ids[i] for i in labels],
+                    "scores": out["scores"][keep].float().cpu().tolist(),
+                }
+            )
+        return records
+
+    def backbone_weights(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The trunk without the FPN and the head."""
+        prefix = self.head.trunk_prefix
+        return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+    def onnx_graph(self, model: nn.Module) -> OnnxGraph:
+        """Input `image`, one 3 x H x W image in [0, 1]; outputs `boxes`, `scores`, `labels`."""
+        size = self.recipe.model.min_size
+        return OnnxGraph(
+            module=SingleImageDetector(model).eval(),
+            example=(torch.rand(3, size, size),),
+            names=dict(input_names=["image"], output_names=["boxes", "scores", "labels"]),
+            input="image: float32 3 x H x W, RGB in [0, 1], one image (resized and normalised inside)",
+            output="boxes: float32 K x 4 (x1, y1, x2, y2, input pixels); scores: K; labels: K (int64)",
+            subject=f'model.head = "{self.recipe.model.head}"',
+        )
+
+    def onnx_difference(
+        self, module: nn.Module, session: Any, inputs: list[torch.Tensor], path: Path, bar: Any
+    ) -> tuple[float, float, str]:
+        """Boxes image by image, matched by score order."""
+        diff = 0.0
+        for image in inputs:
+            boxes, scores, _ = session.run(None, {"image": image.numpy()})
+            want_boxes, want_scores, _ = module(image)
+            if len(boxes) != len(want_boxes):
+                raise RecipeError(
+                    f"{path}: --check failed: onnxruntime found {len(boxes)} boxes, PyTorch {len(want_boxes)}"
+                )
+            got = torch.from_numpy(boxes)[torch.from_numpy(scores).argsort(descending=True)]
+            want = want_boxes[want_scores.argsort(descending=True)]
+            diff = max(diff, (got - want).abs().max().item() if len(got) else 0.0)
+            bar.update(1)
+        return diff, BOX_TOLERANCE, "box px"
+
+    def check_visualize(self) -> None:
+        """Detections are what `visualize` draws."""
+
+    def draw_prediction(
+        self, model: nn.Module, image: torch.Tensor, truth: Any, classes: list[str], score_thresh: float
+    ) -> torch.Tensor:
+        with torch.no_grad():
+            (detections,) = model([image])
+        detections = {**detections, "labels": detections["labels"] - self.label_offset}
+        return draw_boxes(image, truth, detections, classes, score_thresh)
+
+    def draw_sample(self, image: torch.Tensor, target: Any, classes: list[str]) -> torch.Tensor:
+        empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
+        return draw_boxes(image, target, empty, classes, 1.0)

@@ -12,7 +12,7 @@ from accel_trainer.cli import main
 from accel_trainer.commands.visualize import draw_image
 from accel_trainer.tasks import build_task
 
-from .test_detection import det_recipe
+from .helpers.recipes import det_recipe
 
 
 def count_colour(image: torch.Tensor, rgb: tuple[int, int, int]) -> int:

@@ -13,7 +13,7 @@ from accelerate.utils import DistributedType
 
 from accel_trainer import Trainer
 
-from .conftest import REPO
+from .helpers import REPO
 
 CONFIGS = REPO / "accelerate_configs"
 

@@ -18,7 +18,7 @@ import accelerate
 from accelerate import Accelerator
 from packaging.version import Version
 
-from .conftest import REPO
+from .helpers import REPO
 
 FIRST_VERSION = {
     "accelerate.Accelerator": "1.0.0",

@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from .conftest import REPO
+from .helpers import REPO
 
 
 def test_gpu_throughput_tiny_run_prints_a_full_table():

@@ -15,13 +15,7 @@ from safetensors.torch import save_file
 from accel_trainer import checkpoint
 from accel_trainer.checkpoint import CheckpointError, find_resumable, load_checkpoint, save_checkpoint
 
-
-def tiny_model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 3))
-    model.register_buffer("flag", torch.tensor(True))
-    model.register_buffer("fp16", torch.arange(3, dtype=torch.float16))
-    return model
+from .helpers.checkpoints import flip_last_byte, tiny_model
 
 
 def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: int, seed: int = 1) -> None:
@@ -186,12 +180,6 @@ def test_resave_replaces_existing_checkpoint(tmp_path, monkeypatch, exchange):
     path = save(tmp_path, "epoch_1", model)
     assert torch.equal(load_checkpoint(path).model_state["0.weight"], model[0].weight)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_1", "latest"]
-
-
-def flip_last_byte(path):
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0x01
-    path.write_bytes(bytes(data))
 
 
 DAMAGE = {

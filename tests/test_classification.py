@@ -6,7 +6,7 @@ from timm.loss import SoftTargetCrossEntropy
 from accel_trainer import Trainer, load_recipe
 from accel_trainer.tasks.classification import ClassificationTask
 
-from .test_trainer import read_records
+from .helpers.records import read_records
 
 
 def test_mixup_trains_on_full_batches_only(tiny_recipe):

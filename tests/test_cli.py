@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from .conftest import REPO
+from .helpers import REPO
 
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:

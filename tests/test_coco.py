@@ -4,7 +4,6 @@ transforms, and the pycocotools metrics."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 from pathlib import Path
 
@@ -26,45 +25,7 @@ from accel_trainer.data.loader import build_loader
 from accel_trainer.errors import RecipeError
 from accel_trainer.schema import Recipe
 
-# Category ids out of order and with gaps: contiguous labels follow the sorted ids 3, 7, 12.
-CATEGORIES = [{"id": 12, "name": "twelve"}, {"id": 3, "name": "three"}, {"id": 7, "name": "seven"}]
-W, H = 40, 30
-
-
-def _ann(ann_id: int, image_id: int, cat: int, bbox: list[float], crowd: int = 0) -> dict:
-    return {
-        "id": ann_id,
-        "image_id": image_id,
-        "category_id": cat,
-        "bbox": bbox,
-        "area": bbox[2] * bbox[3],
-        "iscrowd": crowd,
-    }
-
-
-def make_coco(root: Path) -> tuple[Path, Path]:
-    """Three images: 1 with two boxes, a crowd box and a degenerate box; 2 without boxes; 3 with one box."""
-    images = root / "images"
-    images.mkdir(parents=True)
-    for i, colour in ((1, (200, 10, 10)), (2, (10, 200, 10)), (3, (10, 10, 200))):
-        image = Image.new("RGB", (W, H), colour)
-        image.putpixel((0, 0), (255, 255, 255))  # marks the top-left corner for the flip test
-        image.save(images / f"{i}.png")
-    annotations = [
-        _ann(1, 1, 12, [4.0, 5.0, 10.0, 8.0]),
-        _ann(2, 1, 3, [20.0, 2.0, 15.0, 20.0]),
-        _ann(3, 1, 7, [0.0, 0.0, 30.0, 25.0], crowd=1),
-        _ann(4, 1, 7, [5.0, 5.0, 0.5, 10.0]),
-        _ann(5, 3, 7, [1.0, 1.0, 6.0, 6.0]),
-    ]
-    coco = {
-        "images": [{"id": i, "file_name": f"{i}.png", "width": W, "height": H} for i in (1, 2, 3)],
-        "annotations": annotations,
-        "categories": CATEGORIES,
-    }
-    ann_file = root / "instances.json"
-    ann_file.write_text(json.dumps(coco))
-    return images, ann_file
+from .helpers.datasets import H, W, make_coco
 
 
 @pytest.fixture

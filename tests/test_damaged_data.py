@@ -15,8 +15,8 @@ from accel_trainer.data.coco import CocoDetection
 from accel_trainer.data.imagefolder import UNREADABLE, CheckedImageFolder
 from accel_trainer.errors import RecipeError
 
-from .conftest import write_recipe
-from .test_coco import make_coco
+from .helpers.datasets import make_coco
+from .helpers.recipes import TINY_CLS, derive, write_recipe
 
 
 def _truncated_jpeg(path: Path) -> None:
@@ -51,37 +51,32 @@ def test_empty_class_folder_is_named(tmp_path):
     assert CheckedImageFolder(root, None, skip_bad_images=True).classes == ["a", "b", "c"]
 
 
-CLS_FOLDER = """
-_base_ = ["{runtime}"]
-work_dir = "{work_dir}"
-workflow = [["train", 1], ["val", 1]]
-[model]
-backbone = "resnet10t"
-num_classes = 2
-[data]
-type = "imagefolder"
-img_size = 32
-batch_size = 5
-num_workers = {workers}
-pin_memory = false
-skip_bad_images = {skip}
-[data.train]
-root = "{train}"
-[data.val]
-root = "{train}"
-[data.augment]
-auto_augment = ""
-[runner]
-max_epochs = 1
-[log_config]
-interval = 1
-"""
+# An image-folder classifier on the runtime's optimizer and augmentation.
+CLS_FOLDER = derive(
+    TINY_CLS,
+    model={"num_classes": 2},
+    data={
+        "type": "imagefolder",
+        "batch_size": 5,
+        "shapes": None,
+        "augment": {"color_jitter": None, "scale": None, "label_smoothing": None},
+    },
+    optimizer=None,
+    runner={"type": None, "max_epochs": 1},
+    log_config={"interval": 1},
+    accelerate=None,
+)
+
+
+def folder_data(root: Path, workers: int, skip: bool) -> dict:
+    """CLS_FOLDER's data table for training and validating on the folder `root`."""
+    return {"num_workers": workers, "skip_bad_images": skip, "train": {"root": root}, "val": {"root": root}}
 
 
 def test_a_truncated_image_stops_a_run_with_one_line_or_is_counted_in_the_json_log(tmp_path):
     root = _image_folder(tmp_path / "train")
     _truncated_jpeg(root / "b" / "bad.jpg")
-    recipe = write_recipe(tmp_path, CLS_FOLDER, train=root, workers=1, skip="false")
+    recipe = write_recipe(tmp_path, CLS_FOLDER, data=folder_data(root, workers=1, skip=False))
     proc = subprocess.run([sys.executable, "-m", "accel_trainer", str(recipe)], capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
@@ -90,7 +85,7 @@ def test_a_truncated_image_stops_a_run_with_one_line_or_is_counted_in_the_json_l
         and "bad.jpg" in last
         and "Traceback" not in proc.stderr
     )
-    recipe = write_recipe(tmp_path, CLS_FOLDER, train=root, workers=0, skip="true", name="skip.toml")
+    recipe = write_recipe(tmp_path, CLS_FOLDER, name="skip.toml", data=folder_data(root, workers=0, skip=True))
     proc = subprocess.run([sys.executable, "-m", "accel_trainer", str(recipe)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = [json.loads(line) for line in next((tmp_path / "work").glob("*.log.json")).read_text().splitlines()]

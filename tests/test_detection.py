@@ -23,61 +23,16 @@ from accel_trainer.schema import ModelCfg
 from accel_trainer.tasks.detection import DetectionTask, loss_mode
 from accel_trainer.tasks.detector import build_detector
 
-from .conftest import write_recipe
-from .test_coco import make_coco
-from .test_ddp import launch
-from .test_trainer import read_records
+from .helpers.datasets import make_coco
+from .helpers.launch import launch
+from .helpers.recipes import TINY_DET, det_recipe, write_recipe
+from .helpers.records import read_records
 
-TINY_DET = """
-_base_ = ["{runtime}"]
-work_dir = "{work_dir}"
-workflow = [["train", 1], ["val", 1]]
-
-[model]
-task = "detection"
-head = "{head}"
-backbone = "resnet10t"
-num_classes = 4
-min_size = 32
-max_size = 32
-score_thresh = 0.0
-
-[data]
-type = "shapes"
-batch_size = 4
-num_workers = 0
-pin_memory = false
-
-[data.shapes]
-num_train = 8
-num_val = 6
-image_size = 32
-
-[data.augment]
-scale = [1.0, 1.0]
-color_jitter = 0.2
-
-[optimizer]
-type = "SGD"
-lr = 0.01
-momentum = 0.9
-
-[runner]
-type = "EpochBasedRunner"
-max_epochs = 1
-
-[log_config]
-interval = 1
-"""
 HEAD_LOSSES = {
     "fcos": {"loss_cls", "loss_bbox", "loss_centerness"},
     "retinanet": {"loss_cls", "loss_bbox"},
     "faster_rcnn": {"loss_cls", "loss_bbox", "loss_rpn_cls", "loss_rpn_bbox"},
 }
-
-
-def det_recipe(tmp_path: Path, head: str = "fcos") -> Path:
-    return write_recipe(tmp_path, TINY_DET, name="det.toml", head=head)
 
 
 def rescore(ann_file: Path, predictions: Path, image_ids: list[int]) -> list[float]:
@@ -311,12 +266,7 @@ def test_coco_data_with_an_unreadable_val_image_is_evaluated_without_it(tmp_path
 
 @pytest.mark.multiprocess
 def test_two_processes_count_every_val_image_once(tmp_path):
-    recipe = write_recipe(
-        tmp_path,
-        TINY_DET.replace("num_val = 6", "num_val = 5").replace("batch_size = 4", "batch_size = 2"),
-        name="det.toml",
-        head="fcos",
-    )
+    recipe = write_recipe(tmp_path, TINY_DET, name="det.toml", data={"batch_size": 2, "shapes": {"num_val": 5}})
     proc = launch(recipe, "--eval-only")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MULTI_CPU, 2 processes" in next((tmp_path / "work").glob("*.log")).read_text()

@@ -18,8 +18,8 @@ from accel_trainer.cli import main
 from accel_trainer.errors import RecipeError
 from accel_trainer.loading import load_recipe
 
-from .conftest import write_recipe
-from .test_ddp import launch
+from .helpers.launch import launch
+from .helpers.recipes import write_recipe
 
 EMA_ON = {"ema.enable": True}
 
@@ -113,7 +113,7 @@ def test_without_ema_eval_the_val_record_has_no_raw_keys(tiny_recipe):
 
 
 def test_detection_val_record_holds_the_ema_copy_and_raw_metrics(tmp_path):
-    from .test_detection import det_recipe
+    from .helpers.recipes import det_recipe
 
     trainer = Trainer.from_recipe(det_recipe(tmp_path), overrides=EMA_ON)
     trainer.fit()

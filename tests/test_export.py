@@ -13,7 +13,7 @@ from accel_trainer.cli import main
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from .conftest import write_recipe
+    from .helpers.recipes import write_recipe
 
     tmp = tmp_path_factory.mktemp("export")
     trainer = Trainer.from_recipe(write_recipe(tmp), overrides={"runner.max_epochs": 1, "workflow": [["train", 1]]})

@@ -23,7 +23,8 @@ from accel_trainer.errors import RecipeError
 from accel_trainer.hooks.checkpoint import SaveBestHook
 from accel_trainer.hooks.step_guard import NonFiniteError
 
-from .conftest import REPO, write_recipe
+from .helpers import REPO
+from .helpers.recipes import write_recipe
 
 ONE_EPOCH = {
     "runner.max_epochs": 1,

@@ -11,8 +11,9 @@ from accel_trainer.commands.mmcv_config import read_mmcv_config
 from accel_trainer.loading import load_recipe
 from accel_trainer.recipe import tomllib
 
-from .conftest import REPO
-from .test_mmcv_config import DEFAULT_RUNTIME, line_of, write
+from .helpers import REPO
+from .helpers.mmcv_configs import DEFAULT_RUNTIME, line_of, write
+from .helpers.recipes import TINY_CLS, derive, write_recipe
 
 # the seed document's config after inheriting default_runtime.py (AdamW with paramwise_cfg)
 ADAMW_CHILD = """\
@@ -71,17 +72,18 @@ momentum_config = dict(
 )
 """
 
-MODEL_DATA = """
-[model]
-backbone = "resnet10t"
-num_classes = 4
-
-[data]
-type = "shapes"
-img_size = 32
-batch_size = 8
-num_workers = 0
-"""
+# A user recipe on the imported runtime: its own model and data, everything else from runtime.toml.
+MODEL_DATA = derive(
+    TINY_CLS,
+    _base_=["runtime.toml"],
+    work_dir=None,
+    workflow=None,
+    data={"batch_size": 8, "pin_memory": None, "shapes": None, "augment": None},
+    optimizer=None,
+    runner=None,
+    log_config=None,
+    accelerate=None,
+)
 
 
 def convert(path):
@@ -212,7 +214,7 @@ def test_cli_writes_a_recipe_that_validates_with_model_and_data(adamw_config, tm
     text = out.read_text()
     assert "#   " in text and "opencv_num_threads" in text.split("\n\n")[0]
     assert tomllib.loads(text)["optimizer"]["type"] == "AdamW"
-    user = write(tmp_path / "out" / "user.toml", '_base_ = ["runtime.toml"]\n' + MODEL_DATA)
+    user = write_recipe(tmp_path / "out", MODEL_DATA, name="user.toml")
     recipe = load_recipe(user)
     assert recipe.optimizer["paramwise_cfg"]["custom_keys"]["backbone"]["lr_mult"] == 0.1
     assert recipe.to_dict()["optimizer_config"]["grad_clip"] == {"max_norm": 0.1, "norm_type": 2}

@@ -24,7 +24,7 @@ from accel_trainer.hooks.logger import (
     tracker_run,
 )
 
-from .conftest import REPO
+from .helpers import REPO
 
 
 def records(work_dir: Path, mode: str) -> list[dict]:

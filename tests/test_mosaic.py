@@ -14,10 +14,10 @@ from accel_trainer.data.coco import CocoDetection, RandomRescale, detection_tran
 from accel_trainer.data.mosaic import PAD_VALUE, Mosaic
 from accel_trainer.data.sampling import SeededDataset
 
-from .conftest import REPO, write_recipe
-from .test_coco import make_coco
-from .test_detection import TINY_DET
-from .test_trainer_resume import KILL_HOOK, assert_identical, final_weights
+from .helpers import REPO
+from .helpers.datasets import make_coco
+from .helpers.recipes import TINY_DET, write_recipe
+from .helpers.resume import KILL_HOOK, assert_identical, final_weights
 
 
 def _sample(w: int, h: int, boxes: list[list[float]], value: int) -> tuple[Image.Image, dict]:
@@ -90,7 +90,7 @@ RESUME_SETS = [
 
 
 def _run(tmp_path, name: str, sets: list[str], *extra: str) -> subprocess.CompletedProcess:
-    recipe = write_recipe(tmp_path, TINY_DET, name=f"{name}.toml", work_dir=str(tmp_path / name), head="fcos")
+    recipe = write_recipe(tmp_path, TINY_DET, name=f"{name}.toml", work_dir=str(tmp_path / name))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
     args = [a for s in sets for a in ("--set", s)]
     return subprocess.run(
@@ -120,7 +120,7 @@ def test_mosaic_and_multiscale_runs_resume_bit_exactly_mid_epoch(tmp_path):
 def test_visualize_train_draws_what_the_network_is_fed(tmp_path):
     from accel_trainer.cli import main
 
-    recipe = write_recipe(tmp_path, TINY_DET, head="fcos")
+    recipe = write_recipe(tmp_path, TINY_DET)
     out = tmp_path / "drawn"
     assert (
         main(["visualize", str(recipe), "--train", "--out", str(out), "--num", "2", "--set", "data.augment.mosaic=1.0"])

@@ -11,8 +11,7 @@ import torch
 from accel_trainer.cli import main
 from accel_trainer.predict import Predictor
 
-from .conftest import write_recipe
-from .test_detection import TINY_DET
+from .helpers.recipes import TINY_DET, write_recipe
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -63,7 +62,7 @@ def test_class_names_travel_in_safetensors_exports(cls_ckpt, tmp_path):
 
 
 def test_detection_head_the_exporter_cannot_express_is_refused(tmp_path, capsys):
-    recipe = write_recipe(tmp_path, TINY_DET, name="det.toml", head="fcos")
+    recipe = write_recipe(tmp_path, TINY_DET, name="det.toml")
     assert main([str(recipe), "--set", 'workflow=[["train", 1]]', "data.shapes.num_train=4"]) == 0
     out = tmp_path / "det.onnx"
     code = main(["export", str(tmp_path / "work" / "checkpoints" / "epoch_1"), "--out", str(out)])

@@ -11,7 +11,7 @@ from torchvision.datasets import ImageFolder
 from accel_trainer import Trainer, load_recipe
 from accel_trainer.errors import RecipeError
 
-from .test_detection import det_recipe
+from .helpers.recipes import det_recipe
 
 
 class PlainDetection(Dataset):

@@ -15,9 +15,8 @@ from accel_trainer import Trainer, load_recipe
 from accel_trainer.cli import main
 from accel_trainer.predict import Predictor
 
-from .conftest import write_recipe
-from .test_ddp import launch
-from .test_detection import TINY_DET
+from .helpers.launch import launch
+from .helpers.recipes import TINY_DET, write_recipe
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -40,7 +39,7 @@ def cls_run(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def det_run(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("det")
-    recipe = write_recipe(tmp, TINY_DET, name="det.toml", head="fcos")
+    recipe = write_recipe(tmp, TINY_DET, name="det.toml")
     assert main([str(recipe), "--set", 'workflow=[["train", 1]]']) == 0
     return {"recipe": recipe, "ckpt": tmp / "work" / "checkpoints" / "epoch_1", "tmp": tmp}
 

@@ -20,8 +20,8 @@ from accel_trainer.errors import RecipeError
 from accel_trainer.schema import ModelCfg
 from accel_trainer.tasks.detector import build_detector
 
-from .conftest import REPO, write_recipe
-from .test_detection import TINY_DET
+from .helpers import REPO
+from .helpers.recipes import TINY_DET, write_recipe
 
 REPO_ID = "timm/resnet10t.c3_in1k"  # timm's default pretrained tag of resnet10t
 
@@ -54,9 +54,7 @@ def test_pretrained_true_trains_from_the_planted_hub_weights(tmp_path):
     """The CLI in a fresh process with HF_HOME + HF_HUB_OFFLINE, as a user runs it: the frozen trunk
     of a detector trained for an epoch holds exactly the planted tensors."""
     planted = plant_hub_weights(tmp_path / "hf" / "hub", REPO_ID)
-    recipe = write_recipe(
-        tmp_path, TINY_DET + '\n[freeze]\nmodules = ["backbone"]\nepochs = 1\n', name="det.toml", head="fcos"
-    )
+    recipe = write_recipe(tmp_path, TINY_DET, name="det.toml", freeze={"modules": ["backbone"], "epochs": 1})
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     env.pop("HF_HUB_CACHE", None)
     run = subprocess.run(

@@ -15,7 +15,7 @@ from accel_trainer import load_recipe
 from accel_trainer.hooks import build_hooks
 from accel_trainer.hooks.progress import TrainProgressHook, ValProgressHook
 
-from .conftest import REPO
+from .helpers import REPO
 
 
 def run_in_pty(args: list[str]) -> str:

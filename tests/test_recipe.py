@@ -5,7 +5,7 @@ import pytest
 from accel_trainer import RecipeError, load_recipe
 from accel_trainer.recipe import apply_overrides, dump_toml, load_raw, merge, parse_override
 
-from .conftest import write_recipe
+from .helpers.recipes import write_recipe
 
 
 def test_merge_is_recursive_and_later_wins():

@@ -15,8 +15,8 @@ import pytest
 from accel_trainer import Trainer, load_recipe
 from accel_trainer.data.shapes import ShapesSpec, ensure_shapes_classification, ensure_shapes_detection
 
-from .conftest import REPO
-from .test_trainer import read_records
+from .helpers import REPO
+from .helpers.records import read_records
 
 SHIPPED = sorted(p for p in (REPO / "recipes").rglob("*.toml") if "_base_" not in p.parts)
 

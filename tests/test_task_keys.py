@@ -12,19 +12,16 @@ from accel_trainer.errors import RecipeError
 from accel_trainer.recipe import dump_toml
 from accel_trainer.schema import VOC_CLASSES, Recipe
 
-from .conftest import REPO, write_recipe
+from .helpers import REPO
+from .helpers.recipes import RUNTIME, write_recipe
 
-SCRATCH_DET = """
-_base_ = ["{runtime}"]
-[model]
-task = "detection"
-backbone = "resnet10t"
-[data]
-_delete_ = true
-type = "shapes"
-[runner]
-max_epochs = 1
-"""
+# Written from scratch: a task, a backbone and the shapes data on the runtime, nothing else.
+SCRATCH_DET = {
+    "work_dir": None,
+    "model": {"task": "detection", "backbone": "resnet10t"},
+    "data": {"_delete_": True, "type": "shapes"},
+    "runner": {"max_epochs": 1},
+}
 
 
 def test_a_detection_recipe_written_from_scratch_gets_mmdet_defaults(tmp_path):
@@ -101,12 +98,7 @@ def _nested(task: str, key: str, value) -> dict:
 def test_set_in_a_base_or_by_set_is_refused_and_the_cli_says_so_in_one_line(tmp_path):
     base = tmp_path / "base.toml"
     base.write_text("[data.augment]\nmixup = 0.2\n")
-    recipe = write_recipe(
-        tmp_path,
-        SCRATCH_DET.replace('_base_ = ["{runtime}"]', '_base_ = ["{runtime}", "base.toml"]').replace(
-            "_delete_ = true\n", ""
-        ),
-    )
+    recipe = write_recipe(tmp_path, SCRATCH_DET, _base_=[RUNTIME, "base.toml"], data={"_delete_": None})
     proc = subprocess.run(
         [sys.executable, "-m", "accel_trainer", str(recipe), "--print-recipe"], capture_output=True, text=True
     )

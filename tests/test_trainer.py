@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -10,10 +9,7 @@ from torch.utils.data import Dataset
 
 from accel_trainer import Hook, Trainer, load_recipe
 
-
-def read_records(work_dir: Path) -> list[dict]:
-    (log_json,) = sorted(Path(work_dir).glob("*.log.json"))
-    return [json.loads(line) for line in log_json.read_text().splitlines()]
+from .helpers.records import read_records
 
 
 def test_two_epoch_run_lowers_loss_and_writes_logs(tiny_recipe):

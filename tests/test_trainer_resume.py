@@ -17,37 +17,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from .conftest import REPO, write_recipe
-from .test_ddp import launch as ddp_launch
-from .test_ddp import run_group
+from .helpers import REPO
+from .helpers.launch import launch as ddp_launch
+from .helpers.launch import run_group
+from .helpers.recipes import write_recipe
+from .helpers.resume import KILL_HOOK, assert_identical, final_weights
 
 # Process groups launched here (restarts included) must not share the machine with other launches.
 pytestmark = pytest.mark.multiprocess
-
-KILL_HOOK = """
-import os, signal, subprocess
-import psutil
-from accel_trainer import Hook
-
-class KillAt(Hook):
-    # Sends `signal` to this process after iteration `iter`, on process `rank` (-1: all), in the first
-    # attempt of an elastic launch only; with `workers`, to its data-loader workers first (from another
-    # process), as a scheduler that signals every process of the job does.
-    def __init__(self, iter, signal="SIGKILL", rank=-1, workers=False):
-        self.at, self.signal, self.rank, self.workers = iter, getattr(signal_module, signal), rank, workers
-    def after_train_iter(self, trainer):
-        first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
-        if trainer.iter == self.at and first_attempt and self.rank in (-1, trainer.accelerator.process_index):
-            if self.workers:  # from another process, as a scheduler's signal comes
-                pids = [str(child.pid) for child in psutil.Process().children()]
-                assert pids, "no data-loader workers to signal"
-                subprocess.run(["kill", "-s", self.signal.name, *pids], check=True)
-            os.kill(os.getpid(), self.signal)
-
-signal_module = signal
-"""
 
 # Checkpoints every 3 iterations in an epoch runner of 2 x 8 iterations: iter_9 sits mid-epoch 2.
 COMMON = [
@@ -75,18 +53,6 @@ def run(
         return ddp_launch(recipe, *args, port=port, hooks_dir=tmp_path, launcher_args=launch)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
     return run_group([sys.executable, "-m", "accel_trainer", str(recipe), *args], env)
-
-
-def final_weights(work: Path, last: str = "iter_16") -> dict[str, torch.Tensor]:
-    root = work / "checkpoints"
-    assert (root / "latest").read_text().strip() == last
-    return load_file(root / last / "model.safetensors")
-
-
-def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
 
 def kill_hook(tmp_path: Path, kill_at: int, signal: str = "SIGKILL", rank: int = -1, workers: bool = False) -> str:

@@ -12,7 +12,7 @@ from accel_trainer.cli import main
 from accel_trainer.tasks import build_task
 from accel_trainer.tasks.drawing import draw_boxes
 
-from .test_detection import det_recipe
+from .helpers.recipes import det_recipe
 
 
 def count_colour(image: torch.Tensor, rgb: tuple[int, int, int]) -> int:

@@ -9,34 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from accel_trainer.data.coco import coco_bbox_metrics, index_coco, load_coco
 from accel_trainer.data.voc import VocDetection, average_precision, voc_ap_metrics
 from accel_trainer.errors import RecipeError
 
-from .conftest import write_recipe
+from .helpers.datasets import write_voc
+from .helpers.recipes import TINY_DET, derive, write_recipe
 
 CLASSES = ["cat", "dog"]
-
-
-def write_voc(root: Path, images: dict[str, tuple[int, int, list[tuple]]], split: str = "trainval") -> Path:
-    """A VOCdevkit year folder; objects are (name, xmin, ymin, xmax, ymax, difficult)."""
-    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for name, (w, h, objects) in images.items():
-        Image.new("RGB", (w, h), (30, 90, 150)).save(root / "JPEGImages" / f"{name}.jpg")
-        objs = "".join(
-            f"<object><name>{o[0]}</name><difficult>{o[5]}</difficult><bndbox><xmin>{o[1]}</xmin><ymin>{o[2]}</ymin>"
-            f"<xmax>{o[3]}</xmax><ymax>{o[4]}</ymax></bndbox></object>\n"
-            for o in objects
-        )
-        (root / "Annotations" / f"{name}.xml").write_text(
-            f"<annotation>\n<filename>{name}.jpg</filename>\n<size><width>{w}</width><height>{h}</height><depth>3</depth></size>\n"
-            f"{objs}</annotation>\n"
-        )
-    (root / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{n}\n" for n in images))
-    return root
 
 
 def test_voc_boxes_read_in_pixel_edges_and_difficult_boxes_leave_training(tmp_path):
@@ -171,36 +152,22 @@ def test_the_same_boxes_as_coco_or_voc_give_the_same_cocoeval(tmp_path):
     assert coco_bbox_metrics(gt_voc, as_voc, [0, 1, 2, 3])[0] == coco_metrics
 
 
-PARITY = """
-_base_ = ["{runtime}"]
-work_dir = "{work_dir}"
-workflow = [["train", 1], ["val", 1]]
-[model]
-task = "detection"
-backbone = "resnet10t"
-num_classes = 2
-min_size = 48
-max_size = 48
-score_thresh = 0.0
-[data]
-num_workers = 0
-pin_memory = false
-batch_size = 4
-{data}
-[optimizer]
-type = "SGD"
-lr = 0.01
-[runner]
-max_epochs = 1
-[evaluation]
-metric = "bbox"
-"""
+# A detector on 48 px images with the default head, optimizer and logging; each test adds its data table.
+PARITY = derive(
+    TINY_DET,
+    model={"head": None, "num_classes": 2, "min_size": 48, "max_size": 48},
+    data={"type": None, "shapes": None, "augment": None},
+    optimizer={"momentum": None},
+    runner={"type": None},
+    log_config=None,
+    evaluation={"metric": "bbox"},
+)
 
 
 def test_eval_only_of_one_checkpoint_scores_coco_and_voc_data_the_same(tmp_path):
     voc, images, ann = _parity_sets(tmp_path)
-    coco_data = f'type = "coco"\ntrain = {{ root = "{images}", ann_file = "{ann}" }}\nval = {{ root = "{images}", ann_file = "{ann}" }}'
-    voc_data = f'type = "voc"\nclasses = ["cat", "dog"]\ntrain = {{ root = "{voc}" }}\nval = {{ root = "{voc}" }}'
+    coco_data = {"type": "coco", "train": {"root": images, "ann_file": ann}, "val": {"root": images, "ann_file": ann}}
+    voc_data = {"type": "voc", "classes": ["cat", "dog"], "train": {"root": voc}, "val": {"root": voc}}
     coco_recipe = write_recipe(tmp_path, PARITY, name="coco.toml", data=coco_data)
     voc_recipe = write_recipe(tmp_path, PARITY, name="voc.toml", data=voc_data, work_dir=tmp_path / "voc_work")
     run = [sys.executable, "-m", "accel_trainer"]

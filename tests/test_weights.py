@@ -16,7 +16,7 @@ from accel_trainer.checkpoint import CheckpointError, save_checkpoint
 from accel_trainer.errors import RecipeError
 from accel_trainer.weights import fit_weights, load_weights
 
-from .test_checkpoint import flip_last_byte, tiny_model
+from .helpers.checkpoints import flip_last_byte, tiny_model
 
 
 class Malicious:

@@ -1,0 +1,24 @@
+"""A tiny model whose state holds every kind of tensor, and a file damaged by one bit, for the
+checkpoint and weights-file tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def tiny_model() -> torch.nn.Module:
+    """Seeded linear layers with a BatchNorm, plus a bool and a float16 buffer."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 3))
+    model.register_buffer("flag", torch.tensor(True))
+    model.register_buffer("fp16", torch.arange(3, dtype=torch.float16))
+    return model
+
+
+def flip_last_byte(path: Path) -> None:
+    """Damage `path` by one bit, as a disk that lies would."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))

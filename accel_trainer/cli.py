@@ -12,15 +12,15 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import RecipeError
-from .recipe import dump_toml, parse_override
+from .recipe.reading import dump_toml, parse_override
 
 if TYPE_CHECKING:
-    from .schema import Recipe
+    from .recipe.load import LoadedRecipe
 
 
-def load_recipe(*args: Any, **kwargs: Any) -> Recipe:
-    """`loading.load_recipe`, imported on first use: it pulls in torch and timm, `--help` should not."""
-    from .loading import load_recipe as load
+def load_recipe(*args: Any, **kwargs: Any) -> LoadedRecipe:
+    """`recipe.load.load_recipe`, imported on first use: it pulls in torch, `--help` should not."""
+    from .recipe.load import load_recipe as load
 
     return load(*args, **kwargs)
 

@@ -24,7 +24,7 @@ from accel_trainer.data.coco import (
 )
 from accel_trainer.data.loader import build_loader
 from accel_trainer.errors import RecipeError
-from accel_trainer.schema import Recipe
+from accel_trainer.recipe.root import Recipe
 
 # Category ids out of order and with gaps: contiguous labels follow the sorted ids 3, 7, 12.
 CATEGORIES = [{"id": 12, "name": "twelve"}, {"id": 3, "name": "three"}, {"id": 7, "name": "seven"}]

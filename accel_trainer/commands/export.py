@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from .. import checkpoint
 from ..errors import RecipeError
-from ..recipe import tomllib
+from ..recipe.reading import tomllib
 
 DETECTION_BACKBONE_PREFIX = "backbone.body."
 

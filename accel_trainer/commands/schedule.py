@@ -13,29 +13,12 @@ from pathlib import Path
 
 from ..data.loader import batches_per_process
 from ..errors import RecipeError
-from ..optim import auto_scaled_lr, build_optimizer
+from ..optim import auto_scaled_lr
 from ..plotting import plot_schedule_png
-from ..schedules import LrSchedule
+from ..recipe.load import LoadedRecipe
+from ..recipe.root import Recipe
 from ..schedules.preview import run_rows, write_schedule_csv
 from ..schedules.run_length import RunLength
-from ..schema import Recipe
-
-
-def base_momentum(optimizer_cfg: dict) -> float | None:
-    """The momentum the schedule scales: SGD-style `momentum` or Adam-style `betas[0]`.
-
-    Read from an optimizer built on a stand-in parameter, so the optimizer's own defaults
-    (Adam's betas = (0.9, 0.999)) count when the recipe leaves them out.
-    """
-    import torch
-
-    optimizer, _ = build_optimizer(torch.nn.Linear(1, 1), optimizer_cfg)
-    group = optimizer.param_groups[0]
-    if "momentum" in group:
-        return float(group["momentum"])
-    if "betas" in group:
-        return float(group["betas"][0])
-    return None
 
 
 def launcher_num_processes() -> tuple[int, str]:
@@ -71,7 +54,11 @@ def dataset_iters_per_epoch(recipe: Recipe, num_processes: int = 1) -> int:
 
 
 def schedule_command(
-    recipe: Recipe, iters_per_epoch: int | None, csv: str | None, png: str | None, num_processes: int | None = None
+    recipe: LoadedRecipe,
+    iters_per_epoch: int | None,
+    csv: str | None,
+    png: str | None,
+    num_processes: int | None = None,
 ) -> int:
     """`iters_per_epoch` (at `data.batch_size`, per process) skips reading the dataset; a freeze
     stage with another batch size then gets proportionally more or fewer iterations."""
@@ -92,16 +79,15 @@ def schedule_command(
             return math.ceil(given * full / batch_size)
 
     run = RunLength.of_recipe(recipe, steps_at)
-    warning = run.warmup_overrun(LrSchedule.from_config(recipe.lr_config, iter_based=not recipe.by_epoch))
+    specs = recipe.specs
+    warning = run.warmup_overrun(specs.schedule.lr)
     if warning:
         print(f"accel-trainer: warning: {warning}", file=sys.stderr)
     rows = run_rows(
-        recipe.lr_config,
-        recipe.momentum_config,
+        specs.schedule,
         auto_scaled_lr(recipe, num_processes, full),
-        base_momentum(recipe.optimizer),
+        specs.optimizer.base_momentum,
         run,
-        iter_based=not recipe.by_epoch,
         lr_follows_batch=recipe.auto_scale_lr.enable,
     )
     if csv:

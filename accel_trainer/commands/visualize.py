@@ -18,7 +18,7 @@ from torchvision.utils import draw_bounding_boxes
 
 from ..data.sampling import SeededDataset
 from ..errors import RecipeError
-from ..schema import Recipe
+from ..recipe.root import Recipe
 from ..tasks import build_task
 from ..weights import fit_weights, load_weights
 

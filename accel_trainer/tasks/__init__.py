@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..schema import Recipe
+from ..recipe.root import Recipe
 from .base import Task
 
 

@@ -38,7 +38,8 @@ from ..data.coco import (
 from ..data.mosaic import Mosaic
 from ..errors import RecipeError
 from ..pretrained import load_into, resolve
-from ..schema import ModelCfg, Recipe
+from ..recipe.model_section import ModelCfg
+from ..recipe.root import Recipe
 from .base import Task, create_timm_model
 
 logger = logging.getLogger(__name__)

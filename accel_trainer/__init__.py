@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .errors import RecipeError
     from .hooks.base import Hook
-    from .loading import load_recipe
-    from .schema import Recipe
+    from .recipe.load import load_recipe
+    from .recipe.root import Recipe
     from .trainer import Trainer
 
 __all__ = ["Hook", "Recipe", "RecipeError", "Trainer", "load_recipe"]
@@ -20,10 +20,10 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "Hook": ".hooks.base",
-    "Recipe": ".schema",
+    "Recipe": ".recipe.root",
     "RecipeError": ".errors",
     "Trainer": ".trainer",
-    "load_recipe": ".loading",
+    "load_recipe": ".recipe.load",
 }
 
 

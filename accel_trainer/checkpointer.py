@@ -25,7 +25,7 @@ from .checkpoint import CheckpointError
 from .classes import dataset_classes
 from .errors import RecipeError
 from .optim import load_optimizer_state
-from .recipe import dump_toml, recipe_changes, tomllib
+from .recipe.reading import dump_toml, recipe_changes, tomllib
 
 if TYPE_CHECKING:
     from .trainer import Trainer

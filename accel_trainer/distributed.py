@@ -33,7 +33,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .data.loader import pins_memory
 from .errors import RecipeError
-from .schema import Recipe
+from .recipe.root import Recipe
 
 if TYPE_CHECKING:
     from torch.distributed import Store

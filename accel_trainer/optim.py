@@ -1,4 +1,5 @@
-"""Build the optimizer from the recipe's `[optimizer]` table, keeping mmcv 1.x semantics.
+"""The optimizer: the recipe's `[optimizer]` table parsed once, at load, into an `OptimizerSpec`,
+and built from it on the model, keeping mmcv 1.x semantics.
 
 `type` names a `torch.optim` class (preferred on a name clash) or a `timm.optim` class
 (`"timm.<Name>"` picks timm's explicitly); every other key except `paramwise_cfg` and
@@ -19,21 +20,19 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-import timm.layers
-import timm.optim
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from .errors import RecipeError, check_choice, check_keys, did_you_mean, is_number, join_path
-from .schema import Recipe
+from .errors import RecipeError, did_you_mean
+from .recipe.checks import check_choice, check_keys, finite_number, join_path
+from .recipe.root import Recipe
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +68,15 @@ _TIMM_NORM_NAMES = (
     "FilterResponseNormTlu2d",
     "FrozenBatchNormAct2d",
 )
-NORM_TYPES: tuple[type, ...] = (
-    _BatchNorm,
-    _InstanceNorm,
-    nn.GroupNorm,
-    nn.LayerNorm,
-    nn.RMSNorm,
-    *(getattr(timm.layers, name) for name in _TIMM_NORM_NAMES if hasattr(timm.layers, name)),
-)
+
+
+@functools.cache
+def norm_types() -> tuple[type, ...]:
+    """The norm layer classes; timm's are looked up when a model is grouped, not to check a recipe."""
+    import timm.layers
+
+    timm_norms = (getattr(timm.layers, name) for name in _TIMM_NORM_NAMES if hasattr(timm.layers, name))
+    return (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm, *timm_norms)
 
 
 @dataclass(frozen=True)
@@ -88,13 +88,6 @@ class GroupInfo:
     num_params: int
     lr: float
     weight_decay: float | None
-
-
-def _check_number(value: object, path: str) -> None:
-    if not is_number(value):
-        raise RecipeError(f"{path} = {value!r}: expected a number")
-    if not math.isfinite(value):  # type: ignore[arg-type]
-        raise RecipeError(f"{path} = {value!r}: must be a finite number")
 
 
 def _toml_key(key: str) -> str:
@@ -111,7 +104,7 @@ def _check_paramwise_cfg(pw: Mapping, base_wd: float | None, path: str) -> None:
     check_keys(pw, PARAMWISE_KEYS, path)
     for key in ("bias_lr_mult", *DECAY_MULT_KEYS):
         if key in pw:
-            _check_number(pw[key], f"{path}.{key}")
+            finite_number(pw[key], f"{path}.{key}")
     if "bypass_duplicate" in pw and not isinstance(pw["bypass_duplicate"], bool):
         raise RecipeError(f"{path}.bypass_duplicate = {pw['bypass_duplicate']!r}: expected true or false")
     wd_path = join_path(path.rpartition(".")[0], "weight_decay")
@@ -127,14 +120,52 @@ def _check_paramwise_cfg(pw: Mapping, base_wd: float | None, path: str) -> None:
             raise RecipeError(f"{key_path} = {mults!r}: expected a table like {{lr_mult = 0.1, decay_mult = 1.0}}")
         check_keys(mults, CUSTOM_KEY_KEYS, key_path)
         for name, value in mults.items():
-            _check_number(value, f"{key_path}.{name}")
+            finite_number(value, f"{key_path}.{name}")
         if "decay_mult" in mults and base_wd is None:
             raise RecipeError(f"{key_path}.decay_mult needs {wd_path} to be set (it multiplies it)")
 
 
+@dataclass(frozen=True)
+class CustomKey:
+    """One `paramwise_cfg.custom_keys` entry: parameters whose name contains `key` get these multipliers."""
+
+    key: str
+    lr_mult: float = 1.0
+    decay_mult: float | None = None
+
+
+@dataclass(frozen=True)
+class ParamwiseSpec:
+    """`optimizer.paramwise_cfg`, checked: mmcv's multipliers (None: not set) and the custom keys in
+    mmcv's matching order (alphabetical, then longest first, so the longest matching key wins)."""
+
+    custom_keys: tuple[CustomKey, ...] = ()
+    bias_lr_mult: float | None = None
+    bias_decay_mult: float | None = None
+    norm_decay_mult: float | None = None
+    dwconv_decay_mult: float | None = None
+
+    @classmethod
+    def from_config(
+        cls, paramwise_cfg: Mapping | None, base_wd: float | None, path: str = "optimizer.paramwise_cfg"
+    ) -> ParamwiseSpec:
+        """Check the table against mmcv's rules; `base_wd` is `optimizer.weight_decay` (decay mults need it)."""
+        pw = {} if paramwise_cfg is None else paramwise_cfg
+        if not isinstance(pw, Mapping):
+            raise RecipeError(f"{path} = {pw!r}: expected a table, e.g. {{norm_decay_mult = 0.0}}")
+        _check_paramwise_cfg(pw, base_wd, path)
+        custom = pw.get("custom_keys", {})
+        keys = tuple(CustomKey(key, **custom[key]) for key in sorted(sorted(custom), key=len, reverse=True))
+        mults = {key: pw[key] for key in ("bias_lr_mult", *DECAY_MULT_KEYS) if key in pw}
+        return cls(keys, **mults)
+
+
+def _scaled(base: float | None, mult: float | None) -> float | None:
+    return base if mult is None or base is None else base * mult
+
+
 def _param_rule(
-    pw: Mapping,
-    sorted_keys: list[str],
+    pw: ParamwiseSpec,
     module: nn.Module,
     name: str,
     match_name: str,
@@ -148,34 +179,28 @@ def _param_rule(
     checked in mmcv's order: norm layer (weight and bias), depthwise conv (weight and bias),
     then a plain `bias`.
     """
-    for key in sorted_keys:
-        if key in match_name:
-            mults = pw["custom_keys"][key]
-            lr = base_lr * mults.get("lr_mult", 1.0)
-            wd = base_wd * mults["decay_mult"] if "decay_mult" in mults else base_wd
-            return f"custom_keys[{key!r}]", lr, wd
-    is_norm = isinstance(module, NORM_TYPES)
+    for custom in pw.custom_keys:
+        if custom.key in match_name:
+            return f"custom_keys[{custom.key!r}]", base_lr * custom.lr_mult, _scaled(base_wd, custom.decay_mult)
+    is_norm = isinstance(module, norm_types())
     is_dwconv = isinstance(module, nn.Conv2d) and module.in_channels == module.groups
     is_bias = name == "bias" and not is_norm
     tags: list[str] = []
     lr, wd = base_lr, base_wd
     decay_rule = "norm" if is_norm else "dwconv" if is_dwconv else "bias" if is_bias else None
-    if decay_rule and f"{decay_rule}_decay_mult" in pw:
-        wd = base_wd * pw[f"{decay_rule}_decay_mult"]
+    decay_mult = getattr(pw, f"{decay_rule}_decay_mult") if decay_rule else None
+    if decay_rule and decay_mult is not None:
+        wd = _scaled(base_wd, decay_mult)
         tags.append(decay_rule)
-    if is_bias and "bias_lr_mult" in pw:
-        lr = base_lr * pw["bias_lr_mult"]
+    if is_bias and pw.bias_lr_mult is not None:
+        lr = base_lr * pw.bias_lr_mult
         if "bias" not in tags:
             tags.append("bias")
     return " + ".join(tags) or "default", lr, wd
 
 
 def build_param_groups(
-    model: nn.Module,
-    base_lr: float,
-    base_wd: float | None,
-    paramwise_cfg: Mapping | None,
-    path: str = "optimizer.paramwise_cfg",
+    model: nn.Module, base_lr: float, base_wd: float | None, paramwise: ParamwiseSpec
 ) -> tuple[list[dict], list[GroupInfo]]:
     """Apply mmcv's paramwise rules and merge tensors with the same (rule, lr, weight decay).
 
@@ -183,14 +208,6 @@ def build_param_groups(
     in which their first tensor appears in `model.named_modules()`. `weight_decay` is left out of
     the groups when `base_wd` is None, so the optimizer's default applies (as in mmcv).
     """
-    pw = {} if paramwise_cfg is None else paramwise_cfg
-    if not isinstance(pw, Mapping):
-        raise RecipeError(f"{path} = {pw!r}: expected a table, e.g. {{norm_decay_mult = 0.0}}")
-    _check_paramwise_cfg(pw, base_wd, path)
-    custom = pw.get("custom_keys", {})
-    # mmcv's order: alphabetical, then (stable) longest first, so the longest matching key wins
-    sorted_keys = sorted(sorted(custom), key=len, reverse=True)
-
     seen: set[int] = set()
     merged: dict[tuple[str, float, float | None], list[nn.Parameter]] = {}
     for module_name, module in model.named_modules():
@@ -199,7 +216,7 @@ def build_param_groups(
                 continue
             seen.add(id(param))
             # mmcv matches custom keys against f"{prefix}.{name}", i.e. ".weight" at the top level
-            rule = _param_rule(pw, sorted_keys, module, name, f"{module_name}.{name}", base_lr, base_wd)
+            rule = _param_rule(paramwise, module, name, f"{module_name}.{name}", base_lr, base_wd)
             merged.setdefault(rule, []).append(param)
 
     groups: list[dict] = []
@@ -226,32 +243,40 @@ def _optimizer_classes(module: Any) -> dict[str, type[torch.optim.Optimizer]]:
 
 
 @functools.cache
-def _torch_and_timm_optimizers() -> tuple[dict[str, type], dict[str, type]]:
-    """torch.optim's classes, and the timm.optim classes whose names torch does not use."""
-    torch_classes = _optimizer_classes(torch.optim)
-    timm_classes = _optimizer_classes(timm.optim)
-    return torch_classes, {name: cls for name, cls in timm_classes.items() if name not in torch_classes}
+def _torch_optimizers() -> dict[str, type[torch.optim.Optimizer]]:
+    return _optimizer_classes(torch.optim)
+
+
+@functools.cache
+def _timm_optimizers() -> dict[str, type[torch.optim.Optimizer]]:
+    """timm.optim's classes; importing timm takes seconds, so only a name torch.optim lacks looks here."""
+    import timm.optim
+
+    return _optimizer_classes(timm.optim)
 
 
 def optimizer_registry() -> dict[str, type[torch.optim.Optimizer]]:
     """Name -> class: torch.optim's names win; "timm.<Name>" reaches every timm.optim class."""
-    torch_classes, timm_extra = _torch_and_timm_optimizers()
-    timm_all = {f"timm.{name}": cls for name, cls in _optimizer_classes(timm.optim).items()}
-    return {**torch_classes, **timm_extra, **timm_all}
+    torch_classes, timm_classes = _torch_optimizers(), _timm_optimizers()
+    timm_extra = {name: cls for name, cls in timm_classes.items() if name not in torch_classes}
+    return {**torch_classes, **timm_extra, **{f"timm.{name}": cls for name, cls in timm_classes.items()}}
 
 
 def resolve_optimizer(name: object, path: str = "optimizer.type") -> type[torch.optim.Optimizer]:
     """Look a recipe's optimizer name up case-sensitively; suggest the closest name when it misses."""
+    torch_classes = _torch_optimizers()
+    if isinstance(name, str) and name in torch_classes:
+        return torch_classes[name]
     registry = optimizer_registry()
     if isinstance(name, str) and name in registry:
         return registry[name]
-    torch_classes, timm_extra = _torch_and_timm_optimizers()
+    timm_extra = sorted(n for n in _timm_optimizers() if n not in torch_classes)
     text = str(name)
     same_case = [n for n in registry if n.lower() == text.lower()]
     hint = f' (did you mean "{same_case[0]}"?)' if same_case else did_you_mean(text, registry)
     raise RecipeError(
         f"{path} = {name!r} is not a known optimizer{hint}; torch.optim: {', '.join(sorted(torch_classes))}; "
-        f'timm.optim: {", ".join(sorted(timm_extra))} ("timm.<Name>" picks timm\'s class where torch has the name too)'
+        f'timm.optim: {", ".join(timm_extra)} ("timm.<Name>" picks timm\'s class where torch has the name too)'
     )
 
 
@@ -272,6 +297,71 @@ def _check_arguments(cls: type, kwargs: Mapping[str, Any], path: str) -> None:
             )
 
 
+def _rejected(cls: type, path: str, error: Exception) -> RecipeError:
+    return RecipeError(f"{path}: {cls.__name__} rejected the settings: {error}")
+
+
+def _class_settings(cls: type[torch.optim.Optimizer], kwargs: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """The settings as the class resolves them, its own defaults filled in (Adam's betas, SGD's
+    momentum = 0), from its constructor run over no parameters: it checks the values (a negative lr)
+    before any model exists."""
+    try:
+        return dict(cls([{"params": []}], **kwargs).defaults)
+    except (ValueError, TypeError) as e:
+        raise _rejected(cls, path, e) from e
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """`[optimizer]` parsed and checked at load; `build_optimizer` builds it on the model."""
+
+    cls: type[torch.optim.Optimizer]
+    kwargs: Mapping[str, Any]  # the constructor's arguments besides the params, lr included
+    paramwise: ParamwiseSpec
+    settings: Mapping[str, Any]  # `kwargs` with the class's own defaults filled in
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], path: str = "optimizer") -> OptimizerSpec:
+        if not isinstance(cfg, Mapping):
+            raise RecipeError(f"{path} must be a table with at least type and lr")
+        kwargs = {key: _to_tuples(value) for key, value in cfg.items()}
+        if "type" not in kwargs:
+            raise RecipeError(f'{path}.type is missing, e.g. type = "SGD"')
+        optimizer_cls = resolve_optimizer(kwargs.pop("type"), f"{path}.type")
+        check_choice(
+            kwargs.pop("constructor", "DefaultOptimizerConstructor"),
+            ("DefaultOptimizerConstructor",),
+            f"{path}.constructor",
+        )
+        paramwise_cfg = kwargs.pop("paramwise_cfg", None)
+        _check_arguments(optimizer_cls, kwargs, path)
+        if "lr" not in kwargs:
+            raise RecipeError(f"{path}.lr is missing, e.g. lr = 0.01")
+        finite_number(kwargs["lr"], f"{path}.lr")
+        base_wd = kwargs.get("weight_decay")
+        if base_wd is not None:
+            finite_number(base_wd, f"{path}.weight_decay")
+        paramwise = ParamwiseSpec.from_config(paramwise_cfg, base_wd, f"{path}.paramwise_cfg")
+        return cls(optimizer_cls, kwargs, paramwise, _class_settings(optimizer_cls, kwargs, path))
+
+    @property
+    def lr(self) -> float:
+        return self.kwargs["lr"]
+
+    @property
+    def weight_decay(self) -> float | None:
+        return self.kwargs.get("weight_decay")
+
+    @property
+    def base_momentum(self) -> float | None:
+        """The momentum a momentum schedule scales: SGD-style `momentum` or Adam-style `betas[0]`."""
+        if "momentum" in self.settings:
+            return float(self.settings["momentum"])
+        if "betas" in self.settings:
+            return float(self.settings["betas"][0])
+        return None
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     """Match parameter names without the `module.` prefix of a (D)DP wrapper, as mmcv does."""
     wrappers = (nn.DataParallel, nn.parallel.DistributedDataParallel)
@@ -279,46 +369,24 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def build_optimizer(
-    model: nn.Module, cfg: Mapping[str, Any], path: str = "optimizer"
+    model: nn.Module, spec: OptimizerSpec, lr: float | None = None
 ) -> tuple[torch.optim.Optimizer, list[GroupInfo]]:
-    """Build the optimizer a recipe's `[optimizer]` table describes, with one GroupInfo per param group.
+    """The optimizer `spec` describes on `model`'s parameters, with one GroupInfo per param group;
+    `lr` replaces `spec.lr` (the auto-scaled lr).
 
     The GroupInfos carry the lr and weight decay the optimizer really uses, defaults included.
     """
-    if not isinstance(cfg, Mapping):
-        raise RecipeError(f"{path} must be a table with at least type and lr")
-    kwargs = {key: _to_tuples(value) for key, value in cfg.items()}
-    if "type" not in kwargs:
-        raise RecipeError(f'{path}.type is missing, e.g. type = "SGD"')
-    cls = resolve_optimizer(kwargs.pop("type"), f"{path}.type")
-    check_choice(
-        kwargs.pop("constructor", "DefaultOptimizerConstructor"),
-        ("DefaultOptimizerConstructor",),
-        f"{path}.constructor",
-    )
-    paramwise_cfg = kwargs.pop("paramwise_cfg", None)
-    _check_arguments(cls, kwargs, path)
-    if "lr" not in kwargs:
-        raise RecipeError(f"{path}.lr is missing, e.g. lr = 0.01")
-    _check_number(kwargs["lr"], f"{path}.lr")
-    base_wd = kwargs.get("weight_decay")
-    if base_wd is not None:
-        _check_number(base_wd, f"{path}.weight_decay")
-    groups, infos = build_param_groups(_unwrap(model), kwargs["lr"], base_wd, paramwise_cfg, f"{path}.paramwise_cfg")
+    kwargs = dict(spec.kwargs) if lr is None else {**spec.kwargs, "lr": lr}
+    groups, infos = build_param_groups(_unwrap(model), kwargs["lr"], spec.weight_decay, spec.paramwise)
     try:
-        optimizer = cls(groups, **kwargs)
+        optimizer = spec.cls(groups, **kwargs)
     except (ValueError, TypeError) as e:
-        raise RecipeError(f"{path}: {cls.__name__} rejected the settings: {e}") from e
+        raise _rejected(spec.cls, "optimizer", e) from e
     infos = [
         replace(info, lr=group["lr"], weight_decay=group.get("weight_decay"))
         for info, group in zip(infos, optimizer.param_groups)
     ]
     return optimizer, infos
-
-
-def check_optimizer_config(cfg: Mapping[str, Any]) -> None:
-    """Validate `[optimizer]` before any model exists, on a one-layer stand-in."""
-    build_optimizer(nn.Linear(1, 1), cfg)
 
 
 def format_param_group_table(infos: list[GroupInfo]) -> str:
@@ -362,19 +430,20 @@ def auto_scaled_lr(recipe: Recipe, num_processes: int, batch_size: int) -> float
     )
 
 
-def build_recipe_optimizer(model: nn.Module, recipe: Recipe, num_processes: int) -> torch.optim.Optimizer:
-    """The recipe's optimizer for a run of `num_processes` processes (auto_scale_lr applied), with
-    the scaled lr and the param-group table in the log."""
-    cfg = dict(recipe.optimizer)
+def build_recipe_optimizer(
+    model: nn.Module, recipe: Recipe, spec: OptimizerSpec, num_processes: int
+) -> torch.optim.Optimizer:
+    """The recipe's optimizer (`spec`, its parsed `[optimizer]`) for a run of `num_processes`
+    processes (auto_scale_lr applied), with the scaled lr and the param-group table in the log."""
+    lr = spec.lr
     if recipe.auto_scale_lr.enable:
         lr = auto_scaled_lr(recipe, num_processes, recipe.data.batch_size)
         logger.info(
             "auto_scale_lr: lr %.6g -> %.6g (%d processes x batch %d x accumulation %d / base %d)",
-            cfg["lr"], lr, num_processes, recipe.data.batch_size,
+            spec.lr, lr, num_processes, recipe.data.batch_size,
             recipe.accelerate.gradient_accumulation_steps, recipe.auto_scale_lr.base_batch_size,
         )  # fmt: skip
-        cfg["lr"] = lr
-    optimizer, infos = build_optimizer(model, cfg)
+    optimizer, infos = build_optimizer(model, spec, lr)
     logger.info("optimizer %s param groups:\n%s", type(optimizer).__name__, format_param_group_table(infos))
     return optimizer
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import RecipeError, is_number
+from .errors import RecipeError
+from .recipe.checks import is_number
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,9 @@ from torchvision.transforms.v2.functional import to_pil_image
 from . import checkpoint
 from .classes import resolve_classes
 from .errors import RecipeError
-from .recipe import tomllib
-from .schema import Recipe, drop_unused
+from .recipe.reading import tomllib
+from .recipe.root import Recipe
+from .recipe.task_keys import drop_unused
 from .weights import load_weights
 
 ImageInput = str | Path | Image.Image | torch.Tensor

@@ -33,17 +33,16 @@ from .distributed import (
     maybe_sync_batchnorm,
     model_to_channels_last,
 )
-from .hooks import Hook, build_hooks, tracker_names, tracker_run
+from .hooks import Hook, build_hooks, tracker_run
 from .hooks.base import STAGES, Stage
 from .hooks.logger import flat_hparams
 from .hooks.run_lock import RunLockHook
 from .hooks.step_guard import StepGuard
-from .loading import load_recipe
 from .log import LogBuffer, setup_logging
 from .optim import build_recipe_optimizer
-from .recipe import dump_toml
+from .recipe.load import LoadedRecipe, load_recipe
+from .recipe.reading import dump_toml
 from .schedules.run_length import RunLength
-from .schema import Recipe
 from .tasks import build_task
 
 logger = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ class Trainer:
 
     def __init__(
         self,
-        recipe: Recipe,
+        recipe: LoadedRecipe,
         *,
         model: nn.Module | None = None,
         train_dataset: Dataset | None = None,
@@ -69,10 +68,10 @@ class Trainer:
     ) -> None:
         self.recipe = recipe
         self.work_dir = Path(recipe.work_dir)
-        acc = recipe.accelerate
+        acc, specs = recipe.accelerate, recipe.specs
         # Custom hook modules are imported here, when a run is about to train or evaluate.
-        built_hooks = build_hooks(recipe, progress)
-        self.accelerator = build_accelerator(recipe, tracker_names(recipe))
+        built_hooks = build_hooks(recipe, specs.hooks, specs.schedule, progress)
+        self.accelerator = build_accelerator(recipe, specs.hooks.trackers)
         self.timestamp = time.strftime("%Y%m%d_%H%M%S")
         if self.accelerator.is_main_process:
             self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -99,7 +98,7 @@ class Trainer:
 
         self.optimizer: AcceleratedOptimizer
         self.model, self.optimizer = self.accelerator.prepare(
-            self.model, build_recipe_optimizer(self.model, recipe, self.accelerator.num_processes)
+            self.model, build_recipe_optimizer(self.model, recipe, specs.optimizer, self.accelerator.num_processes)
         )
         self.train_loader = self.build_train_loader(recipe.data.batch_size)
         self._run: RunLength | None = None
@@ -257,7 +256,7 @@ class Trainer:
         if self.run_started:
             return
         self.run_started = True
-        if tracker_names(self.recipe):
+        if self.recipe.specs.hooks.trackers:
             project, init_kwargs = tracker_run(self.hooks, self.work_dir)
             self.accelerator.init_trackers(project, config=flat_hparams(self.recipe.to_dict()), init_kwargs=init_kwargs)
             self.trackers_started = True

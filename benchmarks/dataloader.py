@@ -47,7 +47,7 @@ def model_rate(task, dataset, recipe, batches: int, device: torch.device) -> flo
     loader = task.build_loader(dataset, batch_size=recipe.data.batch_size, train=True)
     held = [send_to_device(b, device) for b in islice(loader, min(batches, 4))]
     model = task.build_model().to(device).train()
-    optimizer, _ = build_optimizer(model, recipe.optimizer)
+    optimizer, _ = build_optimizer(model, recipe.specs.optimizer)
 
     def step(batch) -> None:
         loss, _ = task.train_loss(model, batch)

@@ -31,7 +31,7 @@ def step_memory(recipe_path: str, frozen: bool, batch: int, size: int, device: t
         for module in resolve_modules(model, recipe.freeze.modules or ["backbone"]).values():
             module.requires_grad_(False)
             module.eval()
-    optimizer, _ = build_optimizer(model, dict(recipe.optimizer))
+    optimizer, _ = build_optimizer(model, recipe.specs.optimizer)
     images = torch.rand(batch, 3, size, size, device=device)
     saved = 0
 

@@ -220,7 +220,7 @@ def run_plain(w: Workload, dtype: str, channels_last: bool, compile_: bool, args
     task = build_task(recipe)
     torch._dynamo.reset()
     model = task.build_model().to(device).train()
-    optimizer, _ = build_optimizer(model, recipe.optimizer)
+    optimizer, _ = build_optimizer(model, recipe.specs.optimizer)
     batch = w.batch(device)
     if channels_last:
         model = model_to_channels_last(model)

@@ -51,7 +51,7 @@ from torchvision.datasets import ImageFolder
 from accel_trainer import Hook, Trainer, load_recipe
 from accel_trainer.data.shapes import ShapesSpec, ensure_shapes_classification
 from accel_trainer.hooks.base import PRIORITIES
-from accel_trainer.recipe import tomllib
+from accel_trainer.recipe.reading import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "cls.toml"

@@ -23,7 +23,7 @@ from accel_trainer.data.coco import (
 )
 from accel_trainer.data.loader import build_loader
 from accel_trainer.errors import RecipeError
-from accel_trainer.schema import Recipe
+from accel_trainer.recipe.root import Recipe
 
 from .helpers.datasets import H, W, make_coco
 

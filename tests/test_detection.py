@@ -19,7 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from accel_trainer import Trainer, load_recipe
 from accel_trainer.data.coco import BBOX_METRIC_KEYS, RandomRescale
 from accel_trainer.errors import RecipeError
-from accel_trainer.schema import ModelCfg
+from accel_trainer.recipe.model_section import ModelCfg
 from accel_trainer.tasks.detection import DetectionTask, loss_mode
 from accel_trainer.tasks.detector import build_detector
 

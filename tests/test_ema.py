@@ -16,7 +16,7 @@ from torch import nn
 from accel_trainer import Trainer
 from accel_trainer.cli import main
 from accel_trainer.errors import RecipeError
-from accel_trainer.loading import load_recipe
+from accel_trainer.recipe.load import load_recipe
 
 from .helpers.launch import launch
 from .helpers.recipes import write_recipe

@@ -9,7 +9,8 @@ import torch
 
 from accel_trainer import load_recipe
 from accel_trainer.errors import RecipeError
-from accel_trainer.schema import ModelCfg, Recipe
+from accel_trainer.recipe.model_section import ModelCfg
+from accel_trainer.recipe.root import Recipe
 from accel_trainer.tasks.detection import DetectionTask
 from accel_trainer.tasks.detector import build_detector
 from accel_trainer.tasks.heads import HEADS

@@ -8,8 +8,8 @@ import pytest
 from accel_trainer.cli import main
 from accel_trainer.commands.import_mmcv import convert_config
 from accel_trainer.commands.mmcv_config import read_mmcv_config
-from accel_trainer.loading import load_recipe
-from accel_trainer.recipe import tomllib
+from accel_trainer.recipe.load import load_recipe
+from accel_trainer.recipe.reading import tomllib
 
 from .helpers import REPO
 from .helpers.mmcv_configs import DEFAULT_RUNTIME, line_of, write

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from accel_trainer.data.loader import build_loader
-from accel_trainer.schema import Recipe
+from accel_trainer.recipe.root import Recipe
 
 
 def _recipe(**data) -> Recipe:

@@ -14,6 +14,8 @@ from torch import nn
 from accel_trainer.errors import RecipeError
 from accel_trainer.optim import (
     GroupInfo,
+    OptimizerSpec,
+    ParamwiseSpec,
     build_optimizer,
     build_param_groups,
     format_param_group_table,
@@ -64,7 +66,7 @@ def resnest() -> nn.Module:
 
 def test_no_paramwise_cfg_is_one_default_group():
     model = Net()
-    groups, infos = build_param_groups(model, LR, WD, None)
+    groups, infos = build_param_groups(model, LR, WD, ParamwiseSpec())
     assert len(groups) == 1 and infos[0].pattern == "default"
     assert set(settings(model, groups).values()) == {(LR, WD)}
     assert_partition(model, groups)
@@ -72,7 +74,9 @@ def test_no_paramwise_cfg_is_one_default_group():
 
 def test_disable_bn_wd_norm_and_bias_decay():
     model = Net()
-    groups, infos = build_param_groups(model, LR, WD, {"norm_decay_mult": 0.0, "bias_decay_mult": 0.0})
+    groups, infos = build_param_groups(
+        model, LR, WD, ParamwiseSpec.from_config({"norm_decay_mult": 0.0, "bias_decay_mult": 0.0}, WD)
+    )
     s = settings(model, groups)
     for name in (
         "backbone.bn.weight",
@@ -93,7 +97,7 @@ def test_disable_bn_wd_norm_and_bias_decay():
 
 def test_bias_lr_mult_skips_norm_biases():
     model = Net()
-    groups, _ = build_param_groups(model, LR, WD, {"bias_lr_mult": 2.0})
+    groups, _ = build_param_groups(model, LR, WD, ParamwiseSpec.from_config({"bias_lr_mult": 2.0}, WD))
     s = settings(model, groups)
     for name in ("backbone.conv.bias", "backbone.dw.bias", "head.bias"):
         assert s[name] == (pytest.approx(2 * LR), WD), name
@@ -109,7 +113,9 @@ def test_dwconv_decay_mult_and_detection():
             dense=nn.Conv2d(8, 8, 3),
         )
     )
-    groups, infos = build_param_groups(model, LR, WD, {"dwconv_decay_mult": 0.5, "bias_decay_mult": 0.0})
+    groups, infos = build_param_groups(
+        model, LR, WD, ParamwiseSpec.from_config({"dwconv_decay_mult": 0.5, "bias_decay_mult": 0.0}, WD)
+    )
     s = settings(model, groups)
     assert s["dw.weight"] == s["dw.bias"] == (LR, pytest.approx(0.5 * WD))
     assert s["grouped.weight"] == s["dense.weight"] == (LR, WD)
@@ -127,7 +133,7 @@ def test_custom_keys_longest_key_wins_and_overrides_other_rules():
             "bn": {"lr_mult": 3.0},
         },
     }
-    groups, infos = build_param_groups(model, LR, WD, cfg)
+    groups, infos = build_param_groups(model, LR, WD, ParamwiseSpec.from_config(cfg, WD))
     s = settings(model, groups)
     assert s["backbone.bn.weight"] == (pytest.approx(0.5 * LR), pytest.approx(2 * WD))
     assert s["backbone.conv.weight"] == (pytest.approx(0.1 * LR), WD)
@@ -143,13 +149,15 @@ def test_custom_keys_equal_length_tie_goes_to_alphabetical_first():
     model = Net()
     # both 4 characters long and both in "backbone.conv.weight"; mmcv picks "bone" over "conv"
     cfg = {"custom_keys": {"conv": {"lr_mult": 3.0}, "bone": {"lr_mult": 0.5}}}
-    groups, _ = build_param_groups(model, LR, WD, cfg)
+    groups, _ = build_param_groups(model, LR, WD, ParamwiseSpec.from_config(cfg, WD))
     assert settings(model, groups)["backbone.conv.weight"][0] == pytest.approx(0.5 * LR)
 
 
 def test_custom_keys_see_mmcv_names_of_top_level_parameters():
     model = nn.Linear(2, 2)  # mmcv matches against ".weight" / ".bias" at the top level
-    groups, _ = build_param_groups(model, LR, WD, {"custom_keys": {".weight": {"lr_mult": 0.0}}})
+    groups, _ = build_param_groups(
+        model, LR, WD, ParamwiseSpec.from_config({"custom_keys": {".weight": {"lr_mult": 0.0}}}, WD)
+    )
     s = settings(model, groups)
     assert s["weight"] == (0.0, WD) and s["bias"] == (LR, WD)
 
@@ -167,13 +175,15 @@ def test_timm_norm_layers_are_norms():
             conv=nn.Conv2d(4, 4, 1),
         )
     )
-    groups, _ = build_param_groups(model, LR, WD, {"norm_decay_mult": 0.0})
+    groups, _ = build_param_groups(model, LR, WD, ParamwiseSpec.from_config({"norm_decay_mult": 0.0}, WD))
     for name, (_, wd) in settings(model, groups).items():
         assert wd == (WD if name.startswith("conv.") else 0.0), name
 
 
 def test_resnest_disable_bn_wd_merges_into_three_groups(resnest):
-    groups, infos = build_param_groups(resnest, LR, WD, {"norm_decay_mult": 0.0, "bias_decay_mult": 0.0})
+    groups, infos = build_param_groups(
+        resnest, LR, WD, ParamwiseSpec.from_config({"norm_decay_mult": 0.0, "bias_decay_mult": 0.0}, WD)
+    )
     assert_partition(resnest, groups)
     assert [i.pattern for i in infos] == ["default", "norm", "bias"]
     norm_params = [p for m in resnest.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()]
@@ -188,13 +198,15 @@ def test_resnest_disable_bn_wd_merges_into_three_groups(resnest):
 def test_frozen_parameters_are_kept_and_follow_the_rules(resnest):
     model = Net()
     model.backbone.requires_grad_(False)
-    groups, _ = build_param_groups(model, LR, WD, {"norm_decay_mult": 0.0})
+    groups, _ = build_param_groups(model, LR, WD, ParamwiseSpec.from_config({"norm_decay_mult": 0.0}, WD))
     assert_partition(model, groups)
     assert settings(model, groups)["backbone.bn.weight"] == (LR, 0.0)
 
     resnest.conv1.requires_grad_(False)
     try:
-        optimizer, _ = build_optimizer(resnest, {"type": "SGD", "lr": LR, "paramwise_cfg": {"bias_lr_mult": 2.0}})
+        optimizer, _ = build_optimizer(
+            resnest, OptimizerSpec.from_config({"type": "SGD", "lr": LR, "paramwise_cfg": {"bias_lr_mult": 2.0}})
+        )
     finally:
         resnest.conv1.requires_grad_(True)
     assert_partition(resnest, optimizer.param_groups)
@@ -208,37 +220,45 @@ def test_shared_parameters_appear_once(bypass):
     model.tied.weight = model.head.weight  # one tensor owned by two modules
     paramwise = {"bypass_duplicate": bypass, "bias_lr_mult": 2.0}
     cfg = {"type": "SGD", "lr": LR, "weight_decay": WD, "paramwise_cfg": paramwise}
-    optimizer, infos = build_optimizer(model, cfg)
+    optimizer, infos = build_optimizer(model, OptimizerSpec.from_config(cfg))
     assert_partition(model, optimizer.param_groups)
     assert sum(i.num_tensors for i in infos) == len(list(model.parameters()))
 
 
 def test_torch_optimizer_by_name_with_betas_list():
     model = Net()
-    optimizer, infos = build_optimizer(model, {"type": "AdamW", "lr": 1e-3, "betas": [0.9, 0.95], "weight_decay": 0.05})
+    optimizer, infos = build_optimizer(
+        model, OptimizerSpec.from_config({"type": "AdamW", "lr": 1e-3, "betas": [0.9, 0.95], "weight_decay": 0.05})
+    )
     assert type(optimizer) is torch.optim.AdamW
     assert optimizer.defaults["betas"] == (0.9, 0.95) and isinstance(optimizer.defaults["betas"], tuple)
     assert (infos[0].lr, infos[0].weight_decay) == (1e-3, 0.05)
-    lamb, _ = build_optimizer(model, {"type": "Lamb", "lr": 1e-3, "betas": [0.9, 0.95]})  # timm keeps what it gets
+    lamb, _ = build_optimizer(
+        model, OptimizerSpec.from_config({"type": "Lamb", "lr": 1e-3, "betas": [0.9, 0.95]})
+    )  # timm keeps what it gets
     assert isinstance(lamb.defaults["betas"], tuple)
-    sgd, _ = build_optimizer(model, {"type": "SGD", "lr": 0.1, "momentum": 0.9, "nesterov": True})
+    sgd, _ = build_optimizer(
+        model, OptimizerSpec.from_config({"type": "SGD", "lr": 0.1, "momentum": 0.9, "nesterov": True})
+    )
     assert type(sgd) is torch.optim.SGD and sgd.defaults["nesterov"] is True
 
 
 @pytest.mark.parametrize("name", ["Lamb", "Lars", "AdamP", "Lion", "timm.Adafactor"])
 def test_timm_optimizer_by_name(name):
-    optimizer, _ = build_optimizer(Net(), {"type": name, "lr": 1e-3})
+    optimizer, _ = build_optimizer(Net(), OptimizerSpec.from_config({"type": name, "lr": 1e-3}))
     assert type(optimizer) is getattr(timm.optim, name.removeprefix("timm."))
 
 
 def test_torch_wins_a_name_clash():
-    optimizer, _ = build_optimizer(Net(), {"type": "Adafactor", "lr": 1e-3})
+    optimizer, _ = build_optimizer(Net(), OptimizerSpec.from_config({"type": "Adafactor", "lr": 1e-3}))
     assert type(optimizer) is torch.optim.Adafactor
 
 
 def test_infos_report_optimizer_defaults_when_weight_decay_is_unset():
     model = Net()
-    optimizer, infos = build_optimizer(model, {"type": "AdamW", "lr": 1e-3, "paramwise_cfg": {"bias_lr_mult": 2.0}})
+    optimizer, infos = build_optimizer(
+        model, OptimizerSpec.from_config({"type": "AdamW", "lr": 1e-3, "paramwise_cfg": {"bias_lr_mult": 2.0}})
+    )
     assert all("weight_decay" in g for g in optimizer.param_groups)
     assert {i.weight_decay for i in infos} == {0.01}  # AdamW's default
     assert {i.pattern: i.lr for i in infos} == {"default": 1e-3, "bias": 2e-3}
@@ -250,7 +270,7 @@ def test_infos_report_optimizer_defaults_when_weight_decay_is_unset():
 )
 def test_unknown_optimizer_type(name, hint):
     with pytest.raises(RecipeError) as err:
-        build_optimizer(Net(), {"type": name, "lr": 0.1})
+        build_optimizer(Net(), OptimizerSpec.from_config({"type": name, "lr": 0.1}))
     msg = str(err.value)
     assert "optimizer.type" in msg and repr(name) in msg and hint in msg
     assert "RMSprop" in msg and "Lamb" in msg
@@ -258,12 +278,12 @@ def test_unknown_optimizer_type(name, hint):
 
 def test_unknown_optimizer_argument_lists_accepted_ones():
     with pytest.raises(RecipeError) as err:
-        build_optimizer(Net(), {"type": "SGD", "lr": 0.1, "momentun": 0.9})
+        build_optimizer(Net(), OptimizerSpec.from_config({"type": "SGD", "lr": 0.1, "momentun": 0.9}))
     msg = str(err.value)
     assert "optimizer.momentun" in msg and 'did you mean "momentum"' in msg
     assert "nesterov" in msg and "dampening" in msg
     with pytest.raises(RecipeError, match=r"optimizer\.momentum.*Lamb accepts: .*betas"):
-        build_optimizer(Net(), {"type": "Lamb", "lr": 0.1, "momentum": 0.9})
+        build_optimizer(Net(), OptimizerSpec.from_config({"type": "Lamb", "lr": 0.1, "momentum": 0.9}))
 
 
 @pytest.mark.parametrize(
@@ -282,7 +302,9 @@ def test_unknown_optimizer_argument_lists_accepted_ones():
 )
 def test_bad_paramwise_cfg(cfg, expected):
     with pytest.raises(RecipeError) as err:
-        build_optimizer(Net(), {"type": "SGD", "lr": 0.1, "weight_decay": WD, "paramwise_cfg": cfg})
+        build_optimizer(
+            Net(), OptimizerSpec.from_config({"type": "SGD", "lr": 0.1, "weight_decay": WD, "paramwise_cfg": cfg})
+        )
     for text in expected:
         assert text in str(err.value)
 
@@ -293,7 +315,7 @@ def test_bad_paramwise_cfg(cfg, expected):
 )
 def test_decay_mults_need_weight_decay(paramwise):
     with pytest.raises(RecipeError, match=r"needs optimizer\.weight_decay"):
-        build_optimizer(Net(), {"type": "SGD", "lr": 0.1, "paramwise_cfg": paramwise})
+        build_optimizer(Net(), OptimizerSpec.from_config({"type": "SGD", "lr": 0.1, "paramwise_cfg": paramwise}))
 
 
 @pytest.mark.parametrize(
@@ -307,7 +329,7 @@ def test_decay_mults_need_weight_decay(paramwise):
 )
 def test_bad_optimizer_table(cfg, text):
     with pytest.raises(RecipeError, match=text):
-        build_optimizer(Net(), cfg)
+        build_optimizer(Net(), OptimizerSpec.from_config(cfg))
 
 
 def test_param_group_table():

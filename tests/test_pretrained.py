@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from accel_trainer.cli import main
 from accel_trainer.errors import RecipeError
-from accel_trainer.schema import ModelCfg
+from accel_trainer.recipe.model_section import ModelCfg
 from accel_trainer.tasks.detector import build_detector
 
 from .helpers import REPO

@@ -57,6 +57,7 @@ def test_no_bars_unless_stdout_is_a_terminal_or_asked_for(tiny_recipe):
     recipe = load_recipe(tiny_recipe)
     bar_hooks = (TrainProgressHook, ValProgressHook)
     assert not sys.stdout.isatty()  # pytest captures stdout
-    assert not [h for h in build_hooks(recipe) if isinstance(h, bar_hooks)]
-    assert len([h for h in build_hooks(recipe, progress=True) if isinstance(h, bar_hooks)]) == 2
-    assert not [h for h in build_hooks(recipe, progress=False) if isinstance(h, bar_hooks)]
+    specs = recipe.specs.hooks, recipe.specs.schedule
+    assert not [h for h in build_hooks(recipe, *specs) if isinstance(h, bar_hooks)]
+    assert len([h for h in build_hooks(recipe, *specs, progress=True) if isinstance(h, bar_hooks)]) == 2
+    assert not [h for h in build_hooks(recipe, *specs, progress=False) if isinstance(h, bar_hooks)]

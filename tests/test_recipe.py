@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from accel_trainer import RecipeError, load_recipe
-from accel_trainer.recipe import apply_overrides, dump_toml, load_raw, merge, parse_override
+from accel_trainer.recipe.reading import apply_overrides, dump_toml, load_raw, merge, parse_override
 
 from .helpers.recipes import write_recipe
 
@@ -145,7 +145,7 @@ def test_resolved_recipe_round_trips(tiny_recipe, tmp_path):
 
 
 def test_recipe_changes_lists_changed_added_and_removed_keys():
-    from accel_trainer.recipe import recipe_changes
+    from accel_trainer.recipe.reading import recipe_changes
 
     saved = {"work_dir": "a", "optimizer": {"lr": 0.1, "momentum": 0.9}, "runner": {"max_epochs": 2}}
     now = {"work_dir": "b", "optimizer": {"lr": 0.01, "momentum": 0.9}, "freeze": {"epochs": 1}}

@@ -8,8 +8,9 @@ import sys
 import pytest
 
 from accel_trainer import RecipeError, load_recipe
-from accel_trainer.recipe import parse_override
-from accel_trainer.schema import GradClipCfg, Recipe
+from accel_trainer.recipe.reading import parse_override
+from accel_trainer.recipe.root import Recipe
+from accel_trainer.recipe.training_sections import GradClipCfg
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,9 @@ import pytest
 
 from accel_trainer import load_recipe
 from accel_trainer.errors import RecipeError
-from accel_trainer.recipe import dump_toml
-from accel_trainer.schema import VOC_CLASSES, Recipe
+from accel_trainer.recipe.data_section import VOC_CLASSES
+from accel_trainer.recipe.reading import dump_toml
+from accel_trainer.recipe.root import Recipe
 
 from .helpers import REPO
 from .helpers.recipes import RUNTIME, write_recipe

@@ -6,7 +6,7 @@ import pytest
 
 from accel_trainer.data.coco import collate_detection
 from accel_trainer.errors import RecipeError
-from accel_trainer.schema import Recipe
+from accel_trainer.recipe.root import Recipe
 from accel_trainer.tasks import Task, build_task
 from accel_trainer.tasks.classification import ClassificationTask
 from accel_trainer.tasks.detection import DetectionTask

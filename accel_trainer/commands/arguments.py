@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from ..recipe import parse_override
+from ..recipe.reading import parse_override
 
 if TYPE_CHECKING:
-    from ..schema import Recipe
+    from ..recipe.load import LoadedRecipe
 
 
 def add_recipe_args(parser: argparse.ArgumentParser) -> None:
@@ -38,12 +38,12 @@ def load_args_recipe(
     *,
     work_dir: str | None = None,
     check_files: bool = True,
-) -> Recipe:
+) -> LoadedRecipe:
     """The recipe of `add_recipe_args`, its `--set` overrides applied, then `extra` over them.
 
-    `load_recipe` is imported here, on first use: it pulls in torch and timm, which `--help` must not.
+    `load_recipe` is imported here, on first use: it pulls in torch, which `--help` must not.
     """
-    from ..loading import load_recipe
+    from ..recipe.load import load_recipe
 
     overrides = dict(parse_override(item) for item in args.overrides or [])
     overrides.update(extra or {})

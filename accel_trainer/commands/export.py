@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import RecipeError
 from ..files import atomic_write
-from ..recipe import tomllib
+from ..recipe.reading import tomllib
 from .arguments import add_progress_arg
 
 DESCRIPTION = "Write a checkpoint's weights as one safetensors file, or the model as ONNX."

@@ -17,9 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import RecipeError, join_path
-from ..recipe import dump_toml, merge
-from ..schema import AutoScaleLrCfg, CheckpointCfg, EvaluationCfg, LogCfg, Recipe, RunnerCfg, field_names
+from ..errors import RecipeError
+from ..recipe.builder import field_names
+from ..recipe.checks import join_path
+from ..recipe.reading import dump_toml, merge
+from ..recipe.runtime_sections import CheckpointCfg, EvaluationCfg, LogCfg
+from ..recipe.training_sections import AutoScaleLrCfg, RunnerCfg
 from .mmcv_config import Origin, read_mmcv_config
 
 DESCRIPTION = "Convert an mmcv/mmdet 1.x Python config's runtime sections to recipe TOML, without running the config."
@@ -297,11 +300,11 @@ def _item_problem(partial: dict, path: str, index: int) -> str | None:
 
 def _probe(partial: dict) -> str | None:
     """The schema's complaint about `partial` as a recipe's only runtime keys, or None if it is valid."""
-    from ..loading import check_components
+    from ..recipe.load import LoadedRecipe
 
     try:
         # Paths are kept as written: they name files on the machine that will train.
-        check_components(Recipe.from_dict({**_PROBE_BASE, **copy.deepcopy(partial)}, source="probe", check_files=False))
+        LoadedRecipe.from_dict({**_PROBE_BASE, **copy.deepcopy(partial)}, source="probe", check_files=False)
     except RecipeError as exc:
         return str(exc)
     return None

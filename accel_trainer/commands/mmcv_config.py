@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import RecipeError, is_number
-from ..recipe import BASE_KEY, merge
+from ..errors import RecipeError
+from ..recipe.checks import is_number
+from ..recipe.reading import BASE_KEY, merge
 
 MAX_INT_BITS = 4096
 MAX_SEQUENCE_LEN = 100_000

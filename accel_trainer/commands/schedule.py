@@ -11,35 +11,19 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import RecipeError
 from ..plotting import plot_schedule_png
-from ..schedules import LrSchedule
 from ..schedules.preview import run_rows, write_schedule_csv
 from ..schedules.run_length import RunLength
-from ..schema import Recipe
 from .arguments import add_recipe_args, load_args_recipe
 
+if TYPE_CHECKING:
+    from ..recipe.load import LoadedRecipe
+    from ..recipe.root import Recipe
+
 DESCRIPTION = "Compute a recipe's lr and momentum schedule without building the model or data."
-
-
-def base_momentum(optimizer_cfg: dict) -> float | None:
-    """The momentum the schedule scales: SGD-style `momentum` or Adam-style `betas[0]`.
-
-    Read from an optimizer built on a stand-in parameter, so the optimizer's own defaults
-    (Adam's betas = (0.9, 0.999)) count when the recipe leaves them out.
-    """
-    import torch
-
-    from ..optim import build_optimizer
-
-    optimizer, _ = build_optimizer(torch.nn.Linear(1, 1), optimizer_cfg)
-    group = optimizer.param_groups[0]
-    if "momentum" in group:
-        return float(group["momentum"])
-    if "betas" in group:
-        return float(group["betas"][0])
-    return None
 
 
 def launcher_num_processes() -> tuple[int, str]:
@@ -76,7 +60,11 @@ def dataset_iters_per_epoch(recipe: Recipe, num_processes: int = 1) -> int:
 
 
 def schedule_command(
-    recipe: Recipe, iters_per_epoch: int | None, csv: str | None, png: str | None, num_processes: int | None = None
+    recipe: LoadedRecipe,
+    iters_per_epoch: int | None,
+    csv: str | None,
+    png: str | None,
+    num_processes: int | None = None,
 ) -> int:
     """`iters_per_epoch` (at `data.batch_size`, per process) skips reading the dataset; a freeze
     stage with another batch size then gets proportionally more or fewer iterations."""
@@ -99,16 +87,15 @@ def schedule_command(
             return math.ceil(given * full / batch_size)
 
     run = RunLength.of_recipe(recipe, steps_at)
-    warning = run.warmup_overrun(LrSchedule.from_config(recipe.lr_config, iter_based=not recipe.by_epoch))
+    specs = recipe.specs
+    warning = run.warmup_overrun(specs.schedule.lr)
     if warning:
         print(f"accel-trainer: warning: {warning}", file=sys.stderr)
     rows = run_rows(
-        recipe.lr_config,
-        recipe.momentum_config,
+        specs.schedule,
         auto_scaled_lr(recipe, num_processes, full),
-        base_momentum(recipe.optimizer),
+        specs.optimizer.base_momentum,
         run,
-        iter_based=not recipe.by_epoch,
         lr_follows_batch=recipe.auto_scale_lr.enable,
     )
     if csv:

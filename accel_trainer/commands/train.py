@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from ..errors import RecipeError
-from ..recipe import dump_toml
+from ..recipe.reading import dump_toml
 from .arguments import add_progress_arg, add_recipe_args, load_args_recipe
 
 DESCRIPTION = "Train from a recipe (also under `accelerate launch -m accel_trainer RECIPE`)."

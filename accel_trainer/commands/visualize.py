@@ -17,7 +17,7 @@ from ..errors import RecipeError
 from .arguments import add_recipe_args, load_args_recipe
 
 if TYPE_CHECKING:
-    from ..schema import Recipe
+    from ..recipe.root import Recipe
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torchvision.transforms import v2
 
-from ..errors import RecipeError, is_int, is_number
+from ..errors import RecipeError
+from ..recipe.checks import is_int, is_number
 from .boxes import BoxDataset
 from .mosaic import Mosaic
 

@@ -12,7 +12,8 @@ import torch
 from accelerate.data_loader import BatchSamplerShard
 from torch.utils.data import DataLoader, Dataset
 
-from ..schema import DataCfg, Recipe
+from ..recipe.data_section import DataCfg
+from ..recipe.root import Recipe
 from .sampling import EpochSampler, SeededDataset
 
 

@@ -1,5 +1,8 @@
 """Hooks: built-ins come from recipe sections; `custom_hooks` adds hooks by name or import path.
 
+The hook tables (`log_config.hooks`, `custom_hooks`) are parsed once, when the recipe is loaded,
+into `HookSpecs`; `build_hooks` makes the hooks from them.
+
 Trust model: a recipe is code, like an mmcv config: `custom_hooks = [{type = "pkg.mod:Class"}]`
 imports that module when a Trainer is built (a run that trains or evaluates). Checking a recipe
 (`--print-recipe`, `schedule`, `import-mmcv`) imports nothing it names. Checkpoints and weights
@@ -11,11 +14,17 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from ..errors import RecipeError, check_choice, check_keys, did_you_mean
+from ..errors import RecipeError, did_you_mean
 from ..progress import progress_enabled
-from ..schema import LogCfg, Recipe, field_names
+from ..recipe.builder import field_names
+from ..recipe.checks import check_choice, check_keys
+from ..recipe.root import Recipe
+from ..recipe.runtime_sections import LogCfg
+from ..schedules import ScheduleSpec
 from .base import PRIORITIES, Hook, resolve_priority
 from .checkpoint import CheckpointHook, SaveBestHook
 from .ema import EMAHook
@@ -34,7 +43,7 @@ from .num_class_check import NumClassCheckHook
 from .progress import TrainProgressHook, ValProgressHook
 from .schedule import ScheduleHook
 
-__all__ = ["PRIORITIES", "Hook", "build_hooks", "check_hook_configs", "tracker_names", "tracker_run"]
+__all__ = ["PRIORITIES", "Hook", "HookSpec", "HookSpecs", "build_hooks", "tracker_run"]
 
 LOGGER_HOOKS: dict[str, type[LoggerHook]] = {
     "TextLoggerHook": TextLoggerHook,
@@ -66,11 +75,8 @@ def _check_hook_name(type_name: Any, path: str) -> None:
         )
 
 
-def _hook_class(type_name: Any, path: str) -> type[Hook]:
-    """Import the class a custom hook table names (this runs the module's top-level code)."""
-    _check_hook_name(type_name, path)
-    if ":" not in type_name:
-        return CUSTOM_HOOKS[type_name]
+def _hook_class(type_name: str, path: str) -> type[Hook]:
+    """Import the class a checked `package.module:ClassName` names (this runs the module's top-level code)."""
     module_name, _, class_name = type_name.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -87,7 +93,7 @@ def _hook_class(type_name: Any, path: str) -> type[Hook]:
     return cls
 
 
-def _check_kwargs(cls: type, kwargs: dict, path: str) -> None:
+def _check_kwargs(cls: type, kwargs: Mapping[str, Any], path: str) -> None:
     params = inspect.signature(cls).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
@@ -100,24 +106,51 @@ def _check_kwargs(cls: type, kwargs: dict, path: str) -> None:
             )
 
 
-def _custom_hook(cfg: dict, path: str) -> Hook:
-    cfg = dict(cfg)
-    cls = _hook_class(cfg.pop("type", None), path)
-    priority = resolve_priority(cfg.pop("priority", "NORMAL"), f"{path}.priority")
-    _check_kwargs(cls, cfg, path)
-    hook = cls(**cfg)
-    hook.priority = priority
-    return hook
+@dataclass(frozen=True)
+class HookSpec:
+    """One hook table, checked at load: the hook's class, its arguments and its priority (None:
+    the class's own). A custom hook named by import path has no `cls` until `build` imports it."""
+
+    path: str  # where the table is, for messages: "custom_hooks[0]"
+    type_name: str
+    kwargs: Mapping[str, Any]
+    cls: type[Hook] | None
+    priority: int | None = None
+
+    def build(self) -> Hook:
+        """Make the hook; a custom hook's module is imported here (this runs its top-level code)."""
+        cls = self.cls
+        if cls is None:
+            cls = _hook_class(self.type_name, self.path)
+            _check_kwargs(cls, self.kwargs, self.path)
+        hook = cls(**self.kwargs)
+        if self.priority is not None:
+            hook.priority = self.priority
+        return hook
 
 
-def _logger_hook(cfg: dict, recipe: Recipe, path: str) -> LoggerHook:
-    cfg = dict(cfg)
-    name = cfg.pop("type", None)
+def _custom_hook_spec(cfg: dict, path: str) -> HookSpec:
+    kwargs = dict(cfg)
+    type_name = kwargs.pop("type", None)
+    _check_hook_name(type_name, path)
+    priority = resolve_priority(kwargs.pop("priority", "NORMAL"), f"{path}.priority")
+    cls = CUSTOM_HOOKS.get(type_name)
+    if cls is not None:
+        _check_kwargs(cls, kwargs, path)
+    return HookSpec(path, type_name, kwargs, cls, priority)
+
+
+def _logger_hook_spec(cfg: dict, recipe: Recipe, path: str) -> HookSpec:
+    kwargs = dict(cfg)
+    name = kwargs.pop("type", None)
     check_choice(name, LOGGER_HOOKS, f"{path}.type")
-    tracker = issubclass(LOGGER_HOOKS[name], TrackerLoggerHook)
-    check_keys(cfg, (*LOGGER_KEYS, "init_kwargs") if tracker else LOGGER_KEYS, path)
-    if "init_kwargs" in cfg and not isinstance(cfg["init_kwargs"], dict):
-        raise RecipeError(f"{path}.init_kwargs = {cfg['init_kwargs']!r}: expected a table of the tracker's arguments")
+    cls = LOGGER_HOOKS[name]
+    tracker = issubclass(cls, TrackerLoggerHook)
+    check_keys(kwargs, (*LOGGER_KEYS, "init_kwargs") if tracker else LOGGER_KEYS, path)
+    if "init_kwargs" in kwargs and not isinstance(kwargs["init_kwargs"], dict):
+        raise RecipeError(
+            f"{path}.init_kwargs = {kwargs['init_kwargs']!r}: expected a table of the tracker's arguments"
+        )
     lc = recipe.log_config
     args: dict[str, Any] = dict(
         interval=lc.interval,
@@ -125,45 +158,50 @@ def _logger_hook(cfg: dict, recipe: Recipe, path: str) -> LoggerHook:
         reset_flag=lc.reset_flag,
         by_epoch=recipe.by_epoch if lc.by_epoch is None else lc.by_epoch,
     )
-    args.update(cfg)
-    return LOGGER_HOOKS[name](**args)
+    args.update(kwargs)
+    return HookSpec(path, name, args, cls)
 
 
-def tracker_names(recipe: Recipe) -> list[str]:
-    """Accelerate `log_with` names of the tracker logger hooks in `log_config.hooks`."""
+@dataclass(frozen=True)
+class HookSpecs:
+    """`log_config.hooks` and `custom_hooks`, parsed and checked when the recipe is loaded."""
+
+    loggers: tuple[HookSpec, ...]
+    custom: tuple[HookSpec, ...]
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe) -> HookSpecs:
+        """Check the hook tables and tracker packages without starting or importing anything they name."""
+        hooks = recipe.log_config.hooks
+        loggers = tuple(_logger_hook_spec(cfg, recipe, f"log_config.hooks[{i}]") for i, cfg in enumerate(hooks))
+        for tracker in _trackers(loggers):
+            if importlib.util.find_spec(TRACKER_PACKAGES[tracker]) is None:
+                raise RecipeError(
+                    f"log_config.hooks asks for the {tracker} tracker but the package is not installed: "
+                    f"pip install {TRACKER_PACKAGES[tracker]}"
+                )
+        custom = tuple(_custom_hook_spec(cfg, f"custom_hooks[{i}]") for i, cfg in enumerate(recipe.custom_hooks))
+        return cls(loggers, custom)
+
+    @property
+    def trackers(self) -> list[str]:
+        """Accelerate `log_with` names of the tracker logger hooks."""
+        return _trackers(self.loggers)
+
+
+def _trackers(loggers: tuple[HookSpec, ...]) -> list[str]:
     names = []
-    for cfg in recipe.log_config.hooks:
-        cls = LOGGER_HOOKS.get(str(cfg.get("type")))
-        tracker = getattr(cls, "tracker", "")
+    for spec in loggers:
+        tracker = getattr(spec.cls, "tracker", "")
         if tracker and tracker not in names:
             names.append(tracker)
     return names
 
 
-def check_hook_configs(recipe: Recipe) -> None:
-    """Check hook tables and tracker packages without starting or importing anything they name."""
-    for i, cfg in enumerate(recipe.log_config.hooks):
-        _logger_hook(cfg, recipe, f"log_config.hooks[{i}]")
-    for tracker in tracker_names(recipe):
-        if importlib.util.find_spec(TRACKER_PACKAGES[tracker]) is None:
-            raise RecipeError(
-                f"log_config.hooks asks for the {tracker} tracker but the package is not installed: "
-                f"pip install {TRACKER_PACKAGES[tracker]}"
-            )
-    for i, cfg in enumerate(recipe.custom_hooks):
-        path = f"custom_hooks[{i}]"
-        _check_hook_name(cfg.get("type"), path)
-        resolve_priority(cfg.get("priority", "NORMAL"), f"{path}.priority")
-        if cfg.get("type") in CUSTOM_HOOKS:
-            _check_kwargs(
-                CUSTOM_HOOKS[cfg["type"]], {k: v for k, v in cfg.items() if k not in ("type", "priority")}, path
-            )
-
-
-def build_hooks(recipe: Recipe, progress: bool | None = None) -> list[Hook]:
-    """The hooks a recipe asks for, built from its sections; progress bars when `progress`
-    (None: when stdout is a terminal)."""
-    hooks: list[Hook] = [ScheduleHook(recipe.lr_config, recipe.momentum_config, iter_based=not recipe.by_epoch)]
+def build_hooks(recipe: Recipe, specs: HookSpecs, schedule: ScheduleSpec, progress: bool | None = None) -> list[Hook]:
+    """The hooks a recipe asks for: built from its sections, its hook tables (`specs`) and its
+    schedules; progress bars when `progress` (None: when stdout is a terminal)."""
+    hooks: list[Hook] = [ScheduleHook(schedule)]
     if recipe.freeze.epochs:
         hooks.append(FreezeHook(recipe.freeze.modules, recipe.freeze.epochs, recipe.freeze.batch_size))
     ev = recipe.evaluation
@@ -174,8 +212,7 @@ def build_hooks(recipe: Recipe, progress: bool | None = None) -> list[Hook]:
         hooks.append(EMAHook(recipe.ema.decay, recipe.ema.warmup, recipe.ema.update_interval, recipe.ema.eval))
     if ev.save_best:
         hooks.append(SaveBestHook(ev.save_best, ev.rule, ev.greater_keys, ev.less_keys))
-    hooks += [_logger_hook(cfg, recipe, f"log_config.hooks[{i}]") for i, cfg in enumerate(recipe.log_config.hooks)]
-    hooks += [_custom_hook(cfg, f"custom_hooks[{i}]") for i, cfg in enumerate(recipe.custom_hooks)]
+    hooks += [spec.build() for spec in (*specs.loggers, *specs.custom)]
     if progress_enabled(progress):
         hooks += [TrainProgressHook(), ValProgressHook()]
     return hooks

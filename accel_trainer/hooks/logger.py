@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..errors import RecipeError, did_you_mean, is_number
+from ..errors import RecipeError, did_you_mean
 from ..plotting import write_run_curves
+from ..recipe.checks import is_number
 from .base import PRIORITIES, Hook
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ..schedules import LrSchedule, MomentumSchedule, apply_schedules
+from ..schedules import ScheduleSpec, apply_schedules
 from .base import PRIORITIES, Hook
 
 if TYPE_CHECKING:
@@ -15,18 +15,19 @@ logger = logging.getLogger(__name__)
 
 
 class ScheduleHook(Hook):
-    """Computes the values from the trainer's counters, so resume needs no scheduler state."""
+    """Computes the values from the trainer's counters, so resume needs no scheduler state; the
+    schedules were parsed when the recipe was loaded (`ScheduleSpec`)."""
 
     priority = PRIORITIES["VERY_HIGH"]
 
-    def __init__(self, lr_config: dict | None, momentum_config: dict | None, *, iter_based: bool = False) -> None:
-        self.lr = LrSchedule.from_config(lr_config, iter_based=iter_based)
-        self.momentum = MomentumSchedule.from_config(momentum_config)
+    def __init__(self, spec: ScheduleSpec) -> None:
+        self.spec = spec
 
     def before_run(self, trainer: Trainer) -> None:
-        warning = trainer.run.warmup_overrun(self.lr)
+        warning = trainer.run.warmup_overrun(self.spec.lr)
         if warning:
             logger.warning(warning)
 
     def before_train_iter(self, trainer: Trainer) -> None:
-        apply_schedules(trainer.optimizer, self.lr, self.momentum, trainer.run.progress(trainer.epoch, trainer.iter))
+        spec, progress = self.spec, trainer.run.progress(trainer.epoch, trainer.iter)
+        apply_schedules(trainer.optimizer, spec.lr, spec.momentum, progress)

@@ -21,7 +21,7 @@ import torch
 
 from ..errors import RecipeError
 from ..preemption import SIGNALS, Preemption
-from ..schema import NanGuardCfg
+from ..recipe.training_sections import NanGuardCfg
 from .base import PRIORITIES, Hook
 
 if TYPE_CHECKING:

@@ -23,10 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import RecipeError, check_choice, check_keys
-from .policies import LR_POLICIES, MOMENTUM_POLICIES, Policy, Progress, Table
+from ..errors import RecipeError
+from ..recipe.checks import Table, check_choice, check_keys
+from .policies import LR_POLICIES, MOMENTUM_POLICIES, Policy, Progress
 
-__all__ = ["LrSchedule", "MomentumSchedule", "Progress", "apply_schedules"]
+__all__ = ["LrSchedule", "MomentumSchedule", "Progress", "ScheduleSpec", "apply_schedules"]
 
 WARMUPS = ("constant", "linear", "exp")
 
@@ -190,10 +191,22 @@ def apply_schedules(optimizer: Any, lr: LrSchedule, momentum: MomentumSchedule |
             group["betas"] = (value, *group["betas"][1:])
 
 
-def check_schedule_configs(lr_config: Mapping | None, momentum_config: Mapping | None, *, iter_based: bool) -> None:
-    """Validate `[lr_config]` and `[momentum_config]` without a run."""
-    LrSchedule.from_config(lr_config, iter_based=iter_based)
-    MomentumSchedule.from_config(momentum_config)
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """`[lr_config]` and `[momentum_config]`, parsed once when the recipe is loaded; the schedule
+    hook and the `schedule` preview both run it."""
+
+    lr: LrSchedule
+    momentum: MomentumSchedule | None
+
+    @classmethod
+    def from_config(
+        cls, lr_config: Mapping | None, momentum_config: Mapping | None, *, iter_based: bool = False
+    ) -> ScheduleSpec:
+        """Validate both tables (`iter_based`: see `LrSchedule.from_config`)."""
+        return cls(
+            LrSchedule.from_config(lr_config, iter_based=iter_based), MomentumSchedule.from_config(momentum_config)
+        )
 
 
 def rescale_initial_lr(param_groups: list[dict], old_batch_size: int, new_batch_size: int) -> None:

@@ -1,18 +1,18 @@
 """The mmcv 1.x lr / momentum updater policies as pure functions of the progress counters.
 
-Each policy reads its recipe table with mmcv's keys and defaults and computes the regular value
-(before warmup) of one param group from its base value and a `Progress`; `apply.py` adds
-mmcv's warmup and applies the values to an optimizer.
+Each policy reads its recipe table (a `recipe.checks.Table`) with mmcv's keys and defaults and
+computes the regular value (before warmup) of one param group from its base value and a
+`Progress`; `apply.py` adds mmcv's warmup and applies the values to an optimizer.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from ..errors import RecipeError, check_choice, is_int, is_number, join_path
+from ..errors import RecipeError
+from ..recipe.checks import REQUIRED, Table, is_int, is_number, join_path
 
 
 @dataclass(frozen=True)
@@ -37,85 +37,6 @@ def annealing_linear(start: float, end: float, factor: float) -> float:
 
 
 ANNEALING: dict[str, Callable[[float, float, float], float]] = {"cos": annealing_cos, "linear": annealing_linear}
-
-# ---------------------------------------------------------------------------------- config reading
-
-_REQUIRED = object()
-
-
-class Table:
-    """Typed reads from one recipe table; every error names the dotted key path and the value."""
-
-    def __init__(self, cfg: Mapping, path: str, context: str) -> None:
-        self.cfg, self.path, self.context = cfg, path, context
-
-    def where(self, key: str) -> str:
-        return join_path(self.path, key)
-
-    def fail(self, key: str, expected: str) -> RecipeError:
-        if key not in self.cfg:
-            return RecipeError(f"{self.where(key)} is missing: expected {expected}")
-        return RecipeError(f"{self.where(key)} = {self.cfg[key]!r}: expected {expected}")
-
-    def get(self, key: str, default: Any, expected: str) -> Any:
-        if key in self.cfg:
-            return self.cfg[key]
-        if default is _REQUIRED:
-            raise RecipeError(f"{self.where(key)} is missing: {self.context} needs it (expected {expected})")
-        return default
-
-    def number(
-        self, key: str, default: Any = _REQUIRED, ok: Callable[[float], bool] | None = None, expected: str = "a number"
-    ) -> Any:
-        return self._typed(key, default, ok, expected, is_number, float)
-
-    def integer(
-        self, key: str, default: Any = _REQUIRED, ok: Callable[[int], bool] | None = None, expected: str = "an integer"
-    ) -> Any:
-        return self._typed(key, default, ok, expected, is_int, int)
-
-    def _typed(
-        self,
-        key: str,
-        default: Any,
-        ok: Callable[[Any], bool] | None,
-        expected: str,
-        is_kind: Callable[[object], bool],
-        convert: Callable[[Any], Any],
-    ) -> Any:
-        value = self.get(key, default, expected)
-        if value is None and default is None:
-            return None
-        if not is_kind(value) or (ok is not None and not ok(value)):
-            raise self.fail(key, expected)
-        return convert(value)
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.get(key, default, "true or false")
-        if not isinstance(value, bool):
-            raise self.fail(key, "true or false")
-        return value
-
-    def choice(self, key: str, choices: Sequence[str], default: str | None) -> Any:
-        value = self.get(key, default, f"one of {', '.join(choices)}")
-        if value is None and default is None:
-            return None
-        check_choice(value, choices, self.where(key))
-        return value
-
-    def numbers(self, key: str, default: Any = _REQUIRED, expected: str = "a list of numbers") -> list[float]:
-        value = self.get(key, default, expected)
-        if not isinstance(value, (list, tuple)) or not all(is_number(v) for v in value):
-            raise self.fail(key, expected)
-        return [float(v) for v in value]
-
-    def number_or_numbers(self, key: str, default: Any = _REQUIRED) -> float | list[float]:
-        """mmcv's per-group arguments: one number for all groups, or one per group."""
-        expected = "a number, or a list with one number per param group"
-        value = self.get(key, default, expected)
-        if is_number(value):
-            return float(value)
-        return self.numbers(key, default, expected)
 
 
 def _per_group(value: float | list[float], groups: int, where: str) -> list[float]:
@@ -174,7 +95,7 @@ class _Step(Policy):
     def __init__(self, t: Table, kind: str, by_epoch: bool) -> None:
         super().__init__(t, kind, by_epoch)
         expected = "a positive integer (decay interval) or a list of positive integers (milestones)"
-        step = t.get("step", _REQUIRED, expected)
+        step = t.get("step", REQUIRED, expected)
         positive_ints = isinstance(step, (list, tuple)) and all(is_int(s) and s > 0 for s in step)
         if not (positive_ints or (is_int(step) and step > 0)):
             raise t.fail("step", expected)
@@ -297,7 +218,7 @@ class _CosineRestart(_ToTarget):
 
     def __init__(self, t: Table, kind: str, by_epoch: bool) -> None:
         super().__init__(t, kind, by_epoch)
-        periods = t.get("periods", _REQUIRED, "a list of positive integers")
+        periods = t.get("periods", REQUIRED, "a list of positive integers")
         if not isinstance(periods, (list, tuple)) or not periods or not all(is_int(v) and v > 0 for v in periods):
             raise t.fail("periods", "a non-empty list of positive integers")
         self.periods = list(periods)

@@ -10,20 +10,18 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from .apply import LrSchedule, MomentumSchedule, apply_schedules, rescale_initial_lr
+from .apply import ScheduleSpec, apply_schedules, rescale_initial_lr
 from .run_length import RunLength
 
 Row = tuple[int, int, float, float | None]
 
 
 def run_rows(
-    lr_cfg: Mapping | None,
-    momentum_cfg: Mapping | None,
+    spec: ScheduleSpec,
     base_lr: float,
     base_momentum: float | None,
     run: RunLength,
     *,
-    iter_based: bool = False,
     lr_follows_batch: bool = False,
 ) -> list[Row]:
     """(iter, epoch, lr, momentum) for every train iteration of `run`, first param group.
@@ -32,8 +30,6 @@ def run_rows(
     training does; `base_lr` is the lr the optimizer is built with (at `data.batch_size`), and
     with `lr_follows_batch` (auto_scale_lr) a stage of another batch size scales it as training does.
     """
-    lr = LrSchedule.from_config(lr_cfg, iter_based=iter_based)
-    momentum = MomentumSchedule.from_config(momentum_cfg)
     group: dict[str, Any] = {"lr": base_lr}
     if base_momentum is not None:
         group["momentum"] = base_momentum
@@ -45,7 +41,7 @@ def run_rows(
         if lr_follows_batch and run.batch_sizes[epoch] != batch_size:
             rescale_initial_lr(optimizer.param_groups, batch_size, run.batch_sizes[epoch])
         batch_size = run.batch_sizes[epoch]
-        apply_schedules(optimizer, lr, momentum, run.progress(epoch, it))
+        apply_schedules(optimizer, spec.lr, spec.momentum, run.progress(epoch, it))
         rows.append((it, epoch, group["lr"], group.get("momentum")))
     return rows
 
@@ -69,7 +65,8 @@ def schedule_rows(
     if max_epochs is None:
         max_epochs = math.ceil(max_iters / iters_per_epoch)
     run = RunLength((iters_per_epoch,) * max_epochs, max_iters, (1,) * max_epochs)
-    return run_rows(lr_cfg, momentum_cfg, base_lr, base_momentum, run, iter_based=iter_based)
+    spec = ScheduleSpec.from_config(lr_cfg, momentum_cfg, iter_based=iter_based)
+    return run_rows(spec, base_lr, base_momentum, run)
 
 
 def write_schedule_csv(rows: Sequence[Row], path: str | Path) -> None:

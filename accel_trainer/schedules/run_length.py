@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import RecipeError
-from ..schema import Recipe
+from ..recipe.root import Recipe
 from .apply import LrSchedule
 from .policies import Progress
 

@@ -3,7 +3,7 @@ what predict, export and visualize do with them); detection's heads are the tabl
 
 from __future__ import annotations
 
-from ..schema import Recipe
+from ..recipe.root import Recipe
 from .base import Task
 
 

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.shapes import ShapesSpec
 from ..errors import RecipeError
-from ..schema import Recipe
+from ..recipe.root import Recipe
 
 
 def create_timm_model(name: str, **kwargs: Any) -> nn.Module:

@@ -19,7 +19,7 @@ from torch.utils.data import default_collate
 from ..data.imagefolder import UNREADABLE, CheckedImageFolder
 from ..errors import RecipeError
 from ..pretrained import load_into, resolve
-from ..schema import Recipe
+from ..recipe.root import Recipe
 from .base import OnnxGraph, Task, create_timm_model
 
 SAMPLE_CONTRACT = "(image, label): image a PIL image or a normalised float CHW tensor, label an int class index"

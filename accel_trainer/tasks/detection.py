@@ -32,7 +32,7 @@ from ..data.coco import (
 )
 from ..data.mosaic import Mosaic
 from ..errors import RecipeError
-from ..schema import Recipe
+from ..recipe.root import Recipe
 from .base import OnnxGraph, Task
 from .detector import build_detector
 from .drawing import draw_boxes

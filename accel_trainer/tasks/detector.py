@@ -17,7 +17,7 @@ from torchvision.ops import FeaturePyramidNetwork
 
 from ..errors import RecipeError
 from ..pretrained import load_into, resolve
-from ..schema import ModelCfg
+from ..recipe.model_section import ModelCfg
 from .base import create_timm_model
 from .heads import POSTPROCESS_KEYS, head_spec, postprocess_kwargs
 

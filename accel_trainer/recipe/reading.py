@@ -1,7 +1,8 @@
-"""Reading recipes: TOML files with `_base_` inheritance, `_delete_` tables and `--set` overrides.
+"""Reading recipes: TOML files with `_base_` inheritance, `_delete_` tables and `--set` overrides,
+and writing a resolved recipe back as TOML.
 
-`read_recipe` returns a `Recipe` checked against the schema (`schema.py`); `loading.load_recipe`
-adds the checks of the open sections by the components that own them. Nothing is built here.
+`read_recipe` returns a `Recipe` checked section by section (`root.py`); `load.load_recipe` adds the
+open sections, parsed by the components that own them. Nothing is built here.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any
 
 import tomli_w
 
-from .errors import RecipeError
-from .schema import Recipe
+from ..errors import RecipeError
+from .root import Recipe
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -142,7 +143,7 @@ def read_recipe(
     work_dir: str | Path | None = None,
     check_files: bool = True,
 ) -> Recipe:
-    """Read, merge, override and schema-check a recipe file (`check_files`: see `Recipe.from_dict`)."""
+    """Read, merge, override and check (section by section) a recipe file (`check_files`: see `Recipe.from_dict`)."""
     path = Path(path)
     raw = load_raw(path)
     _check_depth(raw, str(path))

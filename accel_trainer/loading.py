@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .checkpoint.pretrained import check_available
 from .hooks import check_hook_configs
 from .optim import check_optimizer_config
-from .pretrained import check_available
 from .recipe import read_recipe
 from .schedules import check_schedule_configs
 from .schema import Recipe

@@ -16,7 +16,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from .. import checkpoint
+from ..checkpoint.format import load_checkpoint
 from ..errors import RecipeError
 from ..recipe import tomllib
 
@@ -42,7 +42,7 @@ def export_command(
         raise RecipeError(f"--out {out}: expected a .safetensors or .onnx file")
     if check and not out.endswith(".onnx"):
         raise RecipeError("--check compares an ONNX file with PyTorch; use it with --out FILE.onnx")
-    loaded = checkpoint.load_checkpoint(Path(ckpt))
+    loaded = load_checkpoint(Path(ckpt))
     classes = loaded.trainer_state.get("classes")
     if out.endswith(".onnx"):
         if backbone_only:

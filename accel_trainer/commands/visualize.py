@@ -16,11 +16,11 @@ import torch
 from torchvision.transforms.v2.functional import to_pil_image
 from torchvision.utils import draw_bounding_boxes
 
+from ..checkpoint.weights import fit_weights, load_weights
 from ..data.sampling import SeededDataset
 from ..errors import RecipeError
 from ..schema import Recipe
 from ..tasks import build_task
-from ..weights import fit_weights, load_weights
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ from ..errors import RecipeError, check_choice, check_keys, did_you_mean
 from ..progress import progress_enabled
 from ..schema import LogCfg, Recipe, field_names
 from .base import PRIORITIES, Hook, resolve_priority
-from .checkpoint import CheckpointHook, SaveBestHook
 from .ema import EMAHook
 from .evaluation import EvalHook
 from .freeze import FreezeHook
@@ -32,6 +31,7 @@ from .logger import (
 )
 from .num_class_check import NumClassCheckHook
 from .progress import TrainProgressHook, ValProgressHook
+from .save_best import SaveBestHook
 from .schedule import ScheduleHook
 
 __all__ = ["PRIORITIES", "Hook", "build_hooks", "check_hook_configs", "tracker_names", "tracker_run"]
@@ -169,7 +169,6 @@ def build_hooks(recipe: Recipe, progress: bool | None = None) -> list[Hook]:
     ev = recipe.evaluation
     if not any(phase == "val" for phase, _ in recipe.workflow):
         hooks.append(EvalHook(ev.interval, ev.start, ev.by_epoch if recipe.by_epoch else False))
-    hooks.append(CheckpointHook())
     if recipe.ema.enable:
         hooks.append(EMAHook(recipe.ema.decay, recipe.ema.warmup, recipe.ema.update_interval, recipe.ema.eval))
     if ev.save_best:

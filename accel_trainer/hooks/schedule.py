@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from ..schedules import LrSchedule, MomentumSchedule, apply_schedules
-from .base import PRIORITIES, Hook
-
-if TYPE_CHECKING:
-    from ..trainer import Trainer
+from .base import PRIORITIES, Hook, TrainerView
 
 logger = logging.getLogger(__name__)
 
@@ -23,10 +19,10 @@ class ScheduleHook(Hook):
         self.lr = LrSchedule.from_config(lr_config, iter_based=iter_based)
         self.momentum = MomentumSchedule.from_config(momentum_config)
 
-    def before_run(self, trainer: Trainer) -> None:
+    def before_run(self, trainer: TrainerView) -> None:
         warning = trainer.run.warmup_overrun(self.lr)
         if warning:
             logger.warning(warning)
 
-    def before_train_iter(self, trainer: Trainer) -> None:
+    def before_train_iter(self, trainer: TrainerView) -> None:
         apply_schedules(trainer.optimizer, self.lr, self.momentum, trainer.run.progress(trainer.epoch, trainer.iter))

@@ -15,9 +15,9 @@ from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 from torch.utils.data import default_collate
 
+from ..checkpoint.pretrained import load_into, resolve
 from ..data.imagefolder import UNREADABLE, CheckedImageFolder
 from ..errors import RecipeError
-from ..pretrained import load_into, resolve
 from ..schema import Recipe
 from .base import Task, create_timm_model
 

@@ -24,6 +24,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
+from ..checkpoint.pretrained import load_into, resolve
 from ..data.boxes import BoxDataset
 from ..data.coco import (
     BBOX_METRIC_KEYS,
@@ -37,7 +38,6 @@ from ..data.coco import (
 )
 from ..data.mosaic import Mosaic
 from ..errors import RecipeError
-from ..pretrained import load_into, resolve
 from ..schema import ModelCfg, Recipe
 from .base import Task, create_timm_model
 

@@ -446,19 +446,3 @@ def build_recipe_optimizer(
     optimizer, infos = build_optimizer(model, spec, lr)
     logger.info("optimizer %s param groups:\n%s", type(optimizer).__name__, format_param_group_table(infos))
     return optimizer
-
-
-def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Restore a saved optimizer state but keep today's lr / momentum / betas from the recipe.
-
-    The schedule re-derives its base values from them (`initial_lr`, `initial_momentum` are
-    dropped), so a resumed run with a changed lr follows the new one.
-    """
-    fresh: list[dict[str, Any]] = [
-        {k: g[k] for k in ("lr", "momentum", "betas") if k in g} for g in optimizer.param_groups
-    ]
-    optimizer.load_state_dict(state)
-    for group, values in zip(optimizer.param_groups, fresh):
-        group.update(values)
-        group.pop("initial_lr", None)
-        group.pop("initial_momentum", None)

@@ -9,7 +9,6 @@ prediction on a val image is what evaluation scored.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,13 +18,13 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms.v2.functional import to_pil_image
 
-from . import checkpoint
+from .checkpoint.format import RECIPE, load_extra_tensors, read_recipe_text, read_trainer_state
+from .checkpoint.weights import load_weights
 from .classes import resolve_classes
 from .errors import RecipeError
 from .recipe.reading import tomllib
 from .recipe.root import Recipe
 from .recipe.task_keys import drop_unused
-from .weights import load_weights
 
 ImageInput = str | Path | Image.Image | torch.Tensor
 
@@ -36,22 +35,16 @@ def checkpoint_recipe(path: str | Path) -> Recipe:
     A timm tag in `model.pretrained` becomes the backbone name, so the model keeps that tag's
     pretrained config (its normalisation) without fetching the weights again.
     """
-    from .pretrained import resolve
+    from .checkpoint.pretrained import resolve
 
-    path = Path(path)
-    recipe_file = path / checkpoint.RECIPE
-    if not recipe_file.is_file():
-        raise RecipeError(
-            f"{path}: not a checkpoint folder (no {checkpoint.RECIPE}); expected e.g. work_dirs/cls/checkpoints/epoch_8"
-        )
-    data = tomllib.loads(recipe_file.read_text(encoding="utf-8"))
+    data = tomllib.loads(read_recipe_text(path))
     model = data.setdefault("model", {})
     source = resolve(model.get("backbone", "resnest50d"), model.get("pretrained", ""))
     if source is not None and source.kind == "hub" and "." in source.name:
         model["backbone"] = source.name
     model["pretrained"] = False
     # Checkpoints written before keys became per task hold the other task's keys too.
-    return Recipe.from_dict(drop_unused(data), source=str(recipe_file), check_files=False)
+    return Recipe.from_dict(drop_unused(data), source=str(Path(path) / RECIPE), check_files=False)
 
 
 def _open(image: ImageInput) -> tuple[Image.Image, str | None]:
@@ -95,16 +88,13 @@ class Predictor:
         recipe = checkpoint_recipe(path)
         model = build_task(recipe).build_model()
         if ema:
-            state = checkpoint.load_extra_tensors(path, "ema")
+            state = load_extra_tensors(path, "ema")
             if state is None:
                 raise RecipeError(f"{path}: has no EMA weights (ema.safetensors); train with [ema] enable = true")
         else:
             state = load_weights(path)
         model.load_state_dict(state)
-        trainer_state = path / checkpoint.TRAINER_STATE
-        saved = (
-            json.loads(trainer_state.read_text(encoding="utf-8")).get("classes") if trainer_state.is_file() else None
-        )
+        saved = (read_trainer_state(path) or {}).get("classes")
         return cls(recipe, model, resolve_classes(saved, recipe.model.num_classes, str(path)), device)
 
     def preprocess(self, image: ImageInput) -> tuple[torch.Tensor, str | None, tuple[int, int]]:

@@ -13,7 +13,7 @@ import gc
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,9 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import Dataset
 
-from .checkpointer import Checkpointer
+from .checkpoint import weights
+from .checkpoint.manager import CheckpointManager
+from .checkpoint.state import StateCounter, TrainState
 from .classes import dataset_classes
 from .data.loader import batches_per_process
 from .distributed import (
@@ -34,11 +36,11 @@ from .distributed import (
     model_to_channels_last,
 )
 from .hooks import Hook, build_hooks, tracker_run
-from .hooks.base import STAGES, Stage
+from .hooks.base import Stage, stage_calls
 from .hooks.logger import flat_hparams
-from .hooks.run_lock import RunLockHook
-from .hooks.step_guard import StepGuard
 from .log import LogBuffer, setup_logging
+from .loop.run_lock import RunLock
+from .loop.step_guard import STEM, StepGuard
 from .optim import build_recipe_optimizer
 from .recipe.load import LoadedRecipe, load_recipe
 from .recipe.reading import dump_toml
@@ -55,6 +57,11 @@ class Trainer:
     `val_dataset` to bring your own parts (datasets yield what the recipe's task expects).
     `progress`: progress bars on stdout (None: when it is a terminal).
     """
+
+    epoch = StateCounter()
+    iter = StateCounter()
+    inner_iter = StateCounter()
+    resume_inner_iter = StateCounter()
 
     def __init__(
         self,
@@ -106,14 +113,22 @@ class Trainer:
             self.task.build_loader(self.val_dataset, batch_size=recipe.data.batch_size, train=False)
         )
         self.grad_clip = recipe.optimizer_config.grad_clip
-        self.checkpointer = Checkpointer(self)
+        self.state = TrainState(by_epoch=recipe.by_epoch)
+        self.checkpoints = CheckpointManager.of_run(
+            recipe,
+            self.accelerator,
+            self.unwrapped_model,
+            self.optimizer.optimizer,
+            self.state,
+            info=lambda: {"train_batch_size": self.train_batch_size, "classes": dataset_classes(self.val_dataset)},
+        )
+        self.guard = StepGuard(recipe.nan_guard, self.accelerator, self.state, self.checkpoints)
+        self.checkpoints.add(STEM, self.guard)
+        self.run_lock = RunLock(self.work_dir, self.accelerator, self.checkpoints)
+        self._validated_at: int | None = None  # self.iter of the newest val_results
         if recipe.load_from:
-            self.checkpointer.load_weights(recipe.load_from)
+            self.load_weights(recipe.load_from)
 
-        self.epoch = 0
-        self.iter = 0
-        self.inner_iter = 0
-        self.resume_inner_iter = 0
         self.val_results: dict[str, Any] = {}
         self.log_buffer = LogBuffer()
         self.iter_time = self.data_time = 0.0
@@ -123,12 +138,9 @@ class Trainer:
         self.outputs: Any = None
         self.run_started = False  # before_run has been called (once per Trainer)
         self.trackers_started = False
-        self._validated_at: int | None = None  # self.iter of the newest val_results
         self._batches: Iterator | None = None
         self.hooks: list[Hook] = []
-        self.guard = StepGuard(recipe.nan_guard)
-        self.run_lock = RunLockHook()
-        for hook in (*built_hooks, self.run_lock, self.guard, *hooks):
+        for hook in (*built_hooks, *hooks):
             self.register_hook(hook)
 
     @classmethod
@@ -168,18 +180,24 @@ class Trainer:
         return self._run
 
     def register_hook(self, hook: Hook) -> None:
-        """Insert by priority; equal priorities keep registration order."""
+        """Insert by priority (equal priorities keep registration order); a hook with a `state_name`
+        becomes a checkpoint part."""
+        if hook.state_name:
+            self.checkpoints.add(hook.state_name, hook)
         at = len(self.hooks)
         while at > 0 and self.hooks[at - 1].priority > hook.priority:
             at -= 1
         self.hooks.insert(at, hook)
-        self._stage_hooks = {
-            stage: [getattr(h, stage) for h in self.hooks if getattr(type(h), stage) is not getattr(Hook, stage)]
-            for stage in STAGES
-        }
+        self._stage_hooks = stage_calls(self.hooks)
 
-    def call(self, stage: Stage) -> None:
-        for fn in self._stage_hooks[stage]:
+    def call(self, stage: Stage, loop_work: Callable[[], object] | None = None) -> None:
+        """Run the stage's hooks; `loop_work`, the loop's own part of the stage, at its `LOOP_PRIORITY`."""
+        early, late = self._stage_hooks[stage]
+        for fn in early:
+            fn(self)
+        if loop_work is not None:
+            loop_work()
+        for fn in late:
             fn(self)
 
     # ----------------------------------------------------------------- progress
@@ -208,14 +226,17 @@ class Trainer:
     def current_lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
-    @property
-    def mid_epoch(self) -> bool:
-        """An epoch's batches are in progress (False between epochs)."""
-        return self._batches is not None
-
     def weights_replaced(self) -> None:
         """Weights were loaded from outside the loop: the last val results no longer describe them."""
         self._validated_at = None
+
+    def load_weights(self, path: str | Path) -> None:
+        """Whole-model weights (`load_from`, `--eval-only`): no optimizer state, no counters."""
+        opts = self.recipe.load_options
+        model, tensors = self.unwrapped_model, weights.load_weights(path)
+        weights.fit_weights(model, tensors, source=path, revise_keys=opts.key_renames, strict=opts.strict)
+        self.weights_replaced()
+        logger.info("loaded weights from %s", path)
 
     def _done(self) -> bool:
         return self.epoch >= self.max_epochs if self.by_epoch else self.iter >= self.max_iters
@@ -228,13 +249,14 @@ class Trainer:
         `resume`: a checkpoint path, True for the newest resumable one in work_dir, "auto" for that
         or a fresh start when there is none, None for the recipe's `resume_from`.
         """
-        self.run_lock.hold(self)
+        self.run_lock.hold()
         if self.accelerator.is_main_process:
             (self.work_dir / "recipe.toml").write_text(dump_toml(self.recipe.to_dict()))
         if resume is None and self.recipe.resume_from:
             resume = self.recipe.resume_from
         if resume:
-            self.checkpointer.resume(None if resume is True else resume)
+            self.checkpoints.resume(None if resume is True else resume)
+            self.weights_replaced()
         # The objects built so far live for the whole run: frozen, the collector's full passes
         # (hundreds of ms each, every ~100 steps) skip them. Unfrozen after, also after an error.
         gc.freeze()
@@ -263,8 +285,10 @@ class Trainer:
         self.call("before_run")
 
     def _end_run(self) -> None:
+        self.guard.preemption.uninstall()
         self.call("after_run")
-        self.checkpointer.wait()
+        self.checkpoints.wait()
+        self.run_lock.release()  # once the last checkpoint is in place
         if self.trackers_started:
             self.accelerator.end_training()
             self.trackers_started = False
@@ -291,13 +315,13 @@ class Trainer:
         `before_train_epoch` runs first, so a hook may swap `train_loader` (freeze stages do).
         """
         self.set_train_mode()
+        self.guard.preemption.install()  # training only: --eval-only keeps the default signal behaviour
         self.call("before_train_epoch")
         self.train_loader.set_epoch(self.epoch)
         loader = self.train_loader
-        self.inner_iter, self.resume_inner_iter = self.resume_inner_iter, 0
-        if self.inner_iter:
-            done_batches = self.inner_iter * self.accelerator.gradient_accumulation_steps
-            loader = self.accelerator.skip_first_batches(loader, done_batches)
+        done = self.state.begin_epoch()
+        if done:
+            loader = self.accelerator.skip_first_batches(loader, done * self.accelerator.gradient_accumulation_steps)
         self.accelerator.step = 0
         self._batches = iter(loader)
 
@@ -311,7 +335,7 @@ class Trainer:
             if not in_window:
                 in_window = True
                 self.data_time = time.perf_counter() - tick
-                self.call("before_train_iter")
+                self.call("before_train_iter", lambda: self.guard.scale_lr(optimizer))
             if self.channels_last:
                 batch = batch_to_channels_last(batch)
             self.batch = batch
@@ -322,7 +346,7 @@ class Trainer:
                     outputs["grad_norm"] = accelerator.clip_grad_norm_(
                         model.parameters(), self.grad_clip.max_norm, self.grad_clip.norm_type
                     )
-                if self.guard.allows_step(self, loss, outputs):
+                if self.guard.allows_step(loss, outputs, model):
                     optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             self.log_buffer.update(outputs)
@@ -333,17 +357,20 @@ class Trainer:
                 self.iter += 1
                 self.inner_iter += 1
                 self.outputs = outputs
-                self.call("after_train_iter")
-                if self.guard.after_step(self):  # rolled back: this epoch's batches are void
+                self.call(
+                    "after_train_iter", lambda: self.checkpoints.after_train_iter(last=self.iter == self.max_iters)
+                )
+                if self.guard.after_step():  # rolled back: this epoch's batches are void
                     self._batches = None
+                    self.weights_replaced()
                     return
                 steps += 1
                 tick = time.perf_counter()
                 if limit is not None and steps >= limit:
                     return
         self._batches = None
-        self.epoch += 1
-        self.call("after_train_epoch")
+        self.state.end_epoch()
+        self.call("after_train_epoch", lambda: self.checkpoints.after_train_epoch(last=self.epoch == self.max_epochs))
 
     def set_train_mode(self) -> None:
         """Put the model in training mode; hooks (freeze, norm_eval) may keep parts in eval."""

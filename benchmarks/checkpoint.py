@@ -26,7 +26,7 @@ from pathlib import Path
 import timm
 import torch
 
-from accel_trainer.checkpoint import load_checkpoint, prepare_checkpoint, write_checkpoint
+from accel_trainer.checkpoint.format import capture_rng_state, load_checkpoint, prepare_checkpoint, write_checkpoint
 
 
 def build() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -84,7 +84,8 @@ def main() -> None:
                 model_state=state["model"],
                 trainer_state={"iter": i},
                 recipe_text="",
-                optimizer=optimizer,
+                optimizer_state=optimizer.state_dict(),
+                rng_state=capture_rng_state(),
                 staging=staging,
             )
         )

@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from accel_trainer import checkpoint
-from accel_trainer.checkpoint import CheckpointError, find_resumable, load_checkpoint, save_checkpoint
+from accel_trainer.checkpoint import format as checkpoint
+from accel_trainer.checkpoint.format import CheckpointError, find_resumable, load_checkpoint, save_checkpoint
 
 from .helpers.checkpoints import flip_last_byte, tiny_model
 

@@ -148,18 +148,18 @@ def runs(tmp_path_factory):
 
 def test_resume_continues_the_ema_bit_exactly(runs):
     straight, resumed = runs
-    a = load_file(straight.checkpointer.root / "epoch_2" / "ema.safetensors")
-    b = load_file(resumed.checkpointer.root / "epoch_2" / "ema.safetensors")
+    a = load_file(straight.checkpoints.root / "epoch_2" / "ema.safetensors")
+    b = load_file(resumed.checkpoints.root / "epoch_2" / "ema.safetensors")
     assert a.keys() == b.keys() and any("running_mean" in k for k in a)
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    manifest = json.loads((straight.checkpointer.root / "epoch_2" / "manifest.json").read_text())
+    manifest = json.loads((straight.checkpoints.root / "epoch_2" / "manifest.json").read_text())
     assert "ema.safetensors" in manifest["sha256"]
 
 
 def test_export_ema_writes_the_ema_weights(runs, tmp_path):
     straight, _ = runs
-    ckpt = straight.checkpointer.root / "epoch_2"
+    ckpt = straight.checkpoints.root / "epoch_2"
     out = tmp_path / "ema.safetensors"
     assert main(["export", str(ckpt), "--out", str(out), "--ema"]) == 0
     exported, saved = load_file(out), load_file(ckpt / "ema.safetensors")
@@ -173,7 +173,7 @@ def test_eval_only_evaluates_the_checkpoint_ema_and_raw_weights(runs, tmp_path):
     straight, _ = runs
     (log_json,) = Path(straight.work_dir).glob("*.log.json")
     val = [r for r in map(json.loads, log_json.read_text().splitlines()) if r["mode"] == "val"][-1]
-    ckpt = straight.checkpointer.root / "epoch_2"
+    ckpt = straight.checkpoints.root / "epoch_2"
     # The recipe itself has no [ema]: the checkpoint's EMA weights are evaluated all the same.
     args = [straight.recipe.source, "--eval-only", "--checkpoint", str(ckpt), "--work-dir", str(tmp_path / "ev")]
     assert main(args) == 0

@@ -18,7 +18,7 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
     trainer = Trainer.from_recipe(write_recipe(tmp), overrides={"runner.max_epochs": 1, "workflow": [["train", 1]]})
     trainer.fit()
-    return trainer, trainer.checkpointer.root / "epoch_1"
+    return trainer, trainer.checkpoints.root / "epoch_1"
 
 
 def test_backbone_export_loads_in_plain_timm(trained, tmp_path):

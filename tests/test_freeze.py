@@ -107,7 +107,7 @@ def test_two_batch_sizes_one_run_length_for_loop_schedule_and_checkpoints(tiny_r
     trainer = Trainer.from_recipe(tiny_recipe, overrides=stages, hooks=[probe])
     trainer.fit()
     assert trainer.max_iters == trainer.iter == 40 and len(lrs) == 40
-    ckpts = trainer.checkpointer.root
+    ckpts = trainer.checkpoints.root
     assert (ckpts / "iter_40").is_dir(), "save_last did not write the final iteration"
     assert "eta: -" not in capsys.readouterr().out
 

@@ -165,7 +165,8 @@ def test_elastic_restart_after_a_killed_process_is_bit_identical(tmp_path, ddp_r
 
 SLOW_SAVE_HOOK = """
 import os, signal, threading, time
-from accel_trainer import Hook, checkpoint
+from accel_trainer import Hook
+from accel_trainer.checkpoint import format as checkpoint
 
 in_flight = threading.Event()
 _install = checkpoint._install

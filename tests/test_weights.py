@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from accel_trainer.checkpoint import CheckpointError, save_checkpoint
+from accel_trainer.checkpoint.format import CheckpointError, save_checkpoint
+from accel_trainer.checkpoint.weights import fit_weights, load_weights
 from accel_trainer.errors import RecipeError
-from accel_trainer.weights import fit_weights, load_weights
 
 from .helpers.checkpoints import flip_last_byte, tiny_model
 

@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from .. import checkpoint
+from ..checkpoint.format import load_extra_tensors
 from ..hooks.ema import EMA_STEM, evaluate_ema_weights
 
 logger = logging.getLogger(__name__)
@@ -18,17 +18,17 @@ def evaluate_command(trainer, weights: str | None) -> int:
     A checkpoint's EMA weights are evaluated too: metrics under the usual keys, the raw weights' as `raw_*`.
     """
     if weights is None and not trainer.recipe.load_from:
-        found = trainer.checkpointer.find_resumable()
+        found = trainer.checkpoints.find_resumable()
         weights = str(found) if found else None
     if weights:
-        trainer.checkpointer.load_weights(weights)
+        trainer.load_weights(weights)
     elif not trainer.recipe.load_from:
         logger.warning(
             "--eval-only: no checkpoint found under %s; evaluating freshly initialised weights",
-            trainer.checkpointer.root,
+            trainer.checkpoints.root,
         )
     source = weights or trainer.recipe.load_from
-    ema = checkpoint.load_extra_tensors(source, EMA_STEM) if source else None
+    ema = load_extra_tensors(source, EMA_STEM) if source else None
     evaluate_ema_weights(trainer, ema, source)
     results = trainer.evaluate()
     if trainer.accelerator.is_main_process:

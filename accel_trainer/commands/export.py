@@ -26,7 +26,7 @@ def export_command(
     """The format follows the suffix of `out`: `.safetensors` (weights) or `.onnx` (a graph, see onnx_export)."""
     from safetensors.torch import save_file
 
-    from .. import checkpoint
+    from ..checkpoint.format import load_checkpoint
     from ..predict import checkpoint_recipe
     from ..tasks import build_task
 
@@ -34,7 +34,7 @@ def export_command(
         raise RecipeError(f"--out {out}: expected a .safetensors or .onnx file")
     if check and not out.endswith(".onnx"):
         raise RecipeError("--check compares an ONNX file with PyTorch; use it with --out FILE.onnx")
-    loaded = checkpoint.load_checkpoint(Path(ckpt))
+    loaded = load_checkpoint(Path(ckpt))
     classes = loaded.trainer_state.get("classes")
     if out.endswith(".onnx"):
         if backbone_only:

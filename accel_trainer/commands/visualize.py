@@ -27,9 +27,9 @@ DESCRIPTION = "Draw true (green) and predicted (red) boxes on val images of a de
 def visualize_command(recipe: Recipe, weights: str, out: str, num: int, score_thresh: float) -> int:
     from torchvision.transforms.v2.functional import to_pil_image
 
+    from ..checkpoint.weights import fit_weights, load_weights
     from ..tasks import build_task
     from ..tasks.drawing import PREDICTED_COLOUR, TRUE_COLOUR
-    from ..weights import fit_weights, load_weights
 
     task = build_task(recipe)
     task.check_visualize()

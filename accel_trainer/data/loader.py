@@ -27,7 +27,7 @@ def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
 
     Schedulers signal every process of a job, and Ctrl-C every process of the terminal's group: a
     worker that died of it would fail the step the main process is finishing for its preemption
-    checkpoint. The main process decides when to stop (`preemption.py`). SIGTERM from the parent
+    checkpoint. The main process decides when to stop (`loop/preemption.py`). SIGTERM from the parent
     is how it ends a worker that does not stop in time, so that one still ends it (where the
     platform tells who sent a signal; elsewhere torch's own SIGTERM handling stays).
     """

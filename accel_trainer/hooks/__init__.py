@@ -26,7 +26,6 @@ from ..recipe.root import Recipe
 from ..recipe.runtime_sections import LogCfg
 from ..schedules import ScheduleSpec
 from .base import PRIORITIES, Hook, resolve_priority
-from .checkpoint import CheckpointHook, SaveBestHook
 from .ema import EMAHook
 from .evaluation import EvalHook
 from .freeze import FreezeHook
@@ -41,6 +40,7 @@ from .logger import (
 )
 from .num_class_check import NumClassCheckHook
 from .progress import TrainProgressHook, ValProgressHook
+from .save_best import SaveBestHook
 from .schedule import ScheduleHook
 
 __all__ = ["PRIORITIES", "Hook", "HookSpec", "HookSpecs", "build_hooks", "tracker_run"]
@@ -207,7 +207,6 @@ def build_hooks(recipe: Recipe, specs: HookSpecs, schedule: ScheduleSpec, progre
     ev = recipe.evaluation
     if not any(phase == "val" for phase, _ in recipe.workflow):
         hooks.append(EvalHook(ev.interval, ev.start, ev.by_epoch if recipe.by_epoch else False))
-    hooks.append(CheckpointHook())
     if recipe.ema.enable:
         hooks.append(EMAHook(recipe.ema.decay, recipe.ema.warmup, recipe.ema.update_interval, recipe.ema.eval))
     if ev.save_best:

@@ -16,13 +16,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..weights import fit_weights
-from .base import PRIORITIES, Hook
+from ..checkpoint.weights import fit_weights
+from .base import PRIORITIES, Hook, TrainerView
 
 if TYPE_CHECKING:
     from timm.utils.model_ema import ModelEmaV3
 
-    from ..trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +43,13 @@ def share_float_buffers(model: nn.Module, src: int = 0) -> None:
 class EMAHook(Hook):
     """Keeps the EMA; with `evaluate`, val results are the EMA's and the raw model's come as `raw_*`.
 
-    Priority ABOVE_NORMAL: the EMA is updated before checkpoints are saved (NORMAL) and the val
-    results are complete before save_best and the loggers read them (LOW, VERY_LOW).
+    Priority ABOVE_NORMAL: the EMA is updated before the loop saves the step's checkpoint (NORMAL)
+    and the val results are complete before save_best and the loggers read them (LOW, VERY_LOW).
+    A checkpoint part: `ema.safetensors`.
     """
 
     priority = PRIORITIES["ABOVE_NORMAL"]
+    state_name = EMA_STEM
 
     def __init__(
         self, decay: float = 0.9998, warmup: bool = True, update_interval: int = 1, evaluate: bool = True
@@ -58,22 +59,27 @@ class EMAHook(Hook):
         self.update_interval = update_interval
         self.evaluate = evaluate
         self.ema: ModelEmaV3 | None = None
+        self._resumed: dict[str, torch.Tensor] = {}  # a resume's EMA weights, until the EMA starts
 
-    def model_ema(self, trainer: Trainer) -> ModelEmaV3:
-        """The EMA; the first call starts it as a copy of the current weights, on the model's device."""
+    def model_ema(self, trainer: TrainerView) -> ModelEmaV3:
+        """The EMA; the first call starts it as a copy of the current weights, on the model's device
+        (then takes a resumed checkpoint's EMA weights, if any)."""
         if self.ema is None:
             from timm.utils.model_ema import (
                 ModelEmaV3,  # here, not at import: checking a recipe needs no timm model zoo
             )
 
             self.ema = ModelEmaV3(trainer.unwrapped_model, decay=self.decay, use_warmup=self.warmup)
+            if self._resumed:
+                self.ema.module.load_state_dict(self._resumed)
+                self._resumed = {}
         return self.ema
 
-    def before_run(self, trainer: Trainer) -> None:
+    def before_run(self, trainer: TrainerView) -> None:
         self.model_ema(trainer)
 
     @torch.no_grad()
-    def after_train_iter(self, trainer: Trainer) -> None:
+    def after_train_iter(self, trainer: TrainerView) -> None:
         if not self.every_n_iters(trainer, self.update_interval):
             return
         model = trainer.unwrapped_model
@@ -82,7 +88,7 @@ class EMAHook(Hook):
         # The warmup counts optimizer steps (trainer.iter, restored on resume); without it the decay is constant.
         self.model_ema(trainer).update(model, step=trainer.iter if self.warmup else None)
 
-    def after_val_epoch(self, trainer: Trainer) -> None:
+    def after_val_epoch(self, trainer: TrainerView) -> None:
         if not self.evaluate:
             return
         raw = trainer.val_results
@@ -91,19 +97,22 @@ class EMAHook(Hook):
         results.update({RAW_PREFIX + k: v for k, v in raw.items() if k != "num_samples"})
         trainer.val_results = results
 
-    def checkpoint_tensors(self, trainer: Trainer) -> dict[str, dict[str, torch.Tensor]]:
-        return {EMA_STEM: self.model_ema(trainer).module.state_dict()}
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The EMA weights (before the EMA starts: those a resume handed over, if any)."""
+        return self.ema.module.state_dict() if self.ema is not None else dict(self._resumed)
 
-    def load_checkpoint_tensors(self, trainer: Trainer, tensors: dict[str, dict[str, torch.Tensor]]) -> None:
-        ema = self.model_ema(trainer)
-        if EMA_STEM in tensors:
-            ema.module.load_state_dict(tensors[EMA_STEM])
-        else:
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Resume the EMA; a resume runs before `before_run` starts it, so the weights may wait for that."""
+        if not state:
             logger.warning("the checkpoint has no %s.safetensors; the EMA restarts from the resumed weights", EMA_STEM)
-            ema.set(trainer.unwrapped_model)
+            self.ema, self._resumed = None, {}  # started again, as a copy of the resumed weights, at its next use
+        elif self.ema is None:
+            self._resumed = dict(state)
+        else:
+            self.ema.module.load_state_dict(state)
 
 
-def evaluate_ema_weights(trainer: Trainer, tensors: dict[str, torch.Tensor] | None, source: str = "") -> None:
+def evaluate_ema_weights(trainer: TrainerView, tensors: dict[str, torch.Tensor] | None, source: str = "") -> None:
     """For --eval-only: evaluate `tensors` (from `source`) as the EMA and the model's weights as `raw_*`.
 
     The hook is added when the recipe has none, so a checkpoint's EMA is evaluated whatever `[ema]`

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from .base import PRIORITIES, Hook
-
-if TYPE_CHECKING:
-    from ..trainer import Trainer
+from .base import PRIORITIES, Hook, TrainerView
 
 
 class EvalHook(Hook):
@@ -25,10 +20,10 @@ class EvalHook(Hook):
             return progress % self.interval == 0
         return progress >= self.start and (progress - self.start) % self.interval == 0
 
-    def after_train_epoch(self, trainer: Trainer) -> None:
+    def after_train_epoch(self, trainer: TrainerView) -> None:
         if self.by_epoch and self._due(trainer.epoch):
             trainer.validate()
 
-    def after_train_iter(self, trainer: Trainer) -> None:
+    def after_train_iter(self, trainer: TrainerView) -> None:
         if not self.by_epoch and self._due(trainer.iter):
             trainer.validate()

@@ -10,17 +10,13 @@ lands in the right stage.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
 from ..errors import RecipeError
 from ..schedules import rescale_initial_lr
-from .base import PRIORITIES, Hook
-
-if TYPE_CHECKING:
-    from ..trainer import Trainer
+from .base import PRIORITIES, Hook, TrainerView
 
 logger = logging.getLogger(__name__)
 
@@ -59,16 +55,16 @@ class FreezeHook(Hook):
         self.frozen: bool | None = None
         self.modules: dict[str, nn.Module] = {}
 
-    def before_run(self, trainer: Trainer) -> None:
+    def before_run(self, trainer: TrainerView) -> None:
         self.modules = resolve_modules(trainer.unwrapped_model, self.prefixes)
         self.full_batch_size = trainer.recipe.data.batch_size
 
-    def before_train_epoch(self, trainer: Trainer) -> None:
+    def before_train_epoch(self, trainer: TrainerView) -> None:
         frozen = trainer.epoch < self.epochs
         if frozen != self.frozen:
             self._set_stage(trainer, frozen)
 
-    def _set_stage(self, trainer: Trainer, frozen: bool) -> None:
+    def _set_stage(self, trainer: TrainerView, frozen: bool) -> None:
         self.frozen = frozen
         for module in self.modules.values():
             module.requires_grad_(not frozen)
@@ -87,7 +83,7 @@ class FreezeHook(Hook):
             new_bs,
         )
 
-    def adjust_train_mode(self, trainer: Trainer) -> None:
+    def adjust_train_mode(self, trainer: TrainerView) -> None:
         """Keep the frozen modules' norm layers in eval mode (running stats untouched)."""
         if self.frozen:
             for module in self.modules.values():

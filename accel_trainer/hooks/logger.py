@@ -14,17 +14,14 @@ import logging
 import resource
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from ..errors import RecipeError, did_you_mean
 from ..plotting import write_run_curves
 from ..recipe.checks import is_number
-from .base import PRIORITIES, Hook
-
-if TYPE_CHECKING:
-    from ..trainer import Trainer
+from .base import PRIORITIES, Hook, TrainerView
 
 logger = logging.getLogger(__name__)
 
@@ -47,20 +44,20 @@ class LoggerHook(Hook):
         self.reset_flag = reset_flag
         self.by_epoch = by_epoch
 
-    def write_train(self, trainer: Trainer, record: dict[str, Any]) -> None:
+    def write_train(self, trainer: TrainerView, record: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def write_val(self, trainer: Trainer, record: dict[str, Any]) -> None:
+    def write_val(self, trainer: TrainerView, record: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def before_run(self, trainer: Trainer) -> None:
+    def before_run(self, trainer: TrainerView) -> None:
         last = [h for h in trainer.hooks if isinstance(h, LoggerHook)][-1]
         last.reset_flag = True
 
-    def before_train_epoch(self, trainer: Trainer) -> None:
+    def before_train_epoch(self, trainer: TrainerView) -> None:
         trainer.log_buffer.clear()
 
-    def after_train_iter(self, trainer: Trainer) -> None:
+    def after_train_iter(self, trainer: TrainerView) -> None:
         buffer = trainer.log_buffer
         due = (
             self.every_n_inner_iters(trainer, self.interval)
@@ -71,10 +68,10 @@ class LoggerHook(Hook):
             buffer.average(trainer.accelerator)
         self._write_window(trainer)
 
-    def after_train_epoch(self, trainer: Trainer) -> None:
+    def after_train_epoch(self, trainer: TrainerView) -> None:
         self._write_window(trainer)
 
-    def _write_window(self, trainer: Trainer) -> None:
+    def _write_window(self, trainer: TrainerView) -> None:
         buffer = trainer.log_buffer
         if not buffer.ready:
             return
@@ -83,13 +80,13 @@ class LoggerHook(Hook):
         if self.reset_flag:
             buffer.clear_output()
 
-    def after_val_epoch(self, trainer: Trainer) -> None:
+    def after_val_epoch(self, trainer: TrainerView) -> None:
         if trainer.accelerator.is_main_process:
             record = {"mode": "val", "epoch": trainer.epoch, "iter": trainer.iter, "lr": trainer.current_lr()}
             record.update(trainer.val_results)
             self.write_val(trainer, record)
 
-    def train_record(self, trainer: Trainer, window: dict[str, float]) -> dict[str, Any]:
+    def train_record(self, trainer: TrainerView, window: dict[str, float]) -> dict[str, Any]:
         record: dict[str, Any] = {"mode": "train", "epoch": trainer.epoch + 1}
         record["iter"] = trainer.inner_iter if self.by_epoch else trainer.iter
         record["global_iter"] = trainer.iter  # one x axis across epochs for `accel-trainer plot`
@@ -103,7 +100,7 @@ class TextLoggerHook(LoggerHook):
     """Console and `work_dir/<timestamp>.log` lines in the seeds' style, plus `<timestamp>.log.json`
     and, at the end of the run, `work_dir/curves.png` (with the `plot` extra)."""
 
-    def before_run(self, trainer: Trainer) -> None:
+    def before_run(self, trainer: TrainerView) -> None:
         super().before_run(trainer)
         self.json_path = Path(trainer.work_dir) / f"{trainer.timestamp}.log.json"
         self.start_time = time.perf_counter()
@@ -116,7 +113,7 @@ class TextLoggerHook(LoggerHook):
         with self.json_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
-    def write_train(self, trainer: Trainer, record: dict[str, Any]) -> None:
+    def write_train(self, trainer: TrainerView, record: dict[str, Any]) -> None:
         self._append_json(record)
         if self.by_epoch:
             where = f"Epoch [{record['epoch']}][{record['iter']}/{trainer.iters_per_epoch}]"
@@ -131,13 +128,13 @@ class TextLoggerHook(LoggerHook):
         parts += [_fmt(k, v) for k, v in record.items() if k not in _TRAIN_META]
         logger.info("%s %s", where, ", ".join(parts))
 
-    def write_val(self, trainer: Trainer, record: dict[str, Any]) -> None:
+    def write_val(self, trainer: TrainerView, record: dict[str, Any]) -> None:
         self._append_json(record)
         parts = [_fmt(k, v) for k, v in record.items() if k not in ("mode", "epoch", "iter", "lr")]
         where = f"Epoch(val) [{record['epoch']}]" if trainer.by_epoch else f"Iter(val) [{record['iter']}]"
         logger.info("%s %s", where, ", ".join(parts))
 
-    def after_run(self, trainer: Trainer) -> None:
+    def after_run(self, trainer: TrainerView) -> None:
         if trainer.accelerator.is_main_process:
             write_run_curves(self.json_path, Path(trainer.work_dir) / "curves.png")
 
@@ -170,13 +167,13 @@ class TrackerLoggerHook(LoggerHook):
         """The keyword arguments the tracker's constructor takes (None: any); imported at run start."""
         return None
 
-    def write_train(self, trainer: Trainer, record: dict[str, Any]) -> None:
+    def write_train(self, trainer: TrainerView, record: dict[str, Any]) -> None:
         self._log(trainer, "train", record)
 
-    def write_val(self, trainer: Trainer, record: dict[str, Any]) -> None:
+    def write_val(self, trainer: TrainerView, record: dict[str, Any]) -> None:
         self._log(trainer, "val", record)
 
-    def _log(self, trainer: Trainer, mode: str, record: dict[str, Any]) -> None:
+    def _log(self, trainer: TrainerView, mode: str, record: dict[str, Any]) -> None:
         """The trainer starts and ends the trackers with the run; between runs there is nowhere to write."""
         if trainer.trackers_started:
             values = {f"{mode}/{k}": v for k, v in record.items() if is_number(v) and k not in _COUNTERS}

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..errors import RecipeError
-from .base import PRIORITIES, Hook
-
-if TYPE_CHECKING:
-    from ..trainer import Trainer
+from .base import PRIORITIES, Hook, TrainerView
 
 
 class NumClassCheckHook(Hook):
     priority = PRIORITIES["VERY_HIGH"]
 
-    def before_run(self, trainer: Trainer) -> None:
+    def before_run(self, trainer: TrainerView) -> None:
         expected = trainer.recipe.model.num_classes
         for split, dataset in (("train", trainer.train_dataset), ("val", trainer.val_dataset)):
             found = trainer.task.num_dataset_classes(dataset)

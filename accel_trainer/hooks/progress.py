@@ -15,12 +15,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..progress import batch_size_of, log_above_bars, progress_bar
-from .base import PRIORITIES, Hook
+from .base import PRIORITIES, Hook, TrainerView
 
 if TYPE_CHECKING:
     from tqdm import tqdm
-
-    from ..trainer import Trainer
 
 
 class TrainProgressHook(Hook):
@@ -37,11 +35,11 @@ class TrainProgressHook(Hook):
         self._shown_at = 0.0
         self._redirect = contextlib.ExitStack()
 
-    def before_run(self, trainer: Trainer) -> None:
+    def before_run(self, trainer: TrainerView) -> None:
         self.enabled = trainer.accelerator.is_main_process
         self._redirect.enter_context(log_above_bars(self.enabled))
 
-    def before_train_epoch(self, trainer: Trainer) -> None:
+    def before_train_epoch(self, trainer: TrainerView) -> None:
         if trainer.by_epoch:
             self._close()
             # `resume_inner_iter` still holds the iterations a mid-epoch resume skips.
@@ -55,7 +53,7 @@ class TrainProgressHook(Hook):
         elif self.bar is None:
             self.bar = progress_bar(trainer.max_iters, "Iter", "it", self.enabled, initial=trainer.iter)
 
-    def after_train_iter(self, trainer: Trainer) -> None:
+    def after_train_iter(self, trainer: TrainerView) -> None:
         if self.bar is None or self.bar.disable:
             return
         loss = trainer.outputs.get("loss") if isinstance(trainer.outputs, dict) else None
@@ -69,11 +67,11 @@ class TrainProgressHook(Hook):
             self.bar.set_postfix(loss=f"{mean:.4f}", lr=f"{trainer.current_lr():.3e}", refresh=False)
         self.bar.update(1)
 
-    def after_train_epoch(self, trainer: Trainer) -> None:
+    def after_train_epoch(self, trainer: TrainerView) -> None:
         if trainer.by_epoch:
             self._close()
 
-    def after_run(self, trainer: Trainer) -> None:
+    def after_run(self, trainer: TrainerView) -> None:
         self._close()
         self._redirect.close()
 
@@ -94,17 +92,17 @@ class ValProgressHook(Hook):
     def __init__(self) -> None:
         self.bar: tqdm | None = None
 
-    def before_run(self, trainer: Trainer) -> None:
+    def before_run(self, trainer: TrainerView) -> None:
         self.enabled = trainer.accelerator.is_main_process
         dataset = trainer.val_dataset  # an iterable dataset may have no length: the bar then only counts
         self.total: int | None = len(dataset) if isinstance(dataset, Sized) else None
 
-    def before_val_iter(self, trainer: Trainer) -> None:
+    def before_val_iter(self, trainer: TrainerView) -> None:
         if self.bar is None or (self.total is not None and self.bar.n >= self.total):
             self._close()
             self.bar = progress_bar(self.total, "val", "img", self.enabled, leave=False)
 
-    def after_val_iter(self, trainer: Trainer) -> None:
+    def after_val_iter(self, trainer: TrainerView) -> None:
         if self.bar is None or self.bar.disable:
             return
         images = batch_size_of(trainer.batch) * trainer.accelerator.num_processes
@@ -114,10 +112,10 @@ class ValProgressHook(Hook):
         if self.total is not None and self.bar.n >= self.total:
             self.bar.set_description("val: computing metrics")
 
-    def after_val_epoch(self, trainer: Trainer) -> None:
+    def after_val_epoch(self, trainer: TrainerView) -> None:
         self._close()
 
-    def after_run(self, trainer: Trainer) -> None:
+    def after_run(self, trainer: TrainerView) -> None:
         self._close()
 
     def _close(self) -> None:

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from ..schedules import ScheduleSpec, apply_schedules
-from .base import PRIORITIES, Hook
-
-if TYPE_CHECKING:
-    from ..trainer import Trainer
+from .base import PRIORITIES, Hook, TrainerView
 
 logger = logging.getLogger(__name__)
 
@@ -23,11 +19,11 @@ class ScheduleHook(Hook):
     def __init__(self, spec: ScheduleSpec) -> None:
         self.spec = spec
 
-    def before_run(self, trainer: Trainer) -> None:
+    def before_run(self, trainer: TrainerView) -> None:
         warning = trainer.run.warmup_overrun(self.spec.lr)
         if warning:
             logger.warning(warning)
 
-    def before_train_iter(self, trainer: Trainer) -> None:
+    def before_train_iter(self, trainer: TrainerView) -> None:
         spec, progress = self.spec, trainer.run.progress(trainer.epoch, trainer.iter)
         apply_schedules(trainer.optimizer, spec.lr, spec.momentum, progress)

@@ -74,7 +74,7 @@ def load_recipe(
     if check_files:
         # timm answers what `pretrained` names; imported only here, so checking a recipe without
         # its files (`--print-recipe`) does not pay for it.
-        from ..pretrained import check_available
+        from ..checkpoint.pretrained import check_available
 
         check_available(recipe.model.backbone, recipe.model.pretrained)
     return recipe

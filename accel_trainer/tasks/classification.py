@@ -16,9 +16,9 @@ from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 from torch.utils.data import default_collate
 
+from ..checkpoint.pretrained import load_into, resolve
 from ..data.imagefolder import UNREADABLE, CheckedImageFolder
 from ..errors import RecipeError
-from ..pretrained import load_into, resolve
 from ..recipe.root import Recipe
 from .base import OnnxGraph, Task, create_timm_model
 

@@ -15,8 +15,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import FeaturePyramidNetwork
 
+from ..checkpoint.pretrained import load_into, resolve
 from ..errors import RecipeError
-from ..pretrained import load_into, resolve
 from ..recipe.model_section import ModelCfg
 from .base import create_timm_model
 from .heads import POSTPROCESS_KEYS, head_spec, postprocess_kwargs

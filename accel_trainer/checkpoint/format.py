@@ -1,4 +1,4 @@
-"""Checkpoints that never run code on load and are never seen half-written.
+"""The checkpoint folder format: checkpoints that never run code on load and are never seen half-written.
 
 A checkpoint is a folder of safetensors, JSON and TOML files plus `manifest.json` (the sha256 of
 every other file, written last). It is built in a hidden temporary sibling, fsynced and renamed
@@ -27,7 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import RecipeError
+from ..errors import RecipeError
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ OPTIMIZER_JSON, RNG_JSON, TRAINER_STATE, RECIPE = "optimizer.json", "rng.json", 
 RESERVED = {"model", "optimizer", "rng"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]*")
 _CHUNK = 1 << 20
+# The random generators' state as stored: tensors (rng.safetensors) and the numbers beside them (rng.json).
+RngState = tuple[dict[str, torch.Tensor], dict[str, Any]]
 
 
 class CheckpointError(RecipeError):
@@ -51,7 +53,7 @@ class Checkpoint:
     trainer_state: dict[str, Any]
     optimizer_state: dict[str, Any] | None
     extra_tensors: dict[str, dict[str, torch.Tensor]]
-    rng: tuple[dict[str, torch.Tensor], dict[str, Any]]
+    rng: RngState
     recipe_text: str
 
 
@@ -207,7 +209,7 @@ def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return {k: _decode(v, tensors) for k, v in value.items()}
 
 
-def capture_rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def capture_rng_state() -> RngState:
     """Python `random`, numpy's legacy global RNG, torch CPU and every CUDA device already in use."""
     py_version, py_state, gauss_next = random.getstate()
     _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
@@ -255,15 +257,20 @@ def restore_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) ->
 Files = dict[str, "str | dict[str, torch.Tensor]"]
 
 
+def valid_stem(stem: str) -> bool:
+    """A name that may become `<stem>.safetensors` beside the reserved files."""
+    return bool(_NAME.fullmatch(stem)) and stem not in RESERVED
+
+
 def prepare_checkpoint(
     name: str,
     *,
     model_state: dict[str, torch.Tensor],
     trainer_state: dict,
     recipe_text: str,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer_state: dict[str, Any] | None = None,
     extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
-    rng: bool = True,
+    rng_state: RngState | None = None,
     staging: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Files:
     """A checkpoint's files in memory, ready for `write_checkpoint`. With `staging` (a dict the
@@ -273,7 +280,7 @@ def prepare_checkpoint(
         raise ValueError(f"checkpoint name {name!r}: use letters, digits and _.+=- (not starting with '.')")
     extras = extra_tensors or {}
     for stem in extras:
-        if not _NAME.fullmatch(stem) or stem in RESERVED:
+        if not valid_stem(stem):
             raise ValueError(f"extra_tensors name {stem!r} is not allowed")
 
     def stage(file: str) -> dict[str, torch.Tensor] | None:
@@ -284,14 +291,14 @@ def prepare_checkpoint(
         TRAINER_STATE: json.dumps(trainer_state, indent=2),
         RECIPE: recipe_text,
     }
-    if optimizer is not None:
+    if optimizer_state is not None:
         opt_tensors: dict[str, torch.Tensor] = {}
-        structure = _encode(optimizer.state_dict(), "", opt_tensors)
+        structure = _encode(optimizer_state, "", opt_tensors)
         files[OPTIMIZER], files[OPTIMIZER_JSON] = _savable(opt_tensors, stage(OPTIMIZER)), json.dumps(structure)
     for stem, tensors in extras.items():
         files[f"{stem}.safetensors"] = _savable(tensors, stage(f"{stem}.safetensors"))
-    if rng:
-        rng_tensors, rng_meta = capture_rng_state()
+    if rng_state is not None:
+        rng_tensors, rng_meta = rng_state
         files[RNG], files[RNG_JSON] = _savable(rng_tensors), json.dumps(rng_meta)
     return files
 
@@ -335,7 +342,8 @@ def save_checkpoint(
     rng: bool = True,
     update_latest: bool = True,
 ) -> Path:
-    """Write a checkpoint now, in this thread (`prepare_checkpoint` + `write_checkpoint`).
+    """Write a checkpoint now, in this thread (`prepare_checkpoint` + `write_checkpoint`), with the
+    optimizer's state and (with `rng`) the random generators' as they are now.
 
     `extra_tensors` maps a file stem (e.g. "ema") to tensors written as `<stem>.safetensors`.
     """
@@ -344,9 +352,9 @@ def save_checkpoint(
         model_state=model_state,
         trainer_state=trainer_state,
         recipe_text=recipe_text,
-        optimizer=optimizer,
+        optimizer_state=None if optimizer is None else optimizer.state_dict(),
         extra_tensors=extra_tensors,
-        rng=rng,
+        rng_state=capture_rng_state() if rng else None,
     )
     return write_checkpoint(ckpt_root, name, files, update_latest=update_latest)
 
@@ -560,6 +568,22 @@ def prune_checkpoints(ckpt_root: Path, prefix: str, keep: int, protect: set[str]
     for _, path in sorted(numbered, reverse=True)[keep:]:
         if path.name not in protect:
             _remove(path)
+
+
+def read_recipe_text(path: str | Path) -> str:
+    """The recipe a checkpoint folder was trained with (what rebuilding its model needs; not digest-checked)."""
+    recipe_file = Path(path) / RECIPE
+    if not recipe_file.is_file():
+        raise RecipeError(
+            f"{path}: not a checkpoint folder (no {RECIPE}); expected e.g. work_dirs/cls/checkpoints/epoch_8"
+        )
+    return recipe_file.read_text(encoding="utf-8")
+
+
+def read_trainer_state(path: str | Path) -> dict[str, Any] | None:
+    """A checkpoint folder's `trainer_state.json` (e.g. its class names), not digest-checked; None where there is none."""
+    state_file = Path(path) / TRAINER_STATE
+    return json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else None
 
 
 def load_extra_tensors(path: str | Path, stem: str) -> dict[str, torch.Tensor] | None:

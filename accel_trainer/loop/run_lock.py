@@ -14,16 +14,17 @@ import json
 import logging
 import os
 import socket
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from accelerate.utils import broadcast_object_list
 
-from .. import checkpoint
 from ..errors import RecipeError
-from .base import PRIORITIES, Hook
 
 if TYPE_CHECKING:
-    from ..trainer import Trainer
+    from accelerate import Accelerator
+
+    from ..checkpoint.manager import CheckpointManager
 
 logger = logging.getLogger(__name__)
 
@@ -33,46 +34,48 @@ LOCK = ".lock"
 _HELD: dict[str, int] = {}
 
 
-class RunLockHook(Hook):
+class RunLock:
     """Holds the work_dir lock from the start of `fit` to the end of the run (every process learns the outcome).
 
     The Trainer calls `hold` before it resumes or writes anything into the work_dir, so a refused
-    second run changes nothing of the first. `--eval-only` of a checkpoint takes no lock: it may
-    run beside the training run that writes them.
+    second run changes nothing of the first, and `release` once the run's last checkpoint is in
+    place. `--eval-only` of a checkpoint takes no lock: it may run beside the training run that
+    writes them.
     """
 
-    priority = PRIORITIES["HIGHEST"]
-
-    def __init__(self) -> None:
+    def __init__(self, work_dir: Path, accelerator: Accelerator, checkpoints: CheckpointManager) -> None:
+        self.work_dir = Path(work_dir)
+        self.accelerator = accelerator
+        self.checkpoints = checkpoints
         self._path = ""
         self._checked = False  # on every process, so all of them take part in the same broadcast
 
-    def hold(self, trainer: Trainer) -> None:
+    def hold(self) -> None:
         """Take the lock (once per run); a RecipeError naming the holder when another run has it."""
         if self._checked:
             return
         self._checked = True
         error = [""]
-        if trainer.accelerator.is_main_process:
-            error[0] = self._acquire(trainer)
-        if trainer.accelerator.num_processes > 1:
+        if self.accelerator.is_main_process:
+            error[0] = self._acquire()
+        if self.accelerator.num_processes > 1:
             broadcast_object_list(error)
         if error[0]:
             raise RecipeError(error[0])
 
-    def after_run(self, trainer: Trainer) -> None:
+    def release(self) -> None:
         fd = _HELD.pop(self._path, None)
         if fd is not None:
             os.close(fd)  # closing drops the flock
         self._path, self._checked = "", False
 
-    def _acquire(self, trainer: Trainer) -> str:
+    def _acquire(self) -> str:
         """'' when held; otherwise the one-line reason."""
-        path = trainer.work_dir / LOCK
+        path = self.work_dir / LOCK
         self._path = str(path.resolve())
         if self._path in _HELD:
             return ""
-        trainer.work_dir.mkdir(parents=True, exist_ok=True)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -94,7 +97,7 @@ class RunLockHook(Hook):
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
         _HELD[self._path] = fd
-        for stale in checkpoint.remove_stale_temporaries(trainer.checkpointer.root):
+        for stale in self.checkpoints.remove_stale_temporaries():
             logger.warning("removed %s, a checkpoint left half-written by a process that is gone", stale)
         return ""
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import MANIFEST, MODEL, read_tensors, verify_checkpoint
-from .errors import RecipeError
+from ..errors import RecipeError
+from .format import MANIFEST, MODEL, read_tensors, verify_checkpoint
 
 logger = logging.getLogger(__name__)
 

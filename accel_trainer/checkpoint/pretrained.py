@@ -21,7 +21,7 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
 from torch import nn
 
-from .errors import RecipeError
+from ..errors import RecipeError
 from .weights import TORCH_SUFFIXES, load_weights, match_report
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .trainer import Trainer
+    from ..checkpoint.manager import CheckpointManager
 
 logger = logging.getLogger(__name__)
 
@@ -49,28 +49,17 @@ class Preemption:
         if not self.signum:
             self.signum = signum
 
-    @staticmethod
-    def checkpoint_name(trainer: Trainer) -> str:
-        """`iter_N` for the iteration runner; `epoch_E_iter_N` (E 1-based, N global) inside an epoch."""
-        if not trainer.by_epoch:
-            return f"iter_{trainer.iter}"
-        return f"epoch_{trainer.epoch + 1}_iter_{trainer.iter}" if trainer.mid_epoch else f"epoch_{trainer.epoch}"
-
-    def stop(self, trainer: Trainer, signum: int) -> None:
+    def stop(self, checkpoints: CheckpointManager, signum: int) -> None:
         """Write the checkpoint of this exact step, move `latest` to it and exit with 128 + the signal number."""
-        name = self.checkpoint_name(trainer)
-        ck = trainer.checkpointer
-        if not (ck.last == name and ck.save_optimizer):  # this step's interval checkpoint may already be it
-            ck.save(name, save_optimizer=True)
-        ck.wait()
+        path = checkpoints.save_step()
         # A process that got no signal itself exits as the one that did.
         code = 128 + (self.signum or signum)
         logger.warning(
             "preempted at epoch %d, iter %d by %s: saved %s; continue with --resume auto",
-            trainer.epoch,
-            trainer.iter,
+            checkpoints.train_state.epoch,
+            checkpoints.train_state.iter,
             signal.Signals(self.signum or signum).name,
-            trainer.checkpointer.root / name,
+            path,
         )
         self.uninstall()
         raise SystemExit(code)

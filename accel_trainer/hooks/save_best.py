@@ -1,15 +1,11 @@
-"""Checkpoints on a schedule (mmcv's CheckpointHook) and the best one by a val metric (EvalHook's save_best)."""
+"""The best checkpoint by a val metric (mmcv EvalHook's save_best); the checkpoint manager writes it."""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 from ..errors import RecipeError
-from .base import PRIORITIES, Hook
-
-if TYPE_CHECKING:
-    from ..trainer import Trainer
+from .base import PRIORITIES, Hook, TrainerView
 
 # mmcv 1.x's defaults for inferring whether a bigger metric is better.
 GREATER_KEYS = ("acc", "top", "AR@", "auc", "precision", "mAP", "mDice", "mIoU", "mAcc", "aAcc")
@@ -32,20 +28,8 @@ def infer_rule(key: str, greater_keys: list[str], less_keys: list[str]) -> str:
     raise RecipeError(f"evaluation.save_best = {key!r}: cannot tell whether bigger is better; set evaluation.rule")
 
 
-class CheckpointHook(Hook):
-    """Asks the run's Checkpointer for `epoch_N` / `iter_N` at mmcv's CheckpointHook stages; the policy is there."""
-
-    priority = PRIORITIES["NORMAL"]
-
-    def after_train_epoch(self, trainer: Trainer) -> None:
-        trainer.checkpointer.after_train_epoch()
-
-    def after_train_iter(self, trainer: Trainer) -> None:
-        trainer.checkpointer.after_train_iter()
-
-
 class SaveBestHook(Hook):
-    """Decides whether a val result is the best so far; the Checkpointer writes `best_<metric>_epoch_N`."""
+    """Decides whether a val result is the best so far; the checkpoint manager writes `best_<metric>_epoch_N`."""
 
     priority = PRIORITIES["LOW"]
 
@@ -55,7 +39,7 @@ class SaveBestHook(Hook):
         self.greater_keys = greater_keys
         self.less_keys = less_keys
 
-    def before_run(self, trainer: Trainer) -> None:
+    def before_run(self, trainer: TrainerView) -> None:
         if self.key == "auto":
             self.key = trainer.task.metric_keys[0]
         self.rule = self.rule or infer_rule(self.key, self.greater_keys, self.less_keys)
@@ -65,7 +49,7 @@ class SaveBestHook(Hook):
             return not math.isnan(value)
         return value > best if self.rule == "greater" else value < best
 
-    def after_val_epoch(self, trainer: Trainer) -> None:
+    def after_val_epoch(self, trainer: TrainerView) -> None:
         if self.key not in trainer.val_results:
             raise RecipeError(
                 f"evaluation.save_best = {self.key!r} is not a val metric; the val results have: "
@@ -74,5 +58,5 @@ class SaveBestHook(Hook):
         if not trainer.iter:
             return
         value = float(trainer.val_results[self.key])
-        if self._better(value, trainer.checkpointer.best.get("value")):
-            trainer.checkpointer.save_best(self.key, value)
+        if self._better(value, trainer.checkpoints.best.get("value")):
+            trainer.checkpoints.save_best(self.key, value)

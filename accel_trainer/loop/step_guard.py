@@ -20,30 +20,40 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import RecipeError
-from ..preemption import SIGNALS, Preemption
 from ..recipe.training_sections import NanGuardCfg
-from .base import PRIORITIES, Hook
+from .preemption import SIGNALS, Preemption
 
 if TYPE_CHECKING:
-    from ..trainer import Trainer
+    from accelerate import Accelerator
+    from torch import nn
+
+    from ..checkpoint.manager import CheckpointManager
+    from ..checkpoint.state import TrainState
+    from ..recipe.training_sections import NanGuardCfg
 
 logger = logging.getLogger(__name__)
 
-STEM = "nan_guard"
+STEM = "nan_guard"  # its checkpoint part: nan_guard.safetensors, only once the lr factor changed
 
 
 class NonFiniteError(RecipeError):
     """Training produced a non-finite loss or gradient and the recipe says to stop."""
 
 
-class StepGuard(Hook):
-    """The per-step vote and what follows from it; the trainer calls `allows_step` and `after_step`."""
+class StepGuard:
+    """The per-step vote and what follows from it; a checkpoint part (the rollback lr factor and count).
 
-    # After the schedule (VERY_HIGH) has set this iteration's lr, so the rollback factor applies on top.
-    priority = PRIORITIES["HIGH"]
+    The loop installs `preemption` when an epoch starts, calls `scale_lr` once the schedule set
+    the lr, `allows_step` before every `optimizer.step()` and `after_step` after the step's hooks.
+    """
 
-    def __init__(self, cfg: NanGuardCfg) -> None:
+    def __init__(
+        self, cfg: NanGuardCfg, accelerator: Accelerator, state: TrainState, checkpoints: CheckpointManager
+    ) -> None:
         self.cfg = cfg
+        self.accelerator = accelerator
+        self.state = state
+        self.checkpoints = checkpoints
         self.preemption = Preemption()
         self.lr_factor = 1.0
         self.rollbacks = 0
@@ -52,48 +62,40 @@ class StepGuard(Hook):
         self._verdict: tuple[bool, int] = (False, 0)  # (non-finite, agreed signal) of the last step
         self._terms = ""
 
-    # ----------------------------------------------------------------- hook stages
-
-    def before_train_epoch(self, trainer: Trainer) -> None:
-        self.preemption.install()  # training only: --eval-only keeps the default signal behaviour
-
-    def after_run(self, trainer: Trainer) -> None:
-        self.preemption.uninstall()
-
-    def before_train_iter(self, trainer: Trainer) -> None:
+    def scale_lr(self, optimizer: torch.optim.Optimizer) -> None:
+        """After a rollback: this iteration's lr, as the schedule set it, times the rollback factor."""
         if self.lr_factor != 1.0:
-            for group in trainer.optimizer.param_groups:
+            for group in optimizer.param_groups:
                 group["lr"] *= self.lr_factor
 
-    def checkpoint_tensors(self, trainer: Trainer) -> dict[str, dict[str, torch.Tensor]]:
+    # ----------------------------------------------------------------- checkpoint part
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
         if self.lr_factor == 1.0 and not self.rollbacks:
             return {}
         return {
-            STEM: {
-                "lr_factor": torch.tensor([self.lr_factor], dtype=torch.float64),
-                "rollbacks": torch.tensor([self.rollbacks], dtype=torch.int64),
-            }
+            "lr_factor": torch.tensor([self.lr_factor], dtype=torch.float64),
+            "rollbacks": torch.tensor([self.rollbacks], dtype=torch.int64),
         }
 
-    def load_checkpoint_tensors(self, trainer: Trainer, tensors: dict[str, dict[str, torch.Tensor]]) -> None:
-        state = tensors.get(STEM)
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.lr_factor = float(state["lr_factor"][0]) if state else 1.0
         self.rollbacks = int(state["rollbacks"][0]) if state else 0
 
     # ----------------------------------------------------------------- the vote
 
-    def allows_step(self, trainer: Trainer, loss: torch.Tensor, outputs: dict[str, Any]) -> bool:
+    def allows_step(self, loss: torch.Tensor, outputs: dict[str, Any], model: nn.Module) -> bool:
         """Called for every micro-batch before `optimizer.step()`; on the last one of a step, votes."""
         bad = ~torch.isfinite(loss.detach())
         self._bad_loss = bad if self._bad_loss is None else self._bad_loss | bad
-        accelerator = trainer.accelerator
+        accelerator = self.accelerator
         if not accelerator.sync_gradients:
             return True
         bad_grad = torch.zeros((), dtype=torch.bool, device=bad.device)
         if accelerator.scaler is None:  # a scaled fp16 step with inf gradients is the scaler's business
             norm = outputs.get("grad_norm")
             if norm is None:
-                grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+                grads = [p.grad for p in model.parameters() if p.grad is not None]
                 norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
             bad_grad = ~torch.isfinite(torch.as_tensor(norm, device=bad.device))
         local = torch.zeros(2 + len(SIGNALS), dtype=torch.float32, device=accelerator.device)
@@ -112,7 +114,7 @@ class StepGuard(Hook):
             [f"{k}={float(v):.4g}" for k, v in outputs.items() if torch.is_tensor(v) and v.numel() == 1]
             + [f"gradient norm not finite on {int(votes[1])} process(es)"] * bool(votes[1])
         )
-        where = f"iteration {trainer.iter + 1} (epoch {trainer.epoch + 1})"
+        where = f"iteration {self.state.iter + 1} (epoch {self.state.epoch + 1})"
         if self.cfg.action == "stop":
             raise NonFiniteError(
                 f"non-finite loss or gradient at {where}: {self._terms}; stopping "
@@ -130,32 +132,32 @@ class StepGuard(Hook):
             )
         return False
 
-    def after_step(self, trainer: Trainer) -> bool:
-        """After the step's hooks: stop for a signal, or roll back. True: the epoch's batches are void."""
+    def after_step(self) -> bool:
+        """After the step's hooks: stop for a signal, or roll back. True: rolled back, the epoch's batches are void."""
         nonfinite, signum = self._verdict
         self._verdict = (False, 0)
         if signum:
-            self.preemption.stop(trainer, signum)
+            self.preemption.stop(self.checkpoints, signum)
         if nonfinite and self.cfg.action == "rollback":
-            self._rollback(trainer)
+            self._rollback()
             return True
         return False
 
-    def _rollback(self, trainer: Trainer) -> None:
-        where = f"iteration {trainer.iter} (epoch {trainer.epoch + 1})"
+    def _rollback(self) -> None:
+        where = f"iteration {self.state.iter} (epoch {self.state.epoch + 1})"
         if self.rollbacks >= self.cfg.max_skips:
             raise NonFiniteError(
                 f"non-finite loss or gradient at {where}: {self._terms}; already rolled back "
                 f"{self.rollbacks} times (nan_guard.max_skips = {self.cfg.max_skips})"
             )
-        path = trainer.checkpointer.find_resumable()
+        path = self.checkpoints.find_resumable()
         if path is None:
             raise NonFiniteError(
                 f"non-finite loss or gradient at {where}: {self._terms}; no resumable checkpoint "
-                f"under {trainer.checkpointer.root} to roll back to"
+                f"under {self.checkpoints.root} to roll back to"
             )
         factor, rollbacks = self.lr_factor * self.cfg.rollback_lr_factor, self.rollbacks + 1
-        trainer.checkpointer.resume(path)
+        self.checkpoints.resume(path)
         self.lr_factor, self.rollbacks = factor, rollbacks
         logger.warning(
             "nan_guard: non-finite at %s (%s): rolled back to %s, lr x %g from now on (rollback %d of %d)",

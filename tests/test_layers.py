@@ -14,25 +14,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "accel_trainer"
 # Lower index = lower layer. A module may import its own layer or lower ones, never higher. A module
 # is in the layer of its longest listed name: `recipe.load` sits above the rest of `recipe`.
 LAYERS: list[set[str]] = [
-    {"errors", "files"},
-    {"recipe"},
-    {
-        "log",
-        "plotting",
-        "checkpoint",
-        "classes",
-        "data",
-        "schedules",
-        "optim",
-        "tasks",
-        "distributed",
-        "hooks",
-        "predict",
-        "onnx_export",
-        "loop",
-        "progress",
-    },
-    {"recipe.load", "trainer"},
+    {"errors", "files"},  # RecipeError, atomic writes
+    {"recipe"},  # reading and the typed sections
+    {"log", "classes", "plotting"},  # leaves every component may use
+    {"progress", "checkpoint", "data", "optim", "schedules", "loop"},  # one concern each, unaware of each other
+    {"tasks", "distributed"},  # models and loaders, built from data/ and checkpoint/
+    {"hooks", "predict"},  # stage hooks; inference on a task's model
+    {"onnx_export"},  # graphs checked against predict
+    {"recipe.load", "trainer"},  # the loop, and a recipe checked for it
     {"commands"},
     {"cli", "__main__"},
 ]
@@ -130,3 +119,9 @@ def test_the_check_itself_sees_lazy_imports(tmp_path):
     source = tmp_path / "m.py"
     source.write_text("def f():\n    from .hooks import build_hooks\n")
     assert "hooks" in _imports("recipe", source, {"recipe": source, "hooks": source})
+
+
+def test_components_have_floors_of_their_own():
+    """`data -> hooks` or `checkpoint -> tasks` would be an upward import, not a sideways one."""
+    assert _layer("data") < _layer("tasks") < _layer("hooks") < _layer("trainer")
+    assert _layer("checkpoint") < _layer("tasks") and _layer("loop") < _layer("trainer")

@@ -22,7 +22,7 @@ from accel_trainer.hooks.base import PRIORITIES
 from accel_trainer.hooks.save_best import SaveBestHook
 from accel_trainer.recipe.load import load_recipe
 
-from .conftest import write_recipe
+from .helpers.recipes import write_recipe
 
 
 class Part:
@@ -266,7 +266,7 @@ def test_disk_full_while_saving_exits_in_one_line_and_keeps_every_checkpoint(tmp
 # ----------------------------------------------------------------- a checkpoint of the previous release
 
 FIXTURE = Path(__file__).parent / "fixtures" / "checkpoint_b68f241"
-# What the run that wrote it was given besides conftest's tiny recipe (see the fixture's README).
+# What the run that wrote it was given besides the tiny recipe of tests/helpers/recipes.py (see the fixture's README).
 OLD_RUN = {
     "runner.max_epochs": 2,
     "ema.enable": True,

@@ -13,7 +13,7 @@ from accel_trainer import Trainer
 from accel_trainer.errors import RecipeError
 from accel_trainer.loop.run_lock import RunLock
 
-from .conftest import write_recipe
+from .helpers.recipes import write_recipe
 
 
 def test_second_run_in_a_work_dir_is_refused_and_a_dead_runs_lock_taken_over(tmp_path, capsys):

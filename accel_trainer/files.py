@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
     """Flush a file's data, or a folder's entries (which makes a rename in it durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -31,9 +31,9 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         yield tmp
-        _fsync(tmp)
+        fsync(tmp)
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync(out.parent)
+    fsync(out.parent)

@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import RecipeError
+from ..files import fsync
 
 logger = logging.getLogger(__name__)
 
@@ -67,15 +68,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync(path: Path) -> None:
-    """Flush a file's data or a folder's entries to disk (a folder fsync makes renames durable)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_files(folder: Path, files: dict[str, str | dict[str, torch.Tensor]]) -> dict[str, str]:
     """Write text or tensor files in parallel threads; each is hashed from the page cache while its fsync runs."""
     with ThreadPoolExecutor(len(files)) as pool, ThreadPoolExecutor(len(files)) as syncs:
@@ -86,7 +78,7 @@ def _write_files(folder: Path, files: dict[str, str | dict[str, torch.Tensor]]) 
                 path.write_text(content, encoding="utf-8")
             else:
                 save_file(content, path, metadata={"format": "pt"})
-            synced = syncs.submit(_fsync, path)
+            synced = syncs.submit(fsync, path)
             digest = _sha256(path)
             synced.result()
             return digest
@@ -146,7 +138,7 @@ def _install(tmp: Path, final: Path) -> None:
         os.rename(final, aside)
         os.rename(tmp, final)
         tmp = aside
-    _fsync(final.parent)
+    fsync(final.parent)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -166,7 +158,7 @@ def _write_latest(root: Path, name: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync(root)
+    fsync(root)
 
 
 def _remove(path: Path) -> None:
@@ -314,7 +306,7 @@ def write_checkpoint(ckpt_root: Path, name: str, files: Files, *, update_latest:
         try:
             digests = _write_files(tmp, files)
             _write_durable(tmp / MANIFEST, json.dumps({"sha256": digests}, indent=2))
-            _fsync(tmp)
+            fsync(tmp)
             _install(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

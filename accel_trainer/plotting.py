@@ -216,7 +216,7 @@ def write_run_curves(log_json: Path, out: Path) -> None:
         with atomic_write(out) as tmp:
             plot_curves([run], title=log_json.parent.name).savefig(tmp, dpi=100, format="png")
     except (OSError, RecipeError) as exc:
-        logger.warning("%s not written: %s; the run itself is complete", out, exc)
+        logger.warning("curves not written: %s; the run and its checkpoints are complete", exc)
         return
     logger.info("curves: %s", out)
 

@@ -2,8 +2,9 @@
 
 Each command is a module of `commands/` with a `DESCRIPTION`, `add_arguments(parser)` and
 `run(args) -> int`; this module only picks one and builds its parser. User errors (RecipeError)
-print one line naming the problem and exit with code 2, without a traceback; anything else is a
-bug and keeps its traceback.
+print one line naming the problem and exit with code 2, without a traceback, and so do the
+OSErrors of a folder that is not writable or a full disk; anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
 from .errors import RecipeError
+from .files import WRITE_FAILURES
 
 # The tools by command name -> their module in `commands/`; any other first argument is a recipe to train.
 COMMANDS: dict[str, str] = {
@@ -90,6 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command.run(args)
     except RecipeError as exc:
         print(f"accel-trainer: error: {exc}", file=sys.stderr)
+        return RecipeError.exit_code
+    except OSError as exc:
+        if exc.errno not in WRITE_FAILURES:
+            raise
+        # The machine's state, not a bug: a folder not writable, a full disk, met where no check named it.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"accel-trainer: error: {where}{exc.strerror}", file=sys.stderr)
         return RecipeError.exit_code
     except KeyboardInterrupt:
         print("accel-trainer: interrupted", file=sys.stderr)

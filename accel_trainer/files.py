@@ -3,14 +3,57 @@
 A reader (or a rerun after a crash) sees the previous file or the complete new one, never a
 half-written one: the writer fills a hidden temporary sibling, which is flushed to disk and then
 renamed over the target in one step.
+
+A write the user can fix (a read-only folder, a full disk) is a `RecipeError` naming the path,
+and commands check their output folder (`writable_folder`) before the work, not after it.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import RecipeError
+
+# Why a write failed, for the errors that are the machine's state rather than a bug.
+WRITE_FAILURES = {
+    errno.EACCES: "not writable (permission denied)",
+    errno.EPERM: "not writable (operation not permitted)",
+    errno.EROFS: "not writable (read-only file system)",
+    errno.ENOSPC: "cannot write: no space left on the device (the disk is full)",
+    errno.EDQUOT: "cannot write: the disk quota is exceeded",
+}
+
+
+@contextmanager
+def writing(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a failed write under the block into one RecipeError naming `path` (other errors pass)."""
+    try:
+        yield
+    except OSError as exc:
+        reason = WRITE_FAILURES.get(exc.errno or 0)
+        if reason is None:
+            raise
+        raise RecipeError(f"{path}: {reason}") from None
+
+
+def writable_folder(folder: str | os.PathLike[str]) -> Path:
+    """Create `folder` and write one byte in a probe file there, so a command that would fail at its
+    end (a read-only work_dir, a full disk) fails before it starts."""
+    folder = Path(folder)
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=folder)
+        try:
+            os.write(fd, b"\0")
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    return folder
 
 
 def fsync(path: Path) -> None:
@@ -25,15 +68,17 @@ def fsync(path: Path) -> None:
 @contextmanager
 def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path in `path`'s folder (created if missing) for the caller to write;
-    on success it replaces `path`, on any error it is removed and `path` is left as it was."""
+    on success it replaces `path`, on any error it is removed and `path` is left as it was (a failed
+    write is a RecipeError naming `path`, see `writing`)."""
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        fsync(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync(out.parent)
+    with writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        try:
+            yield tmp
+            fsync(tmp)
+            os.replace(tmp, out)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync(out.parent)

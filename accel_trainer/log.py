@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from .files import writable_folder
+
 LOGGER_NAME = "accel_trainer"
 
 
@@ -19,7 +21,9 @@ class _SeedStyleFormatter(logging.Formatter):
 
 
 def setup_logging(log_file: Path, level: str, is_main: bool) -> logging.Logger:
-    """Console on every process at WARNING and above; INFO console and the text log on the main one."""
+    """Console on every process at WARNING and above; INFO console and the text log on the main one,
+    whose folder (the work_dir) is created and checked writable first: a read-only or full work_dir
+    is one error line before the run builds anything."""
     log = logging.getLogger(LOGGER_NAME)
     for handler in list(log.handlers):
         log.removeHandler(handler)
@@ -30,6 +34,7 @@ def setup_logging(log_file: Path, level: str, is_main: bool) -> logging.Logger:
     console.setFormatter(_SeedStyleFormatter())
     log.addHandler(console)
     if is_main:
+        writable_folder(log_file.parent)
         file_handler = logging.FileHandler(log_file, encoding="utf-8")
         file_handler.setFormatter(_SeedStyleFormatter())
         log.addHandler(file_handler)

@@ -31,7 +31,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
 from .errors import RecipeError, did_you_mean
-from .recipe.checks import check_choice, check_keys, finite_number, join_path
+from .recipe.checks import check_choice, check_keys, finite_number, is_number, join_path
 from .recipe.root import Recipe
 
 logger = logging.getLogger(__name__)
@@ -297,6 +297,21 @@ def _check_arguments(cls: type, kwargs: Mapping[str, Any], path: str) -> None:
             )
 
 
+def _check_tuples(cls: type, kwargs: Mapping[str, Any], path: str) -> None:
+    """Arguments whose default is a tuple of numbers (Adam's `betas`, Rprop's `etas`) take a list
+    of as many numbers: the constructors index into them unchecked (`betas = [0.9]`)."""
+    for param in list(inspect.signature(cls).parameters.values())[1:]:
+        default, value = param.default, kwargs.get(param.name)
+        if value is None or not isinstance(default, tuple) or not all(is_number(v) for v in default):
+            continue
+        if not (isinstance(value, tuple) and len(value) == len(default) and all(is_number(v) for v in value)):
+            shown = list(value) if isinstance(value, tuple) else value
+            raise RecipeError(
+                f"{path}.{param.name} = {shown!r}: {cls.__name__} takes a list of {len(default)} numbers, "
+                f"e.g. {param.name} = {list(default)!r}"
+            )
+
+
 def _rejected(cls: type, path: str, error: Exception) -> RecipeError:
     return RecipeError(f"{path}: {cls.__name__} rejected the settings: {error}")
 
@@ -307,7 +322,7 @@ def _class_settings(cls: type[torch.optim.Optimizer], kwargs: Mapping[str, Any],
     before any model exists."""
     try:
         return dict(cls([{"params": []}], **kwargs).defaults)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, IndexError) as e:
         raise _rejected(cls, path, e) from e
 
 
@@ -335,6 +350,7 @@ class OptimizerSpec:
         )
         paramwise_cfg = kwargs.pop("paramwise_cfg", None)
         _check_arguments(optimizer_cls, kwargs, path)
+        _check_tuples(optimizer_cls, kwargs, path)
         if "lr" not in kwargs:
             raise RecipeError(f"{path}.lr is missing, e.g. lr = 0.01")
         finite_number(kwargs["lr"], f"{path}.lr")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RecipeError
+from .files import atomic_write
 from .recipe.checks import is_number
 
 logger = logging.getLogger(__name__)
@@ -203,14 +204,20 @@ def run_labels(paths: list[Path]) -> list[str]:
 
 def write_run_curves(log_json: Path, out: Path) -> None:
     """`curves.png` at the end of a run: the whole run, across the logs of earlier runs it resumed;
-    skipped (debug log) without matplotlib or without train records in this run's log."""
+    skipped (debug log) without matplotlib or without train records in this run's log. A picture
+    that cannot be written (a full disk) is a warning: the run and its checkpoints are done."""
     if not have_matplotlib():
         logger.debug("no %s: matplotlib is not installed (%s)", out.name, INSTALL_HINT)
         return
-    if not log_json.is_file() or not _log_start(log_json)[0]:
+    try:
+        if not log_json.is_file() or not _log_start(log_json)[0]:
+            return
+        run = read_run(run_logs(log_json.parent, newest=log_json), log_json.parent.name)
+        with atomic_write(out) as tmp:
+            plot_curves([run], title=log_json.parent.name).savefig(tmp, dpi=100, format="png")
+    except (OSError, RecipeError) as exc:
+        logger.warning("curves not written: %s; the run and its checkpoints are complete", exc)
         return
-    run = read_run(run_logs(log_json.parent, newest=log_json), log_json.parent.name)
-    plot_curves([run], title=log_json.parent.name).savefig(out, dpi=100)
     logger.info("curves: %s", out)
 
 

@@ -80,8 +80,6 @@ class Trainer:
         built_hooks = build_hooks(recipe, specs.hooks, specs.schedule, progress)
         self.accelerator = build_accelerator(recipe, specs.hooks.trackers)
         self.timestamp = time.strftime("%Y%m%d_%H%M%S")
-        if self.accelerator.is_main_process:
-            self.work_dir.mkdir(parents=True, exist_ok=True)
         setup_logging(self.work_dir / f"{self.timestamp}.log", recipe.log_level, self.accelerator.is_main_process)
         set_seed(acc.seed, deterministic=acc.deterministic)
         # Let cuDNN time its algorithms for our fixed shapes, unless results must be bit-exact.

@@ -22,6 +22,7 @@ def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
         (["--set", "data.train.root=/x"], "strings need quotes"),
         (["--set", "runner.max_epochs=-1"], "runner.max_epochs = -1 must be > 0"),
         (["--set", 'lr_config.policy="Cosine"'], "lr_config.policy"),
+        (["--print-recipe", "--set", "optimizer.betas=[0.9]"], "optimizer.betas = [0.9]: AdamW takes a list of 2"),
     ],
 )
 def test_user_errors_exit_2_without_traceback(tiny_recipe, args, message):
@@ -137,3 +138,17 @@ def test_help_imports_no_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "[]\n"
+
+
+def test_a_folder_that_cannot_be_written_is_one_line_wherever_it_is_met(monkeypatch, capsys):
+    import errno
+
+    from accel_trainer.cli import main
+    from accel_trainer.commands import schedule
+
+    def read_only_mount(args):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), "/mnt/ro/out.png")
+
+    monkeypatch.setattr(schedule, "run", read_only_mount)
+    assert main(["schedule", "x.toml"]) == 2
+    assert capsys.readouterr().err == "accel-trainer: error: /mnt/ro/out.png: Read-only file system\n"

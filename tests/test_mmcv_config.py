@@ -93,6 +93,14 @@ def test_code_in_a_config_is_refused_and_never_runs(tmp_path):
         ("a = [i for i in range(3)]\n", 1, "ListComp"),
         ("a = f'{1}'\n", 1, "JoinedStr"),
         ("a = 10 ** 400\nb = a * a\nc = b * b\nd = c * c\n", 3, "too large"),
+        ("a = [0] * 10 ** 9\n", 1, "Mult of list and int"),
+        # 10**9 items by sharing names, refused while each line holds ten references.
+        (
+            "".join(f"{name} = [{', '.join([part] * 10)}]\n" for part, name in zip("0abcdefgh", "abcdefghi")),
+            6,
+            "more than 1_000_000 items once written out",
+        ),
+        ("a0 = 1\n" + "".join(f"a{i + 1} = [a{i}]\n" for i in range(40)), 34, "nested more than 32 deep"),
         ("a, b = 1, 2\n", 1, "only plain names"),
         ("a = dict(\n", 1, "invalid Python"),
     ],

@@ -154,3 +154,53 @@ def test_recipe_changes_lists_changed_added_and_removed_keys():
         "  optimizer.lr: 0.1 -> 0.01",
         "  runner.max_epochs: 2 -> '(unset)'",
     ]
+
+
+ITER_RUN = {"runner.type": "IterBasedRunner", "runner.max_epochs": 0}
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({**ITER_RUN, "runner.max_iters": 10**29}, f"runner.max_iters = {10**29} is outside TOML's 64-bit integer"),
+        ({**ITER_RUN, "runner.max_iters": 10**8}, "runner.max_iters = 100000000 must be between 1 and 10_000_000"),
+        ({"runner.max_epochs": 10**6}, "runner.max_epochs = 1000000 must be between 1 and 100_000"),
+        ({"accelerate.seed": -1}, "accelerate.seed = -1 must be between 0 and 4_294_967_295"),
+        ({"accelerate.seed": 2**32}, "accelerate.seed = 4294967296 must be between 0 and 4_294_967_295"),
+        ({"accelerate.seed": 2**70}, f"accelerate.seed = {2**70} is outside TOML's 64-bit integer range"),
+        (
+            {"optimizer.betas": [0.9]},
+            "optimizer.betas = [0.9]: AdamW takes a list of 2 numbers, e.g. betas = [0.9, 0.999]",
+        ),
+        ({"model.backbone": "../../../etc/passwd"}, "model.backbone = '../../../etc/passwd' is not a timm model name"),
+        ({"model.backbone": "hf-hub:x/y"}, "a hub repo or weights file goes in model.pretrained"),
+        ({"model.backbone": "resnet10t; rm"}, "model.backbone = 'resnet10t; rm' is not a timm model name"),
+        ({"model.num_classes": 10**9}, "model.num_classes = 1000000000 must be between 1 and 100_000"),
+    ],
+)
+def test_values_out_of_range_are_one_line_even_for_printing(tiny_recipe, override, message):
+    """`check_files=False` is what `--print-recipe` reads; the value checks are all there."""
+    with pytest.raises(RecipeError) as info:
+        load_recipe(tiny_recipe, override, check_files=False)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (b"a = " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "arrays or tables nested too deeply to read"),
+        (b"a = " + b"{b = " * 5_000 + b"1" + b"}" * 5_000 + b"\n", "arrays or tables nested too deeply to read"),
+        (b"a = " + b"[" * 100 + b"]" * 100 + b"\n", "tables or lists nested more than 32 deep"),
+        (b'work_dir = "x"\n# \xff\n', "not UTF-8 text (byte 17 is 0xff)"),
+    ],
+)
+def test_unreadable_recipe_files_are_one_line_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_bytes(text)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert str(info.value).startswith(f"{path}: ") and message in str(info.value)
+    base = tmp_path / "child.toml"
+    base.write_text('_base_ = "bad.toml"\n')
+    with pytest.raises(RecipeError, match=f"^{path}: "):  # a base file is named, not the file that includes it
+        load_recipe(base)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -52,3 +53,17 @@ def test_the_lock_is_held_from_hold_to_release(tmp_path):
             fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
         lock.release()
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free for the next run
+
+
+def test_a_full_disk_at_the_lock_write_is_one_line_and_holds_nothing(tmp_path, monkeypatch):
+    accelerator = SimpleNamespace(is_main_process=True, num_processes=1)
+    lock = RunLock(tmp_path, accelerator, SimpleNamespace(remove_stale_temporaries=list))
+
+    def full_disk(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "pwrite", full_disk)
+    with pytest.raises(RecipeError, match=rf"^{tmp_path}/\.lock: cannot write: no space left on the device"):
+        lock.hold()
+    with open(tmp_path / ".lock") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the failed run holds no lock

@@ -23,6 +23,11 @@ from ..recipe.reading import BASE_KEY, merge
 
 MAX_INT_BITS = 4096
 MAX_SEQUENCE_LEN = 100_000
+# A name's value is shared where it is used, so ten lines of `b = [a, a, a, a, a, a, a, a, a, a]`
+# describe 10**10 items without holding them; written out as TOML they would be. Each value is
+# measured as written (items plus characters) and as nested, from its parts' measures, as it is read.
+MAX_VALUE_SIZE = 1_000_000
+MAX_VALUE_DEPTH = 32
 
 _NUMBER_OPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -58,6 +63,8 @@ class _Reader:
         self.path = path
         self.names: dict[str, Any] = {}
         self.lines: dict[str, int] = {}
+        # id of each list or dict built -> (the value, kept alive so the id stays its own; size; depth)
+        self.measures: dict[int, tuple[Any, int, int]] = {}
 
     def fail(self, node: ast.AST, why: str) -> RecipeError:
         text = ast.unparse(node)
@@ -100,6 +107,32 @@ class _Reader:
             self.lines[target.id] = stmt.lineno
 
     def value(self, node: ast.expr) -> Any:
+        """The node's value, refused when it would be too large or too deep once written out."""
+        value = self._value(node)
+        size, depth = self.measure(value)
+        if size > MAX_VALUE_SIZE:
+            raise self.fail(node, f"the value would hold more than {MAX_VALUE_SIZE:_} items once written out")
+        if depth > MAX_VALUE_DEPTH:
+            raise self.fail(node, f"the value is nested more than {MAX_VALUE_DEPTH} deep")
+        return value
+
+    def measure(self, value: Any) -> tuple[int, int]:
+        """(items and characters, nesting depth) of `value` written out; its lists and dicts are
+        measured once, when built, so each measure adds up parts already known."""
+        if isinstance(value, str):
+            return max(len(value), 1), 0
+        if not isinstance(value, (list, dict)):
+            return 1, 0
+        known = self.measures.get(id(value))
+        if known is not None and known[0] is value:
+            return known[1], known[2]
+        parts = [self.measure(v) for v in (value.values() if isinstance(value, dict) else value)]
+        size = 1 + len(value) + sum(s for s, _ in parts)
+        depth = 1 + max((d for _, d in parts), default=0)
+        self.measures[id(value)] = (value, size, depth)
+        return size, depth
+
+    def _value(self, node: ast.expr) -> Any:
         if isinstance(node, ast.Constant):
             if isinstance(node.value, float) and not math.isfinite(node.value):
                 raise self.fail(node, "the number is not finite (TOML would get inf)")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RecipeError
-from ..files import atomic_write
+from ..files import atomic_write, writable_folder
 from .arguments import add_progress_arg
 
 logger = logging.getLogger(__name__)
@@ -107,13 +107,14 @@ def predict_command(
         raise RecipeError(f"--topk must be positive, got {topk}")
     if batch_size is not None and batch_size <= 0:
         raise RecipeError(f"--batch-size must be positive, got {batch_size}")
+    writable_folder(Path(out).parent)  # before predicting, not after
     state = PartialState(cpu=launched_without_accelerator(), **process_group_kwargs())
     files = expand_inputs(inputs)
     names = drawing_names(files)
     predictor = Predictor.from_checkpoint(ckpt, ema=ema, device=state.device)
     batch_size = batch_size or predictor.recipe.data.batch_size
     if draw_dir:
-        Path(draw_dir).mkdir(parents=True, exist_ok=True)
+        writable_folder(draw_dir)
     records: list[tuple[int, dict[str, Any] | None]] = []
     with state.split_between_processes(list(range(len(files)))) as mine:
         bar = progress_bar(len(files), "predict", "img", state.is_main_process and progress_enabled(progress))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from accelerate.utils import broadcast_object_list
 
 from ..errors import RecipeError
+from ..files import writing
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -57,7 +58,11 @@ class RunLock:
         self._checked = True
         error = [""]
         if self.accelerator.is_main_process:
-            error[0] = self._acquire()
+            try:
+                with writing(self.work_dir / LOCK):
+                    error[0] = self._acquire()
+            except RecipeError as exc:  # a read-only or full work_dir: every process stops with this line
+                error[0] = str(exc)
         if self.accelerator.num_processes > 1:
             broadcast_object_list(error)
         if error[0]:
@@ -94,8 +99,12 @@ class RunLock:
                 previous["pid"],
                 previous.get("host", "?"),
             )
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+        except OSError:
+            os.close(fd)  # not held: a later run in this process must not find its own lock in the way
+            raise
         _HELD[self._path] = fd
         for stale in self.checkpoints.remove_stale_temporaries():
             logger.warning("removed %s, a checkpoint left half-written by a process that is gone", stale)

@@ -64,6 +64,9 @@ def _check_value(tp: Any, value: Any, path: str) -> Any:
         return float(value)
     if (tp in (int, float) and isinstance(value, bool)) or not isinstance(value, tp):
         raise RecipeError(f"{path} = {value!r} has the wrong type: expected {_type_name(tp)}")
+    if tp is int and not -(2**63) <= value < 2**63:
+        # Python's TOML reader takes any integer; TOML itself (and torch's counters) stop at 64 bits.
+        raise RecipeError(f"{path} = {value!r} is outside TOML's 64-bit integer range (-2**63 to 2**63 - 1)")
     return value
 
 

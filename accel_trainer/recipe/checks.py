@@ -37,6 +37,11 @@ def positive(value: int | float, path: str, allow_zero: bool = False) -> None:
     require(value > 0 or (allow_zero and value == 0), path, value, "must be >= 0" if allow_zero else "must be > 0")
 
 
+def between(value: int, path: str, low: int, high: int, why: str = "") -> None:
+    """An integer in [low, high]; `why` says where the bound comes from."""
+    require(low <= value <= high, path, value, f"must be between {low:_} and {high:_}{why}")
+
+
 def fraction(value: float, path: str) -> None:
     """A probability or ratio in [0, 1]."""
     require(0.0 <= value <= 1.0, path, value, "must be between 0 and 1")

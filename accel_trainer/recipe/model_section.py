@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
-from .checks import positive, require
+from ..errors import RecipeError
+from .checks import between, positive, require
+
+# More classes than any dataset this trains on has; a typo such as 10**9 would not fit in memory.
+MAX_CLASSES = 100_000
+# What a timm model name looks like: an architecture and an optional pretrained tag, no path parts.
+TIMM_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)?")
 
 
 @dataclass
@@ -30,5 +37,22 @@ class ModelCfg:
 
     def check(self, path: str) -> None:
         positive(self.num_classes, f"{path}.num_classes")
+        between(self.num_classes, f"{path}.num_classes", 1, MAX_CLASSES)
+        check_backbone(self.backbone, f"{path}.backbone")
         for key in ("drop_rate", "drop_path_rate"):
             require(0.0 <= getattr(self, key) < 1.0, f"{path}.{key}", getattr(self, key), "must be in [0, 1)")
+
+
+def check_backbone(name: str, path: str) -> None:
+    """A timm model name (`resnest50d`, `resnest50d.in1k`); hub repos and files are weights, which
+    `model.pretrained` takes, so nothing path-like reaches timm here (and nothing is looked up)."""
+    if TIMM_NAME.fullmatch(name):
+        return
+    if ":" in name or "/" in name or "\\" in name:
+        raise RecipeError(
+            f"{path} = {name!r} is not a timm model name: the backbone is an architecture such as "
+            '"resnest50d"; a hub repo or weights file goes in model.pretrained (e.g. pretrained = "hf-hub:timm/resnest50d.in1k")'
+        )
+    raise RecipeError(
+        f'{path} = {name!r} is not a timm model name (letters, digits, "_" and "-", and an optional ".tag"), e.g. "resnest50d"'
+    )

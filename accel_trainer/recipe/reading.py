@@ -30,14 +30,25 @@ MAX_DEPTH = 32
 
 
 def read_toml(path: Path) -> dict:
-    """Parse one TOML file; a syntax error names the file and tomllib's line/column."""
+    """Parse one TOML file; a syntax error, a byte that is not UTF-8 or absurd nesting names the file
+    (tomllib's line/column for syntax), before anything recurses through the tables."""
     if not path.is_file():
         raise RecipeError(f"recipe file not found: {path}")
     try:
         with path.open("rb") as f:
-            return tomllib.load(f)
+            data = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(
+            f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); TOML files are UTF-8"
+        ) from None
+    except RecursionError:
+        raise RecipeError(
+            f"{path}: arrays or tables nested too deeply to read; no recipe key is more than {MAX_DEPTH} deep"
+        ) from None
+    _check_depth(data, str(path))
+    return data
 
 
 def merge(base: dict, override: Mapping) -> dict:
@@ -146,7 +157,6 @@ def read_recipe(
     """Read, merge, override and check (section by section) a recipe file (`check_files`: see `Recipe.from_dict`)."""
     path = Path(path)
     raw = load_raw(path)
-    _check_depth(raw, str(path))
     data = _strip_delete(apply_overrides(raw, overrides or {}))
     if work_dir is not None:
         data["work_dir"] = str(work_dir)

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..errors import RecipeError
-from .checks import positive, require
+from .checks import between, positive, require
+
+MAX_SEED = 2**32 - 1  # accelerate's set_seed seeds numpy too, which takes no larger seed
 
 
 @dataclass
@@ -100,5 +102,6 @@ class AccelerateCfg:
     cpu_threads: int = 0  # CPU runs: torch threads per process; 0 = this machine's cores shared by its processes
 
     def check(self, path: str) -> None:
+        between(self.seed, f"{path}.seed", 0, MAX_SEED, " (numpy's seed range)")
         positive(self.gradient_accumulation_steps, f"{path}.gradient_accumulation_steps")
         positive(self.cpu_threads, f"{path}.cpu_threads", allow_zero=True)

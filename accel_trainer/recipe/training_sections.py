@@ -8,7 +8,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..errors import RecipeError
-from .checks import positive, require
+from .checks import between, positive, require
+
+# Far beyond any real run, and small enough that the per-epoch tables of a run's length stay small.
+MAX_EPOCHS = 100_000
+MAX_ITERS = 10_000_000
 
 
 @dataclass
@@ -20,10 +24,12 @@ class RunnerCfg:
     def check(self, path: str) -> None:
         if self.type == "EpochBasedRunner":
             positive(self.max_epochs, f"{path}.max_epochs")
+            between(self.max_epochs, f"{path}.max_epochs", 1, MAX_EPOCHS)
             if self.max_iters:
                 raise RecipeError(f"{path}.max_iters is for IterBasedRunner; EpochBasedRunner takes {path}.max_epochs")
         else:
             positive(self.max_iters, f"{path}.max_iters")
+            between(self.max_iters, f"{path}.max_iters", 1, MAX_ITERS)
             if self.max_epochs:
                 raise RecipeError(f"{path}.max_epochs is for EpochBasedRunner; IterBasedRunner takes {path}.max_iters")
 

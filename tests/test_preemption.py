@@ -221,7 +221,7 @@ def test_a_second_sigterm_exits_at_once(tmp_path):
     try:
         while not blocked.exists() and proc.poll() is None:
             time.sleep(0.1)
-        time.sleep(1.5)  # later than the same signal delivered twice
+        time.sleep(2.5)  # later than the same signal delivered twice
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:

@@ -9,7 +9,7 @@ A stop must come even when the step cannot end: a read that blocks (a FIFO among
 never returns to the step boundary. The same signal a second time ends the process at once, and
 once a signal is recorded a watchdog ends it when the loop makes no progress (no stage of it
 starts, no checkpoint is being written) for `ACCEL_TRAINER_STOP_TIMEOUT` seconds (60; 0: never).
-A second SIGTERM or SIGUSR1 within a second of the first is the same one delivered twice (a
+A second SIGTERM or SIGUSR1 within 2 s of the first is the same one delivered twice (a
 scheduler signals every process of the job, and the launcher passes its own copy on).
 
 Launchers read a process's exit code as a failure: `accelerate launch` raises CalledProcessError
@@ -37,7 +37,7 @@ from ..errors import RecipeError
 SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 TIMEOUT_ENV = "ACCEL_TRAINER_STOP_TIMEOUT"
 DEFAULT_TIMEOUT_S = 60.0
-SAME_SIGNAL_S = 1.0  # a repeat of SIGTERM / SIGUSR1 closer than this is one signal delivered twice
+SAME_SIGNAL_S = 2.0  # a repeat of SIGTERM / SIGUSR1 closer than this is one signal delivered twice
 # How the launchers that run this package are started: `accelerate launch`, `python -m
 # accelerate.commands.launch`, `accelerate-launch`, torchrun, `python -m torch.distributed.run`.
 LAUNCHER_SCRIPTS = ("accelerate-launch", "torchrun")

@@ -109,6 +109,7 @@ class StepGuard:
 
     def allows_step(self, loss: torch.Tensor, outputs: dict[str, Any], model: nn.Module) -> bool:
         """Called for every micro-batch before `optimizer.step()`; on the last one of a step, votes."""
+        self.preemption.progress()  # a micro-batch is progress too (a step may take many)
         bad = ~torch.isfinite(loss.detach())
         self._bad_loss = bad if self._bad_loss is None else self._bad_loss | bad
         accelerator = self.accelerator

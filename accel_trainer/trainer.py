@@ -40,7 +40,7 @@ from .hooks.base import Stage, stage_calls
 from .hooks.logger import flat_hparams
 from .log import LogBuffer, setup_logging
 from .loop.run_lock import RunLock
-from .loop.step_guard import STEM, StepGuard
+from .loop.step_guard import StepGuard
 from .optim import build_recipe_optimizer
 from .recipe.load import LoadedRecipe, load_recipe
 from .recipe.reading import dump_toml
@@ -120,9 +120,8 @@ class Trainer:
             self.state,
             info=lambda: {"train_batch_size": self.train_batch_size, "classes": dataset_classes(self.val_dataset)},
         )
-        self.guard = StepGuard(recipe.nan_guard, self.accelerator, self.state, self.checkpoints)
-        self.checkpoints.add(STEM, self.guard)
         self.run_lock = RunLock(self.work_dir, self.accelerator, self.checkpoints)
+        self.guard = StepGuard(recipe.nan_guard, self.accelerator, self.state, self.checkpoints, self.run_lock.release)
         self._validated_at: int | None = None  # self.iter of the newest val_results
         if recipe.load_from:
             self.load_weights(recipe.load_from)
@@ -191,6 +190,7 @@ class Trainer:
     def call(self, stage: Stage, loop_work: Callable[[], object] | None = None) -> None:
         """Run the stage's hooks; `loop_work`, the loop's own part of the stage, at its `LOOP_PRIORITY`."""
         early, late = self._stage_hooks[stage]
+        self.guard.preemption.progress()
         for fn in early:
             fn(self)
         if loop_work is not None:
@@ -269,6 +269,7 @@ class Trainer:
                             self.validate()
             self._end_run()
         finally:
+            self.guard.preemption.uninstall()
             gc.unfreeze()
 
     def _start_run(self) -> None:
@@ -283,9 +284,8 @@ class Trainer:
         self.call("before_run")
 
     def _end_run(self) -> None:
-        self.guard.preemption.uninstall()
         self.call("after_run")
-        self.checkpoints.wait()
+        self.guard.end_run()  # the last checkpoint in place; a signal after the last step's vote stops the run too
         self.run_lock.release()  # once the last checkpoint is in place
         if self.trackers_started:
             self.accelerator.end_training()
@@ -333,7 +333,7 @@ class Trainer:
             if not in_window:
                 in_window = True
                 self.data_time = time.perf_counter() - tick
-                self.call("before_train_iter", lambda: self.guard.scale_lr(optimizer))
+                self.call("before_train_iter", lambda: self.guard.begin_step(optimizer, model))
             if self.channels_last:
                 batch = batch_to_channels_last(batch)
             self.batch = batch
@@ -350,6 +350,9 @@ class Trainer:
             self.log_buffer.update(outputs)
             if accelerator.sync_gradients:
                 in_window = False
+                if self.guard.rolled_back():  # before the step's hooks and checkpoint; this epoch's batches are void
+                    self._batches = None
+                    return self.weights_replaced()
                 self.iter_time = time.perf_counter() - tick
                 self.log_buffer.update_host({"time": self.iter_time, "data_time": self.data_time})
                 self.iter += 1
@@ -358,10 +361,7 @@ class Trainer:
                 self.call(
                     "after_train_iter", lambda: self.checkpoints.after_train_iter(last=self.iter == self.max_iters)
                 )
-                if self.guard.after_step():  # rolled back: this epoch's batches are void
-                    self._batches = None
-                    self.weights_replaced()
-                    return
+                self.guard.after_step()  # a stop signal: the checkpoint of this step, then exit
                 steps += 1
                 tick = time.perf_counter()
                 if limit is not None and steps >= limit:

@@ -67,3 +67,14 @@ def test_a_full_disk_at_the_lock_write_is_one_line_and_holds_nothing(tmp_path, m
         lock.hold()
     with open(tmp_path / ".lock") as other:
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the failed run holds no lock
+
+
+def test_a_finished_run_leaves_no_record_for_the_next_one_to_warn_about(tmp_path, capsys):
+    recipe = write_recipe(
+        tmp_path, runner={"type": "IterBasedRunner", "max_epochs": None, "max_iters": 2}, workflow=[["train", 1]]
+    )
+    Trainer.from_recipe(recipe).fit()
+    assert (tmp_path / "work" / ".lock").read_bytes() == b""
+    capsys.readouterr()
+    Trainer.from_recipe(recipe, overrides={"runner.max_iters": 3}).fit()
+    assert "taking over the lock" not in capsys.readouterr().out

@@ -75,3 +75,41 @@ def test_nan_rollback_reloads_the_newest_checkpoint_with_a_smaller_lr(tiny_recip
     poison(trainer, {1})
     with pytest.raises(NonFiniteError, match="no resumable checkpoint"):
         trainer.fit()
+
+
+def poison_inputs(trainer: Trainer, iterations: set[int]) -> None:
+    """Feed NaN images in each given (1-based) iteration: the forward pass itself turns BatchNorm's
+    running statistics non-finite, as a diverging model does."""
+    train_loss = trainer.task.train_loss
+
+    def poisoned(model, batch):
+        if trainer.iter + 1 in iterations:
+            iterations.discard(trainer.iter + 1)
+            images, targets = batch
+            batch = (images * float("nan"), targets)
+        return train_loss(model, batch)
+
+    trainer.task.train_loss = poisoned
+
+
+EVERY_ITER = {**ONE_EPOCH, "checkpoint_config": {"by_epoch": False, "interval": 1}}
+
+
+def test_nan_rollback_acts_before_the_checkpoint_of_its_step(tiny_recipe, capsys):
+    overrides = {**EVERY_ITER, "nan_guard": {"action": "rollback", "max_skips": 1}}
+    trainer = Trainer.from_recipe(tiny_recipe, overrides=overrides)
+    poison_inputs(trainer, {3})
+    trainer.fit()  # no "iter_3: not written: ... not finite"
+    assert "rolled back to iter_2" in capsys.readouterr().out
+    assert trainer.iter == 8 and all_finite(trainer)
+    assert checkpoint.find_resumable(trainer.checkpoints.root, need_optimizer=True).name == "iter_8"
+
+
+def test_nan_skip_puts_back_the_buffers_its_forward_changed(tiny_recipe, capsys):
+    trainer = Trainer.from_recipe(
+        tiny_recipe, overrides={**EVERY_ITER, "nan_guard": {"action": "skip", "max_skips": 1}}
+    )
+    poison_inputs(trainer, {3})
+    trainer.fit()
+    assert capsys.readouterr().out.count("nan_guard: skipped") == 1  # the steps after it are finite again
+    assert trainer.iter == 8 and all_finite(trainer)

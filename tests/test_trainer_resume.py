@@ -86,7 +86,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, reference, wor
     work = kill_and_resume(tmp_path, "killed", kill_at=11, sets=[f"data.num_workers={workers}"])
     assert_identical(final_weights(work), reference)
     text = "\n".join(p.read_text() for p in work.glob("*.log"))
-    assert "resumed from" in text and "iter_9 at epoch 1, iter 9" in text
+    assert "resumed from" in text and "iter_9 at epoch 2, iter 9" in text
 
 
 def test_resume_from_an_epoch_end_checkpoint_starts_the_next_epoch(tmp_path, reference):
@@ -124,19 +124,24 @@ def test_sigterm_saves_the_current_step_and_resume_auto_is_bit_identical(tmp_pat
     assert stopped.returncode == 128 + 15, stopped.stderr[-3000:]
     work = tmp_path / "preempted"
     assert (work / "checkpoints" / "latest").read_text().strip() == "epoch_2_iter_12"
-    assert "preempted at epoch 1, iter 12 by SIGTERM" in log_text(work)
+    assert "preempted at epoch 2, iter 12 by SIGTERM" in log_text(work)
     resumed = run(tmp_path, "preempted", sets, "--resume", "auto")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "epoch_2_iter_12 at epoch 1, iter 12" in log_text(work)
+    assert "epoch_2_iter_12 at epoch 2, iter 12" in log_text(work)
     assert_identical(final_weights(work), reference)
 
 
 def test_ddp_sigterm_on_one_process_stops_both_at_the_same_step(tmp_path, ddp_reference):
     # Only process 1 is signalled after iteration 5; the step vote makes both stop after iteration 6.
-    stopped = run(tmp_path, "preempted", [kill_hook(tmp_path, 5, "SIGTERM", rank=1)], ddp=True, port=29532)
-    assert stopped.returncode != 0
+    # The launcher ends with the signal's code too: no restart of the group, no ChildFailedError.
+    launch = ("--max_restarts", "2", "--monitor_interval", "0.2")
+    hook = kill_hook(tmp_path, 5, "SIGTERM", rank=1)
+    stopped = run(tmp_path, "preempted", [hook], ddp=True, port=29532, launch=launch)
+    assert stopped.returncode == 128 + 15, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr and "restart" not in stopped.stderr.lower()
     work = tmp_path / "preempted"
     assert (work / "checkpoints" / "latest").read_text().strip() == "epoch_2_iter_6"
+    assert "preempted at epoch 2, iter 6 by SIGTERM" in log_text(work)
     resumed = run(tmp_path, "preempted", [], "--resume", "auto", ddp=True, port=29532)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_identical(final_weights(work, "iter_8"), ddp_reference)
@@ -159,7 +164,7 @@ def test_elastic_restart_after_a_killed_process_is_bit_identical(tmp_path, ddp_r
     assert proc.returncode == 0, proc.stderr[-3000:]
     work = tmp_path / "elastic"
     # iter_6 is written in the background; if the kill came before it was in place, iter_3 is the newest.
-    assert re.search(r"resumed from \S+iter_(6 at epoch 1, iter 6|3 at epoch 0, iter 3)", log_text(work))
+    assert re.search(r"resumed from \S+iter_(6 at epoch 2, iter 6|3 at epoch 1, iter 3)", log_text(work))
     assert_identical(final_weights(work, "iter_8"), ddp_reference)
 
 
@@ -196,6 +201,6 @@ def test_kill_while_a_background_save_is_in_flight_resumes_from_the_previous_che
     assert not (root / "iter_6").exists() and [p.name for p in root.glob(".tmp-iter_6-*")]
     resumed = run(tmp_path, "in_flight", [], "--resume", "auto")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "iter_3 at epoch 0, iter 3" in log_text(tmp_path / "in_flight")
+    assert "iter_3 at epoch 1, iter 3" in log_text(tmp_path / "in_flight")
     assert not list(root.glob(".tmp-*")), "the dead run's half-written folder was left behind"
     assert_identical(final_weights(tmp_path / "in_flight"), reference)

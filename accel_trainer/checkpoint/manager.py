@@ -255,6 +255,11 @@ class CheckpointManager:
         if then is not None:
             then()
 
+    @property
+    def writing(self) -> bool:
+        """A checkpoint is being written in the background."""
+        return self._pending is not None and not self._pending.done()
+
     def wait(self) -> None:
         """Finish the checkpoint in flight, if any; every process raises its error alike.
 
@@ -327,7 +332,7 @@ class CheckpointManager:
         if rng is not None:
             rng.load_state_dict({"tensors": ckpt.rng[0], "meta": ckpt.rng[1]})
         self.last = path.name
-        logger.info("resumed from %s at epoch %d, iter %d", path, self.train_state.epoch, self.train_state.iter)
+        logger.info("resumed from %s at epoch %d, iter %d", path, self.train_state.epoch_shown, self.train_state.iter)
 
 
 def _checked_state(state: Any, where: Path) -> dict[str, Any]:

@@ -52,6 +52,11 @@ class TrainState:
         self.epoch += 1
         self.mid_epoch = False
 
+    @property
+    def epoch_shown(self) -> int:
+        """The 1-based epoch of the last iteration done, as the log's `Epoch [E]` lines and the checkpoint names count."""
+        return self.epoch + 1 if self.mid_epoch or self.resume_inner_iter else self.epoch
+
     def state_dict(self) -> dict[str, Any]:
         # Between epochs the position is that of the next epoch's start (0 unless a resume set it).
         position = self.inner_iter if self.mid_epoch else self.resume_inner_iter

@@ -3,8 +3,9 @@
 The lock is an `flock` on `<work_dir>/.lock`, held by the main process for the whole run. The
 kernel drops it when that process dies, however it dies, so a killed run's lock is taken over by
 the next run without anyone deleting files. The file records the holder's pid and host for the
-message a second run prints. Once the lock is held, temporary checkpoint folders that dead
-processes left behind are removed.
+message a second run prints; a run that ends as it should empties it, so only a run that died
+leaves a record for the next one to warn about. Once the lock is held, temporary checkpoint
+folders that dead processes left behind are removed.
 """
 
 from __future__ import annotations
@@ -69,8 +70,11 @@ class RunLock:
             raise RecipeError(error[0])
 
     def release(self) -> None:
+        """The run ended as it should (finished, or stopped by a signal with its checkpoint): its
+        record is emptied, so the next run does not take it for one that died."""
         fd = _HELD.pop(self._path, None)
         if fd is not None:
+            os.ftruncate(fd, 0)
             os.close(fd)  # closing drops the flock
         self._path, self._checked = "", False
 

@@ -9,19 +9,26 @@ Non-finite steps follow `[nan_guard] action`: "stop" exits naming the iteration 
 term; "skip" leaves the step unapplied (the iteration still counts, so the schedule and the data
 order stay those of the recipe) and stops after `max_skips` in a row; "rollback" reloads the
 newest resumable checkpoint and multiplies the lr by `rollback_lr_factor`, at most `max_skips`
-times. Under fp16 the grad scaler's own overflow skip is left alone: only the loss is checked there.
+times. Both act before the step's hooks and checkpoint: a skipped step puts back the buffers its
+forward pass changed (BatchNorm's running statistics), a rollback replaces the whole state. Under
+fp16 the grad scaler's own overflow skip is left alone: only the loss is checked there.
+
+A stop signal stops the run after the step's hooks, with a checkpoint of that step (`_stop`); one
+that comes after the last vote is acted on at the end of the run (`end_run`), never dropped.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import RecipeError
 from ..recipe.training_sections import NanGuardCfg
-from .preemption import SIGNALS, Preemption
+from .preemption import SIGNALS, Preemption, pass_on
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -41,32 +48,48 @@ class NonFiniteError(RecipeError):
 
 
 class StepGuard:
-    """The per-step vote and what follows from it; a checkpoint part (the rollback lr factor and count).
+    """The per-step vote and what follows from it; the checkpoint part `nan_guard` (the rollback lr factor and count).
 
-    The loop installs `preemption` when an epoch starts, calls `scale_lr` once the schedule set
-    the lr, `allows_step` before every `optimizer.step()` and `after_step` after the step's hooks.
+    The loop installs `preemption` when an epoch starts, calls `begin_step` once the schedule set
+    the lr, `allows_step` before every `optimizer.step()`, `rolled_back` once the step is done,
+    `after_step` after the step's hooks and `end_run` once the run's last checkpoint is in place.
+    `release`: the run lock's, called when a stop signal ends the run as it should.
     """
 
     def __init__(
-        self, cfg: NanGuardCfg, accelerator: Accelerator, state: TrainState, checkpoints: CheckpointManager
+        self,
+        cfg: NanGuardCfg,
+        accelerator: Accelerator,
+        state: TrainState,
+        checkpoints: CheckpointManager,
+        release: Callable[[], None] = lambda: None,
     ) -> None:
         self.cfg = cfg
         self.accelerator = accelerator
         self.state = state
         self.checkpoints = checkpoints
-        self.preemption = Preemption()
+        self.release = release
+        self.preemption = Preemption(busy=lambda: checkpoints.writing)
+        self._buffers: list[torch.Tensor] = []  # with action "skip": the buffers as the step found them
         self.lr_factor = 1.0
         self.rollbacks = 0
         self.skips_in_a_row = 0
         self._bad_loss: torch.Tensor | None = None
         self._verdict: tuple[bool, int] = (False, 0)  # (non-finite, agreed signal) of the last step
         self._terms = ""
+        checkpoints.add(STEM, self)
 
-    def scale_lr(self, optimizer: torch.optim.Optimizer) -> None:
-        """After a rollback: this iteration's lr, as the schedule set it, times the rollback factor."""
+    def begin_step(self, optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
+        """Before the step's first forward pass: after a rollback, this iteration's lr (as the schedule
+        set it) times the rollback factor; with action "skip", a copy of the buffers the forward changes."""
         if self.lr_factor != 1.0:
             for group in optimizer.param_groups:
                 group["lr"] *= self.lr_factor
+        if self.cfg.action == "skip":
+            buffers = [b.detach() for b in model.buffers()]
+            if len(self._buffers) != len(buffers):
+                self._buffers = [torch.empty_like(b) for b in buffers]
+            torch._foreach_copy_(self._buffers, buffers)
 
     # ----------------------------------------------------------------- checkpoint part
 
@@ -86,6 +109,7 @@ class StepGuard:
 
     def allows_step(self, loss: torch.Tensor, outputs: dict[str, Any], model: nn.Module) -> bool:
         """Called for every micro-batch before `optimizer.step()`; on the last one of a step, votes."""
+        self.preemption.progress()  # a micro-batch is progress too (a step may take many)
         bad = ~torch.isfinite(loss.detach())
         self._bad_loss = bad if self._bad_loss is None else self._bad_loss | bad
         accelerator = self.accelerator
@@ -127,24 +151,72 @@ class StepGuard:
                     f"non-finite loss or gradient at {where}: {self._terms}; "
                     f"{self.skips_in_a_row} steps in a row, more than nan_guard.max_skips = {self.cfg.max_skips}"
                 )
+            with torch.no_grad():
+                torch._foreach_copy_([b.detach() for b in model.buffers()], self._buffers)
             logger.warning(
                 "nan_guard: skipped %s, not applied (%s); %d in a row", where, self._terms, self.skips_in_a_row
             )
         return False
 
-    def after_step(self) -> bool:
-        """After the step's hooks: stop for a signal, or roll back. True: rolled back, the epoch's batches are void."""
-        nonfinite, signum = self._verdict
+    def rolled_back(self) -> bool:
+        """Once the step is done, before its hooks and checkpoint: a non-finite step with action
+        "rollback" reloads the newest resumable checkpoint. True: rolled back, the epoch's batches are void."""
+        if not (self._verdict[0] and self.cfg.action == "rollback"):
+            return False
+        self._verdict = (False, 0)  # a signal still stands: it is voted on again at the next step
+        self._rollback()
+        return True
+
+    def after_step(self) -> None:
+        """After the step's hooks: stop for a signal that any process caught."""
+        signum = self._verdict[1]
         self._verdict = (False, 0)
         if signum:
-            self.preemption.stop(self.checkpoints, signum)
-        if nonfinite and self.cfg.action == "rollback":
-            self._rollback()
-            return True
-        return False
+            self._stop(signum)
+
+    def end_run(self) -> None:
+        """Finish the run's last checkpoint; a signal that came after the last step's vote (during the
+        last val pass, or while that checkpoint was written) then stops the run as any other."""
+        self.checkpoints.wait()
+        if not self.preemption.installed:
+            return
+        local = torch.zeros(len(SIGNALS), dtype=torch.float32, device=self.accelerator.device)
+        if self.preemption.signum:
+            local[SIGNALS.index(self.preemption.signum)] = 1.0
+        votes = self.accelerator.reduce(local, reduction="sum").tolist()
+        signum = next((int(s) for s, v in zip(SIGNALS, votes) if v), 0)
+        if signum:
+            self._stop(signum)
+        self.preemption.uninstall()
+
+    def _stop(self, signum: int) -> None:
+        """Write the checkpoint of this exact step, move `latest` to it and exit with 128 + the signal number."""
+        self.preemption.boundary_reached()
+        path = self.checkpoints.save_step()
+        # A process that got no signal itself exits as the one that did.
+        signum = self.preemption.signum or signum
+        logger.warning(
+            "preempted at epoch %d, iter %d by %s: saved %s; continue with --resume auto",
+            self.state.epoch_shown,
+            self.state.iter,
+            signal.Signals(signum).name,
+            path,
+        )
+        self.release()
+        # Under a launcher: every process ignores the launcher's own signal before it gets the stop,
+        # and none ends before it has it (it would take a process that ends first for a failure).
+        launcher = self.preemption.hand_over()
+        several = self.accelerator.num_processes > 1
+        if several:
+            self.accelerator.wait_for_everyone()
+        if launcher and self.accelerator.is_local_main_process:
+            pass_on(launcher, signum)
+        if several:
+            self.accelerator.wait_for_everyone()
+        raise SystemExit(128 + signum)
 
     def _rollback(self) -> None:
-        where = f"iteration {self.state.iter} (epoch {self.state.epoch + 1})"
+        where = f"iteration {self.state.iter + 1} (epoch {self.state.epoch + 1})"
         if self.rollbacks >= self.cfg.max_skips:
             raise NonFiniteError(
                 f"non-finite loss or gradient at {where}: {self._terms}; already rolled back "

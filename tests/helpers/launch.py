@@ -33,9 +33,11 @@ def launch(
     port: int = 29517,
     hooks_dir: Path | None = None,
     launcher_args: tuple[str, ...] = (),
+    processes: int = 2,
 ) -> subprocess.CompletedProcess:
-    """Two CPU processes; `port` differs per test file, since files may run side by side;
-    `hooks_dir` holds hook modules the recipe imports; `launcher_args` go to `accelerate launch`."""
+    """Two CPU processes (`processes` = 1: accelerate's launcher of one process); `port` differs per
+    test file, since files may run side by side; `hooks_dir` holds hook modules the recipe imports;
+    `launcher_args` go to `accelerate launch`."""
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     if hooks_dir is not None:
         env["PYTHONPATH"] = f"{hooks_dir}{os.pathsep}{REPO}"
@@ -43,9 +45,9 @@ def launch(
         sys.executable,
         "-m",
         "accelerate.commands.launch",
-        "--multi_gpu",
+        *(["--multi_gpu"] if processes > 1 else []),
         "--num_processes",
-        "2",
+        str(processes),
         "--num_machines",
         "1",
         "--mixed_precision",

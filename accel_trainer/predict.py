@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.transforms.v2.functional import to_pil_image
 
 from .checkpoint.format import RECIPE, load_extra_tensors, read_recipe_text, read_trainer_state
-from .checkpoint.weights import load_weights
+from .checkpoint.weights import load_exactly, load_weights
 from .classes import resolve_classes
 from .errors import RecipeError
 from .recipe.reading import tomllib
@@ -79,21 +79,35 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, *, ema: bool = False, device: str | torch.device | None = None
+        cls,
+        path: str | Path,
+        *,
+        ema: bool = False,
+        device: str | torch.device | None = None,
+        model: nn.Module | None = None,
     ) -> Predictor:
-        """Build the checkpoint's model from its recipe.toml and load its (EMA) weights and class names."""
+        """Build the checkpoint's model from its recipe.toml (or take `model`: the model of your own
+        it was trained with, `Trainer(recipe, model=...)`) and load its (EMA) weights and class names."""
         from .tasks import build_task
 
         path = Path(path)
         recipe = checkpoint_recipe(path)
-        model = build_task(recipe).build_model()
+        if model is None:
+            model = build_task(recipe).build_model()
+            hint = (
+                f"the model was built from its recipe.toml (model.backbone = {recipe.model.backbone!r}). A checkpoint "
+                "of a model of your own (Trainer(recipe, model=...)) loads in Python with that model: "
+                f"Predictor.from_checkpoint({str(path)!r}, model=your_model)"
+            )
+        else:
+            hint = "pass the model the checkpoint was trained with"
         if ema:
             state = load_extra_tensors(path, "ema")
             if state is None:
                 raise RecipeError(f"{path}: has no EMA weights (ema.safetensors); train with [ema] enable = true")
         else:
             state = load_weights(path)
-        model.load_state_dict(state)
+        load_exactly(model, state, source=path, hint=hint)
         saved = (read_trainer_state(path) or {}).get("classes")
         return cls(recipe, model, resolve_classes(saved, recipe.model.num_classes, str(path)), device)
 

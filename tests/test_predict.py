@@ -160,3 +160,17 @@ def test_two_processes_predict_each_image_once_in_input_order(det_run, tmp_path)
         assert torch.allclose(
             torch.tensor(a["boxes"]).reshape(-1, 4), torch.tensor(b["boxes"]).reshape(-1, 4), atol=1e-4
         )
+
+
+def test_a_checkpoint_of_a_model_of_ones_own_says_how_to_load_it(tmp_path, capsys):
+    from .helpers.checkpoints import custom_model_checkpoint, tiny_classifier
+
+    ckpt = custom_model_checkpoint(tmp_path)
+    image = tmp_path / "a.png"
+    Image.new("RGB", (32, 32), "red").save(image)
+    assert main(["predict", str(ckpt), str(image), "--out", str(tmp_path / "p.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{ckpt}: the weights do not fit the model" in err
+    assert "86 missing: conv1.0.weight" in err and "9 unexpected: " in err and "model=your_model" in err
+    records = Predictor.from_checkpoint(ckpt, model=tiny_classifier()).predict([image])
+    assert len(records[0]["topk"]) == 4

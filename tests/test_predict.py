@@ -99,7 +99,7 @@ def test_unreadable_images_are_skipped_and_counted_order_kept_drawings_written(c
     assert [r["file"] for r in records] == [str(files[2]), str(files[0]), *map(str, globbed)]
     captured = capsys.readouterr()
     assert f"skipping unreadable image {bad}" in captured.err and "skipped 1 unreadable images" in captured.out
-    assert len(list(drawn.glob("*.png"))) == len(records)  # a repeated file is drawn under a second name
+    assert len(list(drawn.rglob("*.png"))) == len(records)  # a repeated file is drawn under a second name
 
 
 def test_missing_input_exits_2(cls_run, tmp_path, capsys):
@@ -174,3 +174,13 @@ def test_a_checkpoint_of_a_model_of_ones_own_says_how_to_load_it(tmp_path, capsy
     assert "86 missing: conv1.0.weight" in err and "9 unexpected: " in err and "model=your_model" in err
     records = Predictor.from_checkpoint(ckpt, model=tiny_classifier()).predict([image])
     assert len(records[0]["topk"]) == 4
+
+
+def test_drawings_keep_the_inputs_folders_so_same_named_files_stay_apart(cls_run, tmp_path):
+    for sub, color in (("a", "red"), ("b/c", "blue")):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        Image.new("RGB", (32, 32), color).save(tmp_path / "in" / sub / "000.png")
+    drawn = tmp_path / "drawn"
+    out = tmp_path / "p.jsonl"
+    assert main(["predict", str(cls_run["ckpt"]), str(tmp_path / "in"), "--out", str(out), "--draw", str(drawn)]) == 0
+    assert sorted(str(p.relative_to(drawn)) for p in drawn.rglob("*.png")) == ["a/000.png", "b/c/000.png"]

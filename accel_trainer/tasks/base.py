@@ -33,6 +33,10 @@ from ..data.shapes import ShapesSpec
 from ..errors import RecipeError
 from ..recipe.root import Recipe
 
+# Prediction records round to what the numbers mean: a hundredth of a pixel, a score to 1e-4.
+PIXEL_DECIMALS = 2
+SCORE_DECIMALS = 4
+
 
 def create_timm_model(name: str, **kwargs: Any) -> nn.Module:
     """`timm.create_model`, with an unknown name reported as the recipe's `model.backbone`."""

@@ -20,7 +20,7 @@ from ..checkpoint.pretrained import load_into, resolve
 from ..data.imagefolder import UNREADABLE, CheckedImageFolder
 from ..errors import RecipeError
 from ..recipe.root import Recipe
-from .base import OnnxGraph, Task, create_timm_model
+from .base import SCORE_DECIMALS, OnnxGraph, Task, create_timm_model
 
 SAMPLE_CONTRACT = "(image, label): image a PIL image or a normalised float CHW tensor, label an int class index"
 LOGITS_TOLERANCE = 1e-4
@@ -241,7 +241,10 @@ class ClassificationTask(Task):
         return [
             {
                 "file": f,
-                "topk": [{"label": names[i], "index": i, "score": p} for i, p in zip(idx.tolist(), val.tolist())],
+                "topk": [
+                    {"label": names[i], "index": i, "score": round(p, SCORE_DECIMALS)}
+                    for i, p in zip(idx.tolist(), val.tolist())
+                ],
             }
             for f, idx, val in zip(files, top.indices, top.values)
         ]

@@ -154,3 +154,22 @@ def test_recipe_changes_lists_changed_added_and_removed_keys():
         "  optimizer.lr: 0.1 -> 0.01",
         "  runner.max_epochs: 2 -> '(unset)'",
     ]
+
+
+@pytest.mark.parametrize(
+    "runner, kept, left_out",
+    [
+        ({"type": "EpochBasedRunner", "max_epochs": 2}, "max_epochs = 2", "max_iters"),
+        ({"type": "IterBasedRunner", "max_iters": 6, "max_epochs": None}, "max_iters = 6", "max_epochs"),
+    ],
+)
+def test_the_resolved_recipe_prints_short_arrays_on_one_line_and_only_its_runners_length(
+    tmp_path, runner, kept, left_out
+):
+    recipe = load_recipe(write_recipe(tmp_path, runner=runner), check_files=False)
+    text = dump_toml(recipe.to_dict())
+    lines = text.splitlines()
+    assert 'workflow = [["train", 1], ["val", 1]]' in lines and "scale = [0.8, 1.0]" in lines
+    assert kept in lines and left_out not in text
+    (tmp_path / "again.toml").write_text(text)
+    assert load_recipe(tmp_path / "again.toml", check_files=False).to_dict() == recipe.to_dict()

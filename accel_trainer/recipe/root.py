@@ -134,8 +134,11 @@ class Recipe:
                 raise RecipeError(f"{key}: not found: {value}")
 
     def to_dict(self) -> dict:
-        """The resolved recipe as plain TOML-able data (None values omitted)."""
-        return drop_unused(to_plain(self))
+        """The resolved recipe as plain TOML-able data (None values omitted, and the run length
+        of the other runner type, which `RunnerCfg.check` holds at 0)."""
+        plain = drop_unused(to_plain(self))
+        plain["runner"].pop("max_iters" if self.by_epoch else "max_epochs")
+        return plain
 
     @property
     def by_epoch(self) -> bool:

@@ -72,12 +72,14 @@ class Normalized(nn.Module):
 
 
 class ClassificationTask(Task):
-    """Builds the parts of a classification run and computes its losses and metrics."""
+    """Builds the parts of a classification run and computes its losses and metrics.
 
-    metric_keys = ("top1", "top5")
+    top5 is reported only with more than 5 classes: with 5 or fewer it is 100 by definition.
+    """
 
     def __init__(self, recipe: Recipe) -> None:
         super().__init__(recipe)
+        self.metric_keys = ("top1", "top5") if recipe.model.num_classes > 5 else ("top1",)
         aug = recipe.data.augment
         self.mixup = None
         if aug.mixup > 0 or aug.cutmix > 0:
@@ -211,8 +213,9 @@ class ClassificationTask(Task):
             "loss": sums[0] / max(n, 1),
             "num_samples": n,
             "top1": 100.0 * sums[1] / max(n, 1),
-            "top5": 100.0 * sums[2] / max(n, 1),
         }
+        if "top5" in self.metric_keys:
+            out["top5"] = 100.0 * sums[2] / max(n, 1)
         if self.recipe.data.skip_bad_images:
             out.update(self.skip_counts(allv.shape[0] - n))
         return out

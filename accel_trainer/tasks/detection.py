@@ -242,6 +242,8 @@ class DetectionTask(Task):
             )
             val = CocoDetection(paths["val_images"], paths["val_ann"], val_tf, skip_bad_images=skip)
         self.num_skipped_train = train.num_skipped
+        self.announce_split("train", train)
+        self.announce_split("val", val)
         return train, val
 
     def describe_data(self, split: str) -> str:

@@ -21,7 +21,7 @@ from torchvision.transforms.v2.functional import to_pil_image
 from .checkpoint.format import RECIPE, load_extra_tensors, read_recipe_text, read_trainer_state
 from .checkpoint.weights import load_exactly, load_weights
 from .classes import resolve_classes
-from .errors import RecipeError
+from .errors import RecipeError, naming_file
 from .recipe.reading import tomllib
 from .recipe.root import Recipe
 from .recipe.task_keys import drop_unused
@@ -44,7 +44,9 @@ def checkpoint_recipe(path: str | Path) -> Recipe:
         model["backbone"] = source.name
     model["pretrained"] = False
     # Checkpoints written before keys became per task hold the other task's keys too.
-    return Recipe.from_dict(drop_unused(data), source=str(Path(path) / RECIPE), check_files=False)
+    source = Path(path) / RECIPE
+    with naming_file(source):
+        return Recipe.from_dict(drop_unused(data), source=str(source), check_files=False)
 
 
 def _open(image: ImageInput) -> tuple[Image.Image, str | None]:

@@ -173,3 +173,16 @@ def test_the_resolved_recipe_prints_short_arrays_on_one_line_and_only_its_runner
     assert kept in lines and left_out not in text
     (tmp_path / "again.toml").write_text(text)
     assert load_recipe(tmp_path / "again.toml", check_files=False).to_dict() == recipe.to_dict()
+
+
+def test_every_recipe_error_names_the_file_and_the_key(tmp_path, capsys):
+    from accel_trainer.cli import main
+
+    recipe = write_recipe(tmp_path, runner={"max_epochs": -1})
+    with pytest.raises(RecipeError) as info:
+        load_recipe(recipe, check_files=False)
+    assert str(info.value) == f"{recipe}: runner.max_epochs = -1 must be > 0"
+    with pytest.raises(RecipeError, match=r"tiny\.toml: unknown key 'optimizer\.lrr'"):
+        load_recipe(recipe, {"runner.max_epochs": 1, "optimizer.lrr": 0.1}, check_files=False)
+    assert main([str(recipe), "--print-recipe"]) == 2
+    assert capsys.readouterr().err == f"accel-trainer: error: {recipe}: runner.max_epochs = -1 must be > 0\n"

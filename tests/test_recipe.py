@@ -186,3 +186,20 @@ def test_every_recipe_error_names_the_file_and_the_key(tmp_path, capsys):
         load_recipe(recipe, {"runner.max_epochs": 1, "optimizer.lrr": 0.1}, check_files=False)
     assert main([str(recipe), "--print-recipe"]) == 2
     assert capsys.readouterr().err == f"accel-trainer: error: {recipe}: runner.max_epochs = -1 must be > 0\n"
+
+
+def test_a_missing_relative_data_path_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    (tmp_path / "recipes" / "data" / "train").mkdir(parents=True)
+    data = {"type": "imagefolder", "train": {"root": "data/train"}, "val": {"root": "data/val"}}
+    recipe = write_recipe(tmp_path / "recipes", data=data)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(recipe)
+    assert str(info.value) == (
+        f"{recipe}: data.train.root: folder not found: data/train (looked for {tmp_path / 'data/train'}; relative "
+        "paths are read from the working directory; did you mean 'recipes/data/train'? It exists relative to the "
+        "recipe's folder)"
+    )
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    with pytest.raises(RecipeError, match=r"data\.val\.root: folder not found: data/val \(looked for .*directory\)$"):
+        load_recipe(recipe)

@@ -44,9 +44,9 @@ def checkpoint_recipe(path: str | Path) -> Recipe:
         model["backbone"] = source.name
     model["pretrained"] = False
     # Checkpoints written before keys became per task hold the other task's keys too.
-    source = Path(path) / RECIPE
-    with naming_file(source):
-        return Recipe.from_dict(drop_unused(data), source=str(source), check_files=False)
+    saved = Path(path) / RECIPE
+    with naming_file(saved):
+        return Recipe.from_dict(drop_unused(data), source=str(saved), check_files=False)
 
 
 def _open(image: ImageInput) -> tuple[Image.Image, str | None]:

@@ -46,13 +46,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.checkpoint and not args.eval_only:
         raise RecipeError("--checkpoint goes with --eval-only; to continue training use --resume PATH")
+    from .. import optim
     from ..log import discard_unstarted_log, quiet_info
     from ..trainer import Trainer
 
     trainer = None
     try:
         # Evaluation never steps the optimizer: its param-group table would be noise.
-        with quiet_info("accel_trainer.optim") if args.eval_only else contextlib.nullcontext():
+        with quiet_info(optim.__name__) if args.eval_only else contextlib.nullcontext():
             trainer = Trainer(recipe, progress=args.progress)
         if args.eval_only:
             from .evaluate import evaluate_command

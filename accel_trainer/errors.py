@@ -6,7 +6,9 @@ The checks that raise them on recipe values live in `recipe/checks.py`.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 
 class RecipeError(Exception):
@@ -29,3 +31,16 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """Return ' (did you mean "x"?)' for the closest candidate, or ''."""
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
     return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+@contextmanager
+def naming_file(path: str | Path) -> Iterator[None]:
+    """Start the message of a RecipeError raised inside with `path` (the recipe it is about),
+    unless the message names that file already."""
+    try:
+        yield
+    except RecipeError as exc:
+        message = str(exc)
+        if str(path) not in message and str(Path(path).resolve()) not in message:
+            exc.args = (f"{path}: {message}",)
+        raise

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -18,6 +20,43 @@ class _SeedStyleFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("[%(asctime)s] %(message)s", datefmt="%m/%d %H:%M:%S")
+
+
+class RunLogHandler(logging.FileHandler):
+    """The run's text log; it remembers whether a warning (or worse) went into it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8")
+        self.warned = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.warned = self.warned or record.levelno >= logging.WARNING
+        super().emit(record)
+
+
+def discard_unstarted_log() -> None:
+    """Close the run's text log after a user error stopped the run before it trained; remove the
+    file unless a warning went into it. The startup lines it holds are on the console too, and
+    the error itself only there, so such a log would tell nothing."""
+    log = logging.getLogger(LOGGER_NAME)
+    for handler in list(log.handlers):
+        if isinstance(handler, RunLogHandler):
+            log.removeHandler(handler)
+            handler.close()
+            if not handler.warned:
+                Path(handler.baseFilename).unlink(missing_ok=True)
+
+
+@contextmanager
+def quiet_info(name: str) -> Iterator[None]:
+    """Leave out the INFO lines of logger `name` inside (its warnings still show)."""
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def setup_logging(log_file: Path, level: str, is_main: bool) -> logging.Logger:
@@ -35,7 +74,7 @@ def setup_logging(log_file: Path, level: str, is_main: bool) -> logging.Logger:
     log.addHandler(console)
     if is_main:
         writable_folder(log_file.parent)
-        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler = RunLogHandler(log_file)
         file_handler.setFormatter(_SeedStyleFormatter())
         log.addHandler(file_handler)
     return log

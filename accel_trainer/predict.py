@@ -19,9 +19,9 @@ from torch import nn
 from torchvision.transforms.v2.functional import to_pil_image
 
 from .checkpoint.format import RECIPE, load_extra_tensors, read_recipe_text, read_trainer_state
-from .checkpoint.weights import load_weights
+from .checkpoint.weights import load_exactly, load_weights
 from .classes import resolve_classes
-from .errors import RecipeError
+from .errors import RecipeError, naming_file
 from .recipe.reading import tomllib
 from .recipe.root import Recipe
 from .recipe.task_keys import drop_unused
@@ -44,7 +44,9 @@ def checkpoint_recipe(path: str | Path) -> Recipe:
         model["backbone"] = source.name
     model["pretrained"] = False
     # Checkpoints written before keys became per task hold the other task's keys too.
-    return Recipe.from_dict(drop_unused(data), source=str(Path(path) / RECIPE), check_files=False)
+    saved = Path(path) / RECIPE
+    with naming_file(saved):
+        return Recipe.from_dict(drop_unused(data), source=str(saved), check_files=False)
 
 
 def _open(image: ImageInput) -> tuple[Image.Image, str | None]:
@@ -79,21 +81,35 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, *, ema: bool = False, device: str | torch.device | None = None
+        cls,
+        path: str | Path,
+        *,
+        ema: bool = False,
+        device: str | torch.device | None = None,
+        model: nn.Module | None = None,
     ) -> Predictor:
-        """Build the checkpoint's model from its recipe.toml and load its (EMA) weights and class names."""
+        """Build the checkpoint's model from its recipe.toml (or take `model`: the model of your own
+        it was trained with, `Trainer(recipe, model=...)`) and load its (EMA) weights and class names."""
         from .tasks import build_task
 
         path = Path(path)
         recipe = checkpoint_recipe(path)
-        model = build_task(recipe).build_model()
+        if model is None:
+            model = build_task(recipe).build_model()
+            hint = (
+                f"the model was built from its recipe.toml (model.backbone = {recipe.model.backbone!r}). A checkpoint "
+                "of a model of your own (Trainer(recipe, model=...)) loads in Python with that model: "
+                f"Predictor.from_checkpoint({str(path)!r}, model=your_model)"
+            )
+        else:
+            hint = "pass the model the checkpoint was trained with"
         if ema:
             state = load_extra_tensors(path, "ema")
             if state is None:
                 raise RecipeError(f"{path}: has no EMA weights (ema.safetensors); train with [ema] enable = true")
         else:
             state = load_weights(path)
-        model.load_state_dict(state)
+        load_exactly(model, state, source=path, hint=hint)
         saved = (read_trainer_state(path) or {}).get("classes")
         return cls(recipe, model, resolve_classes(saved, recipe.model.num_classes, str(path)), device)
 

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import pytest
 import torch
 from timm.loss import SoftTargetCrossEntropy
 
@@ -47,3 +50,16 @@ def test_mixup_targets_are_soft_and_sum_to_one(tiny_recipe):
     assert (targets > 0).sum() > 4  # two classes per row (plus smoothing), not one-hot
     without = ClassificationTask(load_recipe(tiny_recipe))
     assert without.mixup is None
+
+
+@pytest.mark.parametrize("num_classes, keys", [(4, ("top1",)), (5, ("top1",)), (6, ("top1", "top5"))])
+def test_top5_is_reported_only_with_more_than_5_classes(tiny_recipe, num_classes, keys):
+    task = ClassificationTask(load_recipe(tiny_recipe, {"model.num_classes": num_classes}))
+    logits = torch.randn(3, num_classes)
+    task.val_step(
+        lambda images: logits,
+        (torch.zeros(3, 3, 8, 8), torch.tensor([0, 1, 2])),
+        SimpleNamespace(gather_for_metrics=lambda values: values),
+    )
+    metrics = task.compute_metrics()
+    assert task.metric_keys == keys and {"top1", "top5"} & metrics.keys() == set(keys)

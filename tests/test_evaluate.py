@@ -20,7 +20,8 @@ def test_eval_only_reproduces_the_val_record_of_the_same_weights(tiny_recipe, tm
     assert main([str(tiny_recipe), "--eval-only", "--checkpoint", str(ckpt), "--work-dir", str(eval_dir)]) == 0
     metrics = json.loads((eval_dir / "eval" / "metrics.json").read_text())
     assert metrics["num_samples"] == 21
-    for key in ("top1", "top5", "loss"):
+    assert "top5" not in metrics  # 4 classes: top-5 would be 100 by definition
+    for key in ("top1", "loss"):
         assert metrics[key] == pytest.approx(val[key], abs=1e-4), key
 
 
@@ -34,3 +35,15 @@ def test_eval_only_with_a_tampered_checkpoint_exits_2(tiny_recipe, tmp_path, cap
     assert main([str(tiny_recipe), "--eval-only", "--checkpoint", str(ckpt)]) == 2
     assert "model.safetensors" in capsys.readouterr().err
     assert not (Path(tmp_path / "work") / "eval" / "metrics.json").exists()
+
+
+def test_eval_only_leaves_out_the_optimizer_table_and_the_warmup_warning(tmp_path, capsys):
+    from .helpers.recipes import write_recipe
+
+    recipe = write_recipe(tmp_path, lr_config={"policy": "fixed", "warmup": "linear", "warmup_iters": 500})
+    assert main([str(recipe), "--eval-only", "--set", "runner.max_epochs=1"]) == 0
+    out = capsys.readouterr().out
+    assert "top1" in out and "param groups" not in out and "warmup" not in out
+    assert main([str(recipe), "--set", "runner.max_epochs=1", 'workflow=[["train", 1]]']) == 0
+    out = capsys.readouterr().out
+    assert "param groups" in out and "the warmup (500 iterations) is longer than the whole run" in out

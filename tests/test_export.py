@@ -46,3 +46,16 @@ def test_whole_model_export_round_trips_through_load_from(trained, tmp_path):
 def test_export_of_a_missing_checkpoint_exits_2(tmp_path, capsys):
     assert main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "x.safetensors")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_a_model_of_ones_own_exports_whole_not_as_a_backbone(tmp_path, capsys):
+    from .helpers.checkpoints import custom_model_checkpoint
+
+    ckpt = custom_model_checkpoint(tmp_path)
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "b.safetensors"), "--backbone-only"]) == 2
+    err = capsys.readouterr().err
+    assert "the weights do not fit the model" in err and "without --backbone-only" in err
+    assert not (tmp_path / "b.safetensors").exists()
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "model=your_model" in capsys.readouterr().err
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "m.safetensors")]) == 0

@@ -144,3 +144,26 @@ def test_import_mmcv_refuses_absurd_literals(tmp_path, capsys, text, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(config) in err[0] and message in err[0]
     assert not out.exists()
+
+
+def test_a_run_stopped_by_its_data_before_training_leaves_no_log(tmp_path, capsys):
+    for split in ("train", "val"):
+        (tmp_path / split / "cat").mkdir(parents=True)  # a class folder without images
+    data = {"type": "imagefolder", "train": {"root": str(tmp_path / "train")}, "val": {"root": str(tmp_path / "val")}}
+    assert cli.main([str(write_recipe(tmp_path, data=data))]) == 2
+    assert "data.train.root" in capsys.readouterr().err
+    assert list((tmp_path / "work").glob("*.log")) == []
+
+
+def test_only_a_log_without_warnings_is_discarded(tmp_path):
+    from accel_trainer.log import discard_unstarted_log, setup_logging
+
+    quiet, warned = tmp_path / "quiet.log", tmp_path / "warned.log"
+    log = setup_logging(quiet, "INFO", is_main=True)
+    log.info("accelerate: 1 process")
+    discard_unstarted_log()
+    assert not quiet.exists()
+    log = setup_logging(warned, "INFO", is_main=True)
+    log.warning("something to keep")
+    discard_unstarted_log()
+    assert "something to keep" in warned.read_text()

@@ -69,10 +69,10 @@ def test_a_name_the_table_lacks_is_refused_at_load_with_the_names_it_has(tmp_pat
     recipe.write_text('[model]\ntask = "detection"\nhead = "yolo"\n[data]\ntype = "shapes"\n[runner]\nmax_epochs = 1\n')
     with pytest.raises(RecipeError) as refused:
         load_recipe(recipe, check_files=False)
-    assert str(refused.value) == f"model.head = 'yolo' is not allowed; {KNOWN}"
+    assert str(refused.value) == f"{recipe}: model.head = 'yolo' is not allowed; {KNOWN}"
     with pytest.raises(RecipeError) as refused:
         load_recipe(recipe, {"model.head": "fcoss"}, check_files=False)
-    assert str(refused.value) == f"model.head = 'fcoss' is not allowed (did you mean \"fcos\"?); {KNOWN}"
+    assert str(refused.value) == f"{recipe}: model.head = 'fcoss' is not allowed (did you mean \"fcos\"?); {KNOWN}"
 
 
 def test_a_recipe_built_without_loading_is_refused_when_the_detector_is_built():

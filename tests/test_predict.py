@@ -59,7 +59,7 @@ def test_classification_top1_equals_eval_only(cls_run):
     first = records[0]["topk"]
     assert len(first) == 4  # capped at num_classes
     assert {e["label"] for e in first} == {p.name for p in cls_run["val_root"].iterdir()}  # names from the checkpoint
-    assert sum(e["score"] for e in first) == pytest.approx(1.0, abs=1e-5)
+    assert sum(e["score"] for e in first) == pytest.approx(1.0, abs=1e-3)  # scores rounded to 1e-4
     assert [e["score"] for e in first] == sorted((e["score"] for e in first), reverse=True)
 
 
@@ -99,7 +99,7 @@ def test_unreadable_images_are_skipped_and_counted_order_kept_drawings_written(c
     assert [r["file"] for r in records] == [str(files[2]), str(files[0]), *map(str, globbed)]
     captured = capsys.readouterr()
     assert f"skipping unreadable image {bad}" in captured.err and "skipped 1 unreadable images" in captured.out
-    assert len(list(drawn.glob("*.png"))) == len(records)  # a repeated file is drawn under a second name
+    assert len(list(drawn.rglob("*.png"))) == len(records)  # a repeated file is drawn under a second name
 
 
 def test_missing_input_exits_2(cls_run, tmp_path, capsys):
@@ -136,8 +136,8 @@ def test_detection_boxes_equal_eval_only_predictions(det_run):
     key = lambda item: (item[0], -item[3])  # noqa: E731
     for (gi, gc, gb, gs), (wi, wc, wb, ws) in zip(sorted(got, key=key), sorted(want, key=key)):
         assert (gi, gc) == (wi, wc)
-        assert gs == pytest.approx(ws, abs=1e-5)
-        assert gb == pytest.approx(wb, abs=1e-3)
+        assert gs == pytest.approx(ws, abs=1e-4)  # predict rounds scores to 1e-4, boxes to 0.01 px
+        assert gb == pytest.approx(wb, abs=0.011)
 
 
 @pytest.mark.multiprocess
@@ -158,5 +158,42 @@ def test_two_processes_predict_each_image_once_in_input_order(det_run, tmp_path)
     assert main(["predict", str(det_run["ckpt"]), *map(str, files), "--out", str(single)]) == 0
     for a, b in zip(records, read_jsonl(single)):
         assert torch.allclose(
-            torch.tensor(a["boxes"]).reshape(-1, 4), torch.tensor(b["boxes"]).reshape(-1, 4), atol=1e-4
+            torch.tensor(a["boxes"]).reshape(-1, 4), torch.tensor(b["boxes"]).reshape(-1, 4), atol=0.011
         )
+
+
+def test_a_checkpoint_of_a_model_of_ones_own_says_how_to_load_it(tmp_path, capsys):
+    from .helpers.checkpoints import custom_model_checkpoint, tiny_classifier
+
+    ckpt = custom_model_checkpoint(tmp_path)
+    image = tmp_path / "a.png"
+    Image.new("RGB", (32, 32), "red").save(image)
+    assert main(["predict", str(ckpt), str(image), "--out", str(tmp_path / "p.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{ckpt}: the weights do not fit the model" in err
+    assert "86 missing: conv1.0.weight" in err and "9 unexpected: " in err and "model=your_model" in err
+    records = Predictor.from_checkpoint(ckpt, model=tiny_classifier()).predict([image])
+    assert len(records[0]["topk"]) == 4
+
+
+def test_drawings_keep_the_inputs_folders_so_same_named_files_stay_apart(cls_run, tmp_path):
+    for sub, color in (("a", "red"), ("b/c", "blue")):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        Image.new("RGB", (32, 32), color).save(tmp_path / "in" / sub / "000.png")
+    drawn = tmp_path / "drawn"
+    out = tmp_path / "p.jsonl"
+    assert main(["predict", str(cls_run["ckpt"]), str(tmp_path / "in"), "--out", str(out), "--draw", str(drawn)]) == 0
+    assert sorted(str(p.relative_to(drawn)) for p in drawn.rglob("*.png")) == ["a/000.png", "b/c/000.png"]
+
+
+def test_records_give_boxes_to_a_hundredth_of_a_pixel_and_scores_to_four_decimals(det_run, cls_run, tmp_path):
+    from accel_trainer.tasks import build_task
+
+    images = build_task(load_recipe(det_run["recipe"])).data_paths()["val_images"]
+    assert main(["predict", str(det_run["ckpt"]), str(images), "--out", str(tmp_path / "det.jsonl")]) == 0
+    records = read_jsonl(tmp_path / "det.jsonl")
+    coords = [v for r in records for box in r["boxes"] for v in box]
+    scores = [s for r in records for s in r["scores"]]
+    assert coords and all(v == round(v, 2) for v in coords) and all(s == round(s, 4) for s in scores)
+    assert main(["predict", str(cls_run["ckpt"]), str(cls_run["val_root"]), "--out", str(tmp_path / "c.jsonl")]) == 0
+    assert all(e["score"] == round(e["score"], 4) for r in read_jsonl(tmp_path / "c.jsonl") for e in r["topk"])

@@ -204,3 +204,52 @@ def test_unreadable_recipe_files_are_one_line_naming_the_file(tmp_path, text, me
     base.write_text('_base_ = "bad.toml"\n')
     with pytest.raises(RecipeError, match=f"^{path}: "):  # a base file is named, not the file that includes it
         load_recipe(base)
+
+
+@pytest.mark.parametrize(
+    "runner, kept, left_out",
+    [
+        ({"type": "EpochBasedRunner", "max_epochs": 2}, "max_epochs = 2", "max_iters"),
+        ({"type": "IterBasedRunner", "max_iters": 6, "max_epochs": None}, "max_iters = 6", "max_epochs"),
+    ],
+)
+def test_the_resolved_recipe_prints_short_arrays_on_one_line_and_only_its_runners_length(
+    tmp_path, runner, kept, left_out
+):
+    recipe = load_recipe(write_recipe(tmp_path, runner=runner), check_files=False)
+    text = dump_toml(recipe.to_dict())
+    lines = text.splitlines()
+    assert 'workflow = [["train", 1], ["val", 1]]' in lines and "scale = [0.8, 1.0]" in lines
+    assert kept in lines and left_out not in text
+    (tmp_path / "again.toml").write_text(text)
+    assert load_recipe(tmp_path / "again.toml", check_files=False).to_dict() == recipe.to_dict()
+
+
+def test_every_recipe_error_names_the_file_and_the_key(tmp_path, capsys):
+    from accel_trainer.cli import main
+
+    recipe = write_recipe(tmp_path, runner={"max_epochs": -1})
+    with pytest.raises(RecipeError) as info:
+        load_recipe(recipe, check_files=False)
+    assert str(info.value) == f"{recipe}: runner.max_epochs = -1 must be > 0"
+    with pytest.raises(RecipeError, match=r"tiny\.toml: unknown key 'optimizer\.lrr'"):
+        load_recipe(recipe, {"runner.max_epochs": 1, "optimizer.lrr": 0.1}, check_files=False)
+    assert main([str(recipe), "--print-recipe"]) == 2
+    assert capsys.readouterr().err == f"accel-trainer: error: {recipe}: runner.max_epochs = -1 must be > 0\n"
+
+
+def test_a_missing_relative_data_path_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    (tmp_path / "recipes" / "data" / "train").mkdir(parents=True)
+    data = {"type": "imagefolder", "train": {"root": "data/train"}, "val": {"root": "data/val"}}
+    recipe = write_recipe(tmp_path / "recipes", data=data)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(recipe)
+    assert str(info.value) == (
+        f"{recipe}: data.train.root: folder not found: data/train (looked for {tmp_path / 'data/train'}; relative "
+        "paths are read from the working directory; did you mean 'recipes/data/train'? It exists relative to the "
+        "recipe's folder)"
+    )
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    with pytest.raises(RecipeError, match=r"data\.val\.root: folder not found: data/val \(looked for .*directory\)$"):
+        load_recipe(recipe)

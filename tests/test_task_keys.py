@@ -105,7 +105,8 @@ def test_set_in_a_base_or_by_set_is_refused_and_the_cli_says_so_in_one_line(tmp_
     )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == (
-        'accel-trainer: error: data.augment.mixup: not used by task = "detection" (classification only); remove it\n'
+        f'accel-trainer: error: {recipe}: data.augment.mixup: not used by task = "detection" (classification only); '
+        "remove it\n"
     )
     with pytest.raises(RecipeError, match='model.norm_eval: not used by task = "classification"'):
         load_recipe(REPO / "recipes/cls.toml", {"model.norm_eval": True}, check_files=False)

@@ -91,3 +91,17 @@ def test_each_task_says_how_its_images_are_prepared_and_its_trunk_exported():
     with pytest.raises(RecipeError, match='visualize draws boxes; .* not "detection"'):
         cls.check_visualize()
     det.check_visualize()
+
+
+def test_building_the_datasets_logs_each_splits_images_and_classes(tmp_path, capsys):
+    from accel_trainer import Trainer, load_recipe
+
+    from .helpers.recipes import det_recipe, write_recipe
+
+    Trainer(load_recipe(write_recipe(tmp_path)))
+    out = capsys.readouterr().out
+    assert "train: 128 images, 4 classes from built-in shapes data" in out
+    assert "val: 21 images, 4 classes from built-in shapes data" in out
+    Trainer(load_recipe(det_recipe(tmp_path)))
+    out = capsys.readouterr().out
+    assert "train: 8 images, 4 classes from built-in shapes data" in out and "val: 6 images, 4 classes" in out

@@ -96,6 +96,24 @@ def match_report(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor])
     }
 
 
+def describe_mismatch(report: dict[str, list[str]], shown: int = 5) -> str:
+    """`match_report`'s problems in one line: each kind's count and its first `shown` keys."""
+    return "; ".join(
+        f"{len(keys)} {kind}: {', '.join(keys[:shown])}{' ...' if len(keys) > shown else ''}"
+        for kind, keys in report.items()
+        if keys
+    )
+
+
+def load_exactly(model: torch.nn.Module, tensors: dict[str, torch.Tensor], *, source: str | Path, hint: str) -> None:
+    """Load every tensor into `model`, or fail naming `source`, the keys that do not fit and `hint`
+    (how to load it instead), rather than with torch's multi-line RuntimeError."""
+    problems = describe_mismatch(match_report(model.state_dict(), tensors))
+    if problems:
+        raise RecipeError(f"{source}: the weights do not fit the model ({problems}); {hint}")
+    model.load_state_dict(tensors)
+
+
 def fit_weights(
     model: torch.nn.Module,
     tensors: dict[str, torch.Tensor],
@@ -114,9 +132,7 @@ def fit_weights(
     own = model.state_dict()
     report = match_report(own, tensors)
     problems = {kind: keys for kind, keys in report.items() if keys}
-    lines = "; ".join(
-        f"{len(keys)} {kind}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}" for kind, keys in problems.items()
-    )
+    lines = describe_mismatch(report)
     if problems and strict:
         raise RecipeError(f"{source}: weights do not fit the model (load_options.strict = true): {lines}")
     if problems:

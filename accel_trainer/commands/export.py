@@ -27,6 +27,7 @@ def export_command(
     from safetensors.torch import save_file
 
     from ..checkpoint.format import load_checkpoint
+    from ..checkpoint.weights import load_exactly
     from ..predict import checkpoint_recipe
     from ..tasks import build_task
 
@@ -51,7 +52,16 @@ def export_command(
     else:
         state = loaded.model_state
     if backbone_only:
-        state = build_task(checkpoint_recipe(ckpt)).backbone_weights(state)
+        task = build_task(checkpoint_recipe(ckpt))
+        # The trunk is cut by the recipe model's key names: a model of the user's own has others.
+        load_exactly(
+            task.build_model(),
+            state,
+            source=ckpt,
+            hint="--backbone-only takes the timm backbone out of the model recipe.toml builds; "
+            "export the whole state dict instead (without --backbone-only)",
+        )
+        state = task.backbone_weights(state)
     out_path = Path(out)
     metadata = {
         "format": "pt",

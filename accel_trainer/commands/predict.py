@@ -12,6 +12,7 @@ import argparse
 import glob
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,14 +49,18 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return files
 
 
-def drawing_names(files: list[Path]) -> list[str]:
-    """`<stem>.png` per input; a repeated stem gets `_<n>` so no drawing overwrites another."""
-    seen: dict[str, int] = {}
+def drawing_names(files: list[Path]) -> list[Path]:
+    """`<path>.png` per input, its path relative to the folder all inputs share (so `a/000.png` and
+    `b/000.png` stay apart); a file given twice (or `x.jpg` next to `x.png`) gets `_<n>`."""
+    absolute = [Path(os.path.abspath(file)) for file in files]
+    common = Path(os.path.commonpath([str(file.parent) for file in absolute]))
+    seen: dict[Path, int] = {}
     names = []
-    for file in files:
-        n = seen.get(file.stem, 0)
-        seen[file.stem] = n + 1
-        names.append(f"{file.stem}.png" if n == 0 else f"{file.stem}_{n}.png")
+    for file in absolute:
+        stem = file.relative_to(common).with_suffix("")
+        n = seen.get(stem, 0)
+        seen[stem] = n + 1
+        names.append(stem.with_name(f"{stem.name}.png" if n == 0 else f"{stem.name}_{n}.png"))
     return names
 
 
@@ -82,6 +87,7 @@ def draw(file: Path, record: dict[str, Any], out: Path) -> None:
             colors="red",
             width=1,
         )
+    out.parent.mkdir(parents=True, exist_ok=True)
     to_pil_image(canvas).save(out)
 
 
@@ -163,7 +169,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or globs"
     )
     parser.add_argument("--out", required=True, metavar="FILE.jsonl", help="output JSON lines file")
-    parser.add_argument("--draw", metavar="DIR", help="also write each image with its boxes / top label drawn")
+    parser.add_argument(
+        "--draw", metavar="DIR", help="also write each image with its boxes / top label drawn (input folders kept)"
+    )
     parser.add_argument(
         "--batch-size", type=int, help="images per forward pass (default: the recipe's data.batch_size)"
     )

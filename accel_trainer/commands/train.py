@@ -5,6 +5,7 @@ RECIPE`): train from a recipe, or with `--eval-only` evaluate once (`evaluate.py
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from ..errors import RecipeError
@@ -45,17 +46,27 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.checkpoint and not args.eval_only:
         raise RecipeError("--checkpoint goes with --eval-only; to continue training use --resume PATH")
+    from .. import optim
+    from ..log import discard_unstarted_log, quiet_info
     from ..trainer import Trainer
 
-    trainer = Trainer(recipe, progress=args.progress)
+    trainer = None
     try:
+        # Evaluation never steps the optimizer: its param-group table would be noise.
+        with quiet_info(optim.__name__) if args.eval_only else contextlib.nullcontext():
+            trainer = Trainer(recipe, progress=args.progress)
         if args.eval_only:
             from .evaluate import evaluate_command
 
             return evaluate_command(trainer, args.checkpoint)
         trainer.fit(resume=args.resume)
         return 0
+    except RecipeError:
+        if trainer is None or not trainer.run_started:
+            discard_unstarted_log()
+        raise
     finally:
         # The process ends here: close the process group before the interpreter tears down the
         # communication threads under it (gloo aborted a process at exit otherwise).
-        trainer.accelerator.state.destroy_process_group()
+        if trainer is not None:
+            trainer.accelerator.state.destroy_process_group()

@@ -18,8 +18,13 @@ class ScheduleHook(Hook):
 
     def __init__(self, spec: ScheduleSpec) -> None:
         self.spec = spec
+        self.checked = False
 
-    def before_run(self, trainer: TrainerView) -> None:
+    def before_train_epoch(self, trainer: TrainerView) -> None:
+        # When training starts, not in before_run: an evaluation (--eval-only) runs no schedule.
+        if self.checked:
+            return
+        self.checked = True
         warning = trainer.run.warmup_overrun(self.spec.lr)
         if warning:
             logger.warning(warning)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import naming_file
 from ..hooks import HookSpecs
 from ..optim import OptimizerSpec
 from ..schedules import ScheduleSpec
@@ -70,7 +71,8 @@ def load_recipe(
     """Read and fully check a recipe: `--set`-style `overrides`, an optional `work_dir`, and with
     `check_files` every file and folder it names must exist and hub weights must be reachable
     (cached, or huggingface_hub online)."""
-    recipe = LoadedRecipe.of(read_recipe(path, overrides, work_dir, check_files))
+    with naming_file(path):
+        recipe = LoadedRecipe.of(read_recipe(path, overrides, work_dir, check_files))
     if check_files:
         # timm answers what `pretrained` names; imported only here, so checking a recipe without
         # its files (`--print-recipe`) does not pay for it.

@@ -27,6 +27,8 @@ BASE_KEY = "_base_"
 DELETE_KEY = "_delete_"
 # Deeper than any recipe needs; keeps a crafted `--set a.a.a...` or nested value from exhausting the stack.
 MAX_DEPTH = 32
+# The longest line `dump_toml` joins an array into.
+COMPACT_WIDTH = 100
 
 
 def read_toml(path: Path) -> dict:
@@ -165,9 +167,38 @@ def read_recipe(
     return Recipe.from_dict(data, source=str(path), check_files=check_files)
 
 
+def _inline(value: Any) -> str | None:
+    """A list of scalars (or of such lists) as one line, each scalar as tomli_w writes it; None if it holds a table."""
+    if isinstance(value, list):
+        items = [_inline(item) for item in value]
+        return None if None in items else "[" + ", ".join(item for item in items if item is not None) + "]"
+    if isinstance(value, Mapping):
+        return None
+    return tomli_w.dumps({"v": value})[len("v = ") : -1]
+
+
 def dump_toml(data: Mapping) -> str:
-    """Render a plain dict as TOML text (tables after plain keys, stable order)."""
-    return tomli_w.dumps(dict(data))
+    """Render a plain dict as TOML text (tables after plain keys, stable order).
+
+    tomli_w puts every array item on a line of its own; an array that fits in COMPACT_WIDTH is
+    written on one line instead (`workflow = [["train", 1], ["val", 1]]`).
+    """
+    lines = tomli_w.dumps(dict(data)).split("\n")
+    out: list[str] = []
+    start = 0
+    while start < len(lines):
+        line = lines[start]
+        end = lines.index("]", start) if line.endswith(" = [") else start
+        if end > start:
+            ((_, value),) = tomllib.loads("\n".join(lines[start : end + 1])).items()
+            one_line = _inline(value)
+            if one_line is not None and len(line) - 1 + len(one_line) <= COMPACT_WIDTH:
+                out.append(line[:-1] + one_line)
+                start = end + 1
+                continue
+        out.append(line)
+        start += 1
+    return "\n".join(out)
 
 
 def flatten(data: Mapping, prefix: str = "") -> dict[str, Any]:

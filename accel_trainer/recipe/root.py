@@ -8,6 +8,7 @@ into specs when the recipe is loaded for use (`load.load_recipe`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -118,9 +119,9 @@ class Recipe:
                 for i, cfg in enumerate(tables):
                     where = f"data.{split}[{i}]" if isinstance(getattr(self.data, split), list) else f"data.{split}"
                     if cfg.root and not Path(cfg.root).is_dir():
-                        raise RecipeError(f"{where}.root: folder not found: {cfg.root}")
+                        raise self._not_found(f"{where}.root", cfg.root, "folder")
                     if self.data.type == "coco" and cfg.ann_file and not Path(cfg.ann_file).is_file():
-                        raise RecipeError(f"{where}.ann_file: file not found: {cfg.ann_file}")
+                        raise self._not_found(f"{where}.ann_file", cfg.ann_file, "file")
                     if self.data.type == "voc":
                         listing = Path(cfg.root) / "ImageSets" / "Main" / f"{cfg.split}.txt"
                         if not listing.is_file():
@@ -131,11 +132,27 @@ class Recipe:
         for key in ("load_from", "resume_from"):
             value = getattr(self, key)
             if value and not Path(value).exists():
-                raise RecipeError(f"{key}: not found: {value}")
+                raise self._not_found(key, value, "file or folder")
+
+    def _not_found(self, key: str, value: str, what: str) -> RecipeError:
+        """A missing path, as written and as looked for. Relative paths are read from the working
+        directory (the shipped recipes' `data/...` are), unlike `_base_`, which is relative to the
+        recipe: say so, and name the path beside the recipe when that one exists."""
+        message = f"{key}: {what} not found: {value}"
+        if Path(value).is_absolute():
+            return RecipeError(message)
+        message += f" (looked for {os.path.abspath(value)}; relative paths are read from the working directory"
+        beside = Path(self.source).parent / value if self.source else None
+        if beside is not None and beside.exists():
+            message += f"; did you mean {os.path.relpath(beside)!r}? It exists relative to the recipe's folder"
+        return RecipeError(message + ")")
 
     def to_dict(self) -> dict:
-        """The resolved recipe as plain TOML-able data (None values omitted)."""
-        return drop_unused(to_plain(self))
+        """The resolved recipe as plain TOML-able data (None values omitted, and the run length
+        of the other runner type, which `RunnerCfg.check` holds at 0)."""
+        plain = drop_unused(to_plain(self))
+        plain["runner"].pop("max_iters" if self.by_epoch else "max_epochs")
+        return plain
 
     @property
     def by_epoch(self) -> bool:

@@ -20,6 +20,7 @@ the val preprocessing (`val_transform`), model outputs and their records (`predi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,12 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.shapes import ShapesSpec
 from ..errors import RecipeError
 from ..recipe.root import Recipe
+
+logger = logging.getLogger(__name__)
+
+# Prediction records round to what the numbers mean: a hundredth of a pixel, a score to 1e-4.
+PIXEL_DECIMALS = 2
+SCORE_DECIMALS = 4
 
 
 def create_timm_model(name: str, **kwargs: Any) -> nn.Module:
@@ -204,6 +211,12 @@ class Task:
         """The built-in synthetic set the recipe's `[data.shapes]` describes."""
         s = self.recipe.data.shapes
         return ShapesSpec(num_train=s.num_train, num_val=s.num_val, image_size=s.image_size, seed=s.seed)
+
+    def announce_split(self, split: str, dataset: Any) -> None:
+        """One log line per split built from the recipe: how many images and classes, from where."""
+        classes = self.num_dataset_classes(dataset)
+        found = f"{len(dataset)} images" + (f", {classes} classes" if classes is not None else "")
+        logger.info("%s: %s from %s", split, found, self.describe_data(split))
 
     def describe_data(self, split: str) -> str:
         """Where a split's data comes from, as the recipe names it."""

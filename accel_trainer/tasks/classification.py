@@ -20,7 +20,7 @@ from ..checkpoint.pretrained import load_into, resolve
 from ..data.imagefolder import UNREADABLE, CheckedImageFolder
 from ..errors import RecipeError
 from ..recipe.root import Recipe
-from .base import OnnxGraph, Task, create_timm_model
+from .base import SCORE_DECIMALS, OnnxGraph, Task, create_timm_model
 
 SAMPLE_CONTRACT = "(image, label): image a PIL image or a normalised float CHW tensor, label an int class index"
 LOGITS_TOLERANCE = 1e-4
@@ -72,12 +72,14 @@ class Normalized(nn.Module):
 
 
 class ClassificationTask(Task):
-    """Builds the parts of a classification run and computes its losses and metrics."""
+    """Builds the parts of a classification run and computes its losses and metrics.
 
-    metric_keys = ("top1", "top5")
+    top5 is reported only with more than 5 classes: with 5 or fewer it is 100 by definition.
+    """
 
     def __init__(self, recipe: Recipe) -> None:
         super().__init__(recipe)
+        self.metric_keys = ("top1", "top5") if recipe.model.num_classes > 5 else ("top1",)
         aug = recipe.data.augment
         self.mixup = None
         if aug.mixup > 0 or aug.cutmix > 0:
@@ -144,10 +146,11 @@ class ClassificationTask(Task):
         train_tf, val_tf = self.transforms()
         train_root, val_root = self._roots()
         skip = self.recipe.data.skip_bad_images
-        return (
-            CheckedImageFolder(train_root, train_tf, skip_bad_images=skip, key="data.train.root"),
-            CheckedImageFolder(val_root, val_tf, skip_bad_images=skip, key="data.val.root"),
-        )
+        train = CheckedImageFolder(train_root, train_tf, skip_bad_images=skip, key="data.train.root")
+        val = CheckedImageFolder(val_root, val_tf, skip_bad_images=skip, key="data.val.root")
+        self.announce_split("train", train)
+        self.announce_split("val", val)
+        return train, val
 
     def _roots(self) -> tuple[Path, Path]:
         d = self.recipe.data
@@ -211,8 +214,9 @@ class ClassificationTask(Task):
             "loss": sums[0] / max(n, 1),
             "num_samples": n,
             "top1": 100.0 * sums[1] / max(n, 1),
-            "top5": 100.0 * sums[2] / max(n, 1),
         }
+        if "top5" in self.metric_keys:
+            out["top5"] = 100.0 * sums[2] / max(n, 1)
         if self.recipe.data.skip_bad_images:
             out.update(self.skip_counts(allv.shape[0] - n))
         return out
@@ -241,7 +245,10 @@ class ClassificationTask(Task):
         return [
             {
                 "file": f,
-                "topk": [{"label": names[i], "index": i, "score": p} for i, p in zip(idx.tolist(), val.tolist())],
+                "topk": [
+                    {"label": names[i], "index": i, "score": round(p, SCORE_DECIMALS)}
+                    for i, p in zip(idx.tolist(), val.tolist())
+                ],
             }
             for f, idx, val in zip(files, top.indices, top.values)
         ]

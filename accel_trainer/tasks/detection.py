@@ -33,7 +33,7 @@ from ..data.coco import (
 from ..data.mosaic import Mosaic
 from ..errors import RecipeError
 from ..recipe.root import Recipe
-from .base import OnnxGraph, Task
+from .base import PIXEL_DECIMALS, SCORE_DECIMALS, OnnxGraph, Task
 from .detector import build_detector
 from .drawing import draw_boxes
 from .heads import head_spec
@@ -242,6 +242,8 @@ class DetectionTask(Task):
             )
             val = CocoDetection(paths["val_images"], paths["val_ann"], val_tf, skip_bad_images=skip)
         self.num_skipped_train = train.num_skipped
+        self.announce_split("train", train)
+        self.announce_split("val", val)
         return train, val
 
     def describe_data(self, split: str) -> str:
@@ -435,10 +437,12 @@ class DetectionTask(Task):
                     "file": file,
                     "width": size[0],
                     "height": size[1],
-                    "boxes": out["boxes"][keep].float().cpu().tolist(),
+                    "boxes": [
+                        [round(v, PIXEL_DECIMALS) for v in box] for box in out["boxes"][keep].float().cpu().tolist()
+                    ],
                     "labels": [names[i] for i in labels],
                     "category_ids": [category_ids[i] for i in labels],
-                    "scores": out["scores"][keep].float().cpu().tolist(),
+                    "scores": [round(v, SCORE_DECIMALS) for v in out["scores"][keep].float().cpu().tolist()],
                 }
             )
         return records

@@ -22,3 +22,28 @@ def flip_last_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-1] ^= 0x01
     path.write_bytes(bytes(data))
+
+
+def tiny_classifier() -> torch.nn.Module:
+    """A seeded 4-class image classifier that is not a timm model: a model of the user's own."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 4),
+    )
+
+
+def custom_model_checkpoint(tmp_path: Path) -> Path:
+    """The checkpoint of one epoch of the tiny recipe trained on `tiny_classifier` (Python API)."""
+    from accel_trainer import Trainer, load_recipe
+
+    from .recipes import write_recipe
+
+    recipe = load_recipe(write_recipe(tmp_path), {"runner.max_epochs": 1, "workflow": [["train", 1]]})
+    trainer = Trainer(recipe, model=tiny_classifier())
+    trainer.fit()
+    return trainer.checkpoints.root / "epoch_1"

@@ -36,11 +36,12 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
 @contextmanager
 def naming_file(path: str | Path) -> Iterator[None]:
     """Start the message of a RecipeError raised inside with `path` (the recipe it is about),
-    unless the message names that file already."""
+    unless the message names that file already or starts with another file (a `_base_` it includes)."""
     try:
         yield
     except RecipeError as exc:
         message = str(exc)
-        if str(path) not in message and str(Path(path).resolve()) not in message:
+        named = str(path) in message or str(Path(path).resolve()) in message
+        if not named and not Path(message.split(": ", 1)[0]).is_file():
             exc.args = (f"{path}: {message}",)
         raise

@@ -8,9 +8,12 @@ renamed over the target in one step.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import RecipeError
 
 
 def fsync(path: Path) -> None:
@@ -37,3 +40,24 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     fsync(out.parent)
+
+
+def check_output_file(path: str | os.PathLike[str], flag: str) -> None:
+    """Refuse, before any work, an output path that `atomic_write` could not fill at the end: an
+    existing folder or other non-regular file, or a location where no file can be created (probed
+    with a temporary file in the nearest existing folder, which also catches read-only mounts)."""
+    out = Path(path).absolute()
+    if out.is_dir():
+        raise RecipeError(f"{flag} {path}: is a folder; expected a file name")
+    if out.exists() and not out.is_file():
+        raise RecipeError(f"{flag} {path}: exists and is not a regular file; expected a file name")
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise RecipeError(f"{flag} {path}: {folder} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise RecipeError(f"{flag} {path}: cannot create a file in {folder} ({exc.strerror or exc})") from None

@@ -144,10 +144,9 @@ class ClassificationTask(Task):
         train_tf, val_tf = self.transforms()
         train_root, val_root = self._roots()
         skip = self.recipe.data.skip_bad_images
-        return (
-            CheckedImageFolder(train_root, train_tf, skip_bad_images=skip, key="data.train.root"),
-            CheckedImageFolder(val_root, val_tf, skip_bad_images=skip, key="data.val.root"),
-        )
+        train = CheckedImageFolder(train_root, train_tf, skip_bad_images=skip, key="data.train.root")
+        self.num_skipped_train = train.num_skipped
+        return train, CheckedImageFolder(val_root, val_tf, skip_bad_images=skip, key="data.val.root")
 
     def _roots(self) -> tuple[Path, Path]:
         d = self.recipe.data

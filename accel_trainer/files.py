@@ -26,6 +26,8 @@ WRITE_FAILURES = {
     errno.EROFS: "not writable (read-only file system)",
     errno.ENOSPC: "cannot write: no space left on the device (the disk is full)",
     errno.EDQUOT: "cannot write: the disk quota is exceeded",
+    errno.EEXIST: "cannot create the folder: a file of that name is in the way",
+    errno.ENOTDIR: "cannot create: part of the path is a file, not a folder",
 }
 
 
@@ -82,3 +84,24 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
             raise
         fsync(out.parent)
+
+
+def check_output_file(path: str | os.PathLike[str], flag: str) -> None:
+    """Refuse, before any work, an output path that `atomic_write` could not fill at the end: an
+    existing folder or other non-regular file, or a location where no file can be created (probed
+    with a temporary file in the nearest existing folder, which also catches read-only mounts)."""
+    out = Path(path).absolute()
+    if out.is_dir():
+        raise RecipeError(f"{flag} {path}: is a folder; expected a file name")
+    if out.exists() and not out.is_file():
+        raise RecipeError(f"{flag} {path}: exists and is not a regular file; expected a file name")
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise RecipeError(f"{flag} {path}: {folder} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise RecipeError(f"{flag} {path}: cannot create a file in {folder} ({exc.strerror or exc})") from None

@@ -92,15 +92,24 @@ def _log_start(log: Path) -> tuple[bool, bool]:
     resumed = False
     with log.open(encoding="utf-8") as f:
         for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
+            record = _record(line)
+            if record is None:
                 return False, False
             if record.get("mode") == "run":
                 resumed = bool(record.get("resumed_at_iter"))
             elif record.get("mode") == "train":
                 return True, resumed
     return False, resumed
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    """One log line's record, or None when the line is not a JSON object (damaged, or nested too
+    deeply for the parser)."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def read_run(logs: list[Path], label: str) -> RunLog:
@@ -120,10 +129,9 @@ def read_log(path: Path, label: str) -> RunLog:
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RecipeError(f"{path}:{number}: not a JSON record ({e.msg})") from None
+        record = _record(line)
+        if record is None:
+            raise RecipeError(f"{path}:{number}: not a JSON record (damaged, or nested too deeply to read)")
         if record.get("mode") == "train":
             if "global_iter" not in record:
                 raise RecipeError(f"{path}:{number}: train record without global_iter (not written by accel_trainer)")

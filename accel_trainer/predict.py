@@ -21,6 +21,7 @@ from torchvision.transforms.v2.functional import to_pil_image
 from .checkpoint.format import RECIPE, load_extra_tensors, read_recipe_text, read_trainer_state
 from .checkpoint.weights import load_exactly, load_weights
 from .classes import resolve_classes
+from .data.images import read_rgb
 from .errors import RecipeError, naming_file
 from .recipe.reading import tomllib
 from .recipe.root import Recipe
@@ -52,8 +53,7 @@ def checkpoint_recipe(path: str | Path) -> Recipe:
 def _open(image: ImageInput) -> tuple[Image.Image, str | None]:
     """An RGB PIL image and its file name; tensors are CHW RGB, float in [0, 1] or uint8."""
     if isinstance(image, (str, Path)):
-        with Image.open(image) as raw:
-            return raw.convert("RGB"), str(image)
+        return read_rgb(image), str(image)
     if isinstance(image, Image.Image):
         return image.convert("RGB"), getattr(image, "filename", None) or None
     if isinstance(image, torch.Tensor):

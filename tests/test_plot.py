@@ -141,6 +141,14 @@ def test_foreign_train_records_are_refused_by_line(tmp_path, capsys):
     assert f"{log}:1: train record without global_iter" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("line", ["[" * 100_000, "[1]", '{"mode": "val"'])
+def test_a_log_line_that_is_not_a_record_is_named(tmp_path, capsys, line):
+    log = write_log(tmp_path / "a")
+    log.write_text(log.read_text() + line + "\n")
+    assert main(["plot", str(tmp_path / "a"), "--out", str(tmp_path / "x.png")]) == 2
+    assert f"{log}:9: not a JSON record" in capsys.readouterr().err
+
+
 def write_records(
     work_dir: Path, name: str, train_iters: list[int], val_iters: list[int], resumed_at: int = 0, **val_extra
 ) -> Path:

@@ -4,6 +4,8 @@ class names from the checkpoint, every kind of input, unreadable images skipped,
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from accel_trainer import Trainer, load_recipe
 from accel_trainer.cli import main
 from accel_trainer.predict import Predictor
 
+from .helpers.datasets import write_png_header
 from .helpers.launch import launch
 from .helpers.recipes import TINY_DET, write_recipe
 
@@ -100,6 +103,39 @@ def test_unreadable_images_are_skipped_and_counted_order_kept_drawings_written(c
     captured = capsys.readouterr()
     assert f"skipping unreadable image {bad}" in captured.err and "skipped 1 unreadable images" in captured.out
     assert len(list(drawn.rglob("*.png"))) == len(records)  # a repeated file is drawn under a second name
+
+
+def test_images_that_are_not_regular_files_or_too_large_are_named_and_skipped(cls_run, tmp_path, capsys):
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    shutil.copy(sorted(cls_run["val_root"].rglob("*.png"))[0], folder / "a.png")
+    write_png_header(folder / "huge.png")
+    os.mkfifo(folder / "pipe.png")  # reading it would block for ever
+    out = tmp_path / "p.jsonl"
+    assert main(["predict", str(cls_run["ckpt"]), str(folder), "--out", str(out)]) == 0
+    assert [r["file"] for r in read_jsonl(out)] == [str(folder / "a.png")]
+    captured = capsys.readouterr()
+    assert f"skipping unreadable image {folder / 'huge.png'}: " in captured.err and "MAX_IMAGE_PIXELS" in captured.err
+    assert f"skipping unreadable image {folder / 'pipe.png'}: not a regular file" in captured.err
+    assert "skipped 2 unreadable images" in captured.out
+
+
+@pytest.mark.parametrize(
+    "where, message",
+    [(lambda tmp: tmp, "is a folder"), (lambda tmp: tmp / "a.png" / "p.jsonl", "a.png is not a folder")],
+)
+def test_an_out_path_that_cannot_be_written_is_refused_before_the_model_loads(
+    tmp_path, capsys, monkeypatch, where, message
+):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+
+    def load(*_args, **_kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(Predictor, "from_checkpoint", load)
+    out = where(tmp_path)
+    assert main(["predict", str(tmp_path / "ckpt"), str(tmp_path / "a.png"), "--out", str(out)]) == 2
+    assert f"--out {out}: " in (err := capsys.readouterr().err) and message in err
 
 
 def test_missing_input_exits_2(cls_run, tmp_path, capsys):

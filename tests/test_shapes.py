@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -191,3 +194,30 @@ def test_spec_file_records_what_was_generated(tmp_path):
     train_root, _ = ensure_shapes_classification(SMALL, tmp_path)
     recorded = json.loads((train_root.parent / "spec.json").read_text())
     assert recorded["seed"] == SMALL.seed and recorded["classes"] == list(CLASSES)
+
+
+def test_folders_of_killed_generations_are_removed_by_the_next(tmp_path):
+    final = shapes._set_dir("classification", SMALL, tmp_path)
+    done = subprocess.Popen([sys.executable, "-c", ""])
+    done.wait()  # a pid that is gone: the writer was killed
+    host = shapes._host_hash()
+    stale = [f".{final.name}.tmp-{done.pid}-{host}-abcd_123", ".shapes-det-v1-0123456789ab.tmp-old_name"]
+    kept = [
+        f".{final.name}.tmp-{os.getpid()}-{host}-writing1",  # a live writer
+        ".shapes-det-v1-0123456789ab.tmp-new_name",  # an older name, recent
+        f".{final.name}.tmp-{done.pid}-0000beef-otherhst",  # another host: only age tells
+        ".mine.tmp-old_name",  # not a shapes name
+    ]
+    for name in stale + kept:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "0.png").write_bytes(b"x")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").touch()
+    link = f".{final.name}.tmp-{done.pid}-{host}-linkname"
+    (tmp_path / link).symlink_to(victim)
+    two_days_ago = time.time() - 2 * 24 * 3600
+    for name in (stale[1], kept[3], link):
+        os.utime(tmp_path / name, (two_days_ago, two_days_ago), follow_symlinks=False)
+    ensure_shapes_classification(SMALL, tmp_path)
+    assert sorted(leftovers(tmp_path)) == sorted([*kept, link]) and (victim / "keep").exists()

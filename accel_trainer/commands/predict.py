@@ -2,8 +2,9 @@
 
 INPUT is an image file, a folder (searched recursively) or a glob. Under `accelerate launch` each
 process predicts a contiguous share of the images once; the main process writes every record in
-input order. An unreadable image is named on stderr and skipped (no record), and the count is
-printed at the end.
+input order. An unreadable image (also one that is not a regular file, or is over Pillow's
+decompression-bomb limit) is named on stderr and skipped (no record), and the count is printed at
+the end. The output paths are checked before the model is loaded.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RecipeError
-from ..files import atomic_write, writable_folder
+from ..files import atomic_write, check_output_file, writable_folder
 from .arguments import add_progress_arg
 
 logger = logging.getLogger(__name__)
@@ -33,12 +34,14 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
-        if path.is_file():
+        # Image names that are not regular files (a FIFO, a broken link) are kept: reading them
+        # refuses them, so they are named and counted as skipped.
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if not p.is_dir() and p.suffix.lower() in IMG_EXTENSIONS))
+        elif path.exists():
             files.append(path)
-        elif path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS))
         elif glob.has_magic(item):
-            matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if not Path(p).is_dir())
             if not matches:
                 raise RecipeError(f"input {item!r}: the pattern matches no file")
             files.extend(matches)
@@ -67,12 +70,12 @@ def drawing_names(files: list[Path]) -> list[Path]:
 def draw(file: Path, record: dict[str, Any], out: Path) -> None:
     """The image with its boxes (detection) or its top label framing it (classification)."""
     import torch
-    from PIL import Image
     from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
     from torchvision.utils import draw_bounding_boxes
 
-    with Image.open(file) as raw:
-        canvas = pil_to_tensor(raw.convert("RGB"))
+    from ..data.images import read_rgb
+
+    canvas = pil_to_tensor(read_rgb(file))
     if "boxes" in record:
         if record["boxes"]:
             labels = [f"{name} {score:.2f}" for name, score in zip(record["labels"], record["scores"])]
@@ -105,6 +108,7 @@ def predict_command(
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
+    from ..data.images import UNREADABLE_ERRORS
     from ..distributed import launched_without_accelerator, process_group_kwargs
     from ..predict import Predictor
     from ..progress import progress_bar, progress_enabled
@@ -113,14 +117,14 @@ def predict_command(
         raise RecipeError(f"--topk must be positive, got {topk}")
     if batch_size is not None and batch_size <= 0:
         raise RecipeError(f"--batch-size must be positive, got {batch_size}")
-    writable_folder(Path(out).parent)  # before predicting, not after
+    check_output_file(out, "--out")
     state = PartialState(cpu=launched_without_accelerator(), **process_group_kwargs())
     files = expand_inputs(inputs)
     names = drawing_names(files)
-    predictor = Predictor.from_checkpoint(ckpt, ema=ema, device=state.device)
-    batch_size = batch_size or predictor.recipe.data.batch_size
     if draw_dir:
         writable_folder(draw_dir)
+    predictor = Predictor.from_checkpoint(ckpt, ema=ema, device=state.device)
+    batch_size = batch_size or predictor.recipe.data.batch_size
     records: list[tuple[int, dict[str, Any] | None]] = []
     with state.split_between_processes(list(range(len(files)))) as mine:
         bar = progress_bar(len(files), "predict", "img", state.is_main_process and progress_enabled(progress))
@@ -129,7 +133,7 @@ def predict_command(
             for index in mine[start : start + batch_size]:
                 try:
                     batch.append((index, predictor.preprocess(files[index])))
-                except (OSError, SyntaxError, ValueError) as exc:
+                except UNREADABLE_ERRORS as exc:
                     bar.write(f"accel-trainer: skipping unreadable image {files[index]}: {exc}", file=sys.stderr)
                     records.append((index, None))
             if batch:

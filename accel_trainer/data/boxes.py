@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from ..errors import RecipeError
+from .images import UNREADABLE_ERRORS, read_rgb
 from .mosaic import Mosaic
 
 logger = logging.getLogger(__name__)
@@ -77,9 +77,8 @@ class BoxDataset(Dataset):
         image_id = self.ids[index]
         path = self.image_path(image_id)
         try:
-            with Image.open(path) as raw:
-                image = raw.convert("RGB")
-        except (OSError, SyntaxError, ValueError) as exc:
+            image = read_rgb(path)
+        except UNREADABLE_ERRORS as exc:
             if not self.skip_bad_images:
                 raise RecipeError(
                     f"cannot read image {path}: {exc}; set data.skip_bad_images = true to skip it"

@@ -40,6 +40,8 @@ def _read_json(path: Path) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: nested too deeply to read (a COCO instances file is a few levels deep)") from None
     if not isinstance(data, dict):
         raise RecipeError(
             f"{path}: not a COCO instances file (expected a JSON object with images, annotations, categories)"
@@ -47,22 +49,39 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _bad_annotation(ann: Any, image_ids: set, cat_ids: set) -> str:
-    """What is wrong with one annotation ("" when nothing is)."""
+def _known_image(ann: Any, images: dict) -> bool:
+    return isinstance(ann, dict) and is_int(ann.get("image_id")) and ann["image_id"] in images
+
+
+def _bad_annotation(ann: Any, images: dict[int, dict], cat_ids: set) -> str:
+    """What is wrong with one annotation ("" when nothing is). `images` maps image ids to entries."""
     if not isinstance(ann, dict):
         return "is not an object"
     bbox = ann.get("bbox")
     if "image_id" not in ann:
         return "has no image_id"
-    if ann["image_id"] not in image_ids:
+    if not is_int(ann["image_id"]):
+        return f"image_id {ann['image_id']!r} is not an integer"
+    if ann["image_id"] not in images:
         return f"image_id {ann['image_id']!r} is not among the images"
-    if ann.get("category_id") not in cat_ids:
+    if not is_int(ann.get("id")):
+        return f"id {ann.get('id')!r} is not an integer" if "id" in ann else "has no id"
+    if not is_int(ann.get("category_id")) or ann["category_id"] not in cat_ids:
         return f"category_id {ann.get('category_id')!r} is not among the categories {sorted(cat_ids)}"
     if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_number(v) and math.isfinite(v) for v in bbox):
         return f"bbox {bbox!r} is not [x, y, width, height]" if "bbox" in ann else "has no bbox"
     if bbox[2] < 0 or bbox[3] < 0:
         return f"bbox {bbox!r} has a negative width or height"
+    image = images[ann["image_id"]]
+    x, y, w, h = bbox
+    if "width" in image and (x >= image["width"] or y >= image["height"] or x + w <= 0 or y + h <= 0):
+        return f"bbox {bbox!r} lies entirely outside its {image['width']} x {image['height']} image"
     return ""
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def check_coco(path: Path, data: dict, skip_bad_images: bool) -> tuple[dict, list[str]]:
@@ -86,26 +105,28 @@ def check_coco(path: Path, data: dict, skip_bad_images: bool) -> tuple[dict, lis
     if not isinstance(images, list):
         raise RecipeError(f'{path}: no "images" list; expected "images": [{{"id": 1, "file_name": "a.jpg"}}, ...]')
     for i, image in enumerate(images):
-        if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
-            raise RecipeError(f"{path}: images[{i}] = {image!r} needs an id and a file_name")
+        if not isinstance(image, dict) or not is_int(image.get("id")) or not isinstance(image.get("file_name"), str):
+            raise RecipeError(
+                f"{path}: images[{i}] = {_short(image)} needs an integer id and a file_name "
+                '(COCO image ids are integers, e.g. {"id": 1, "file_name": "a.jpg"})'
+            )
+        size: tuple[Any, Any] = (image.get("width"), image.get("height"))
+        if ("width" in image or "height" in image) and not all(is_number(v) and v > 0 for v in size):
+            raise RecipeError(f"{path}: images[{i}] width / height {size[0]!r} / {size[1]!r} are not positive numbers")
     annotations = data.get("annotations", [])
     if not isinstance(annotations, list):
         raise RecipeError(f'{path}: "annotations" is not a list')
-    image_ids, cat_ids = {image["id"] for image in images}, {cat["id"] for cat in categories}
+    by_id, cat_ids = {image["id"]: image for image in images}, {cat["id"] for cat in categories}
     bad_images: dict[Any, str] = {}
     for i, ann in enumerate(annotations):
-        problem = _bad_annotation(ann, image_ids, cat_ids)
+        problem = _bad_annotation(ann, by_id, cat_ids)
         if not problem:
             continue
-        where = f"annotation id {ann['id']}" if isinstance(ann, dict) and "id" in ann else f"annotations[{i}]"
-        if not skip_bad_images or not isinstance(ann, dict) or ann.get("image_id") not in image_ids:
+        where = f"annotation id {ann['id']}" if isinstance(ann, dict) and is_int(ann.get("id")) else f"annotations[{i}]"
+        if not skip_bad_images or not _known_image(ann, by_id):
             raise RecipeError(
                 f"{path}: {where} {problem}"
-                + (
-                    "; set data.skip_bad_images = true to skip its image"
-                    if isinstance(ann, dict) and ann.get("image_id") in image_ids
-                    else ""
-                )
+                + ("; set data.skip_bad_images = true to skip its image" if _known_image(ann, by_id) else "")
             )
         bad_images.setdefault(ann["image_id"], f"image {ann['image_id']} ({where} {problem})")
     if not bad_images:

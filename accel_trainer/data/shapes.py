@@ -3,23 +3,30 @@
 Classification sets are ImageFolder trees of PNGs; detection sets are COCO instances JSON files
 next to folders of JPEGs. Every byte is a pure function of the `ShapesSpec`, and each set is
 generated into a temporary sibling folder and renamed into place, so concurrent processes (DDP
-ranks) either see a complete set or none.
+ranks) either see a complete set or none. A temporary folder names the host and process that
+writes it; the next generation removes those a killed process left (see `remove_stale_temps`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+logger = logging.getLogger(__name__)
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 
@@ -36,6 +43,13 @@ MIN_CONTRAST = 140.0
 EMPTY_EVERY = 16
 BOX_GAP = 2
 PLACEMENT_TRIES = 30
+
+# A temporary set folder: `.<set name>.tmp-<pid>-<host hash>-<mkdtemp's suffix>`; before the
+# pid and host were recorded it was `.<set name>.tmp-<suffix>`.
+_TEMP_NAME = re.compile(r"\.shapes-(?:cls|det)-v\d+-[0-9a-f]{12}\.tmp-(?:(\d+)-([0-9a-f]{8})-)?[a-z0-9_]{8}")
+# A temporary folder whose writer cannot be checked (another host, or an older name) is stale
+# after this long: a generation takes minutes.
+STALE_AFTER_S = 24 * 3600
 
 _SPLITS = ("train", "val")
 _TASK_IDS = {"classification": 0, "detection": 1}
@@ -112,7 +126,8 @@ def _materialize(final: Path, build: Callable[[Path], None]) -> Path:
     if final.is_dir():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    remove_stale_temps(final.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-{_host_hash()}-", dir=final.parent))
     try:
         tmp.chmod(0o755)
         build(tmp)
@@ -125,6 +140,49 @@ def _materialize(final: Path, build: Callable[[Path], None]) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _host_hash() -> str:
+    """This host and pid namespace (containers sharing a host name and the cache see other pids)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return hashlib.sha256(f"{socket.gethostname()}/{namespace}".encode()).hexdigest()[:8]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temps(cache_dir: Path) -> list[str]:
+    """Remove the temporary set folders of generations that were killed; return their names.
+
+    Only folders (not links) directly in `cache_dir` with this module's temporary names are
+    touched: one whose writer was a process of this host that is gone, and any older than
+    `STALE_AFTER_S` (a writer that cannot be checked: another host sharing the cache, an older name).
+    """
+    removed = []
+    now, host = time.time(), _host_hash()
+    with os.scandir(cache_dir) as entries:
+        for entry in entries:
+            match = _TEMP_NAME.fullmatch(entry.name)
+            if match is None or not entry.is_dir(follow_symlinks=False):
+                continue
+            pid, writer_host = match.groups()
+            gone = pid is not None and writer_host == host and not _alive(int(pid))
+            if gone or now - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER_S:
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(entry.name)
+    if removed:
+        logger.info("removed %d folders of interrupted shapes generations from %s", len(removed), cache_dir)
+    return removed
 
 
 def _rng(spec: ShapesSpec, task: str, split: str, index: int) -> np.random.Generator:

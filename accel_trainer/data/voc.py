@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.parsers import expat
 
-from PIL import Image
-
 from ..errors import RecipeError, did_you_mean
 from .boxes import BoxDataset
 from .coco import index_coco
+from .images import UNREADABLE_ERRORS, open_image
 from .mosaic import Mosaic
 
 logger = logging.getLogger(__name__)
@@ -114,9 +113,9 @@ def read_annotation(xml: Path, image: Path, classes: Sequence[str]) -> VocImage:
         height = int(_number(size.find("height"), xml, size, "height"))
     else:  # some converters leave <size> out: the image header says it (mmdet does the same)
         try:
-            with Image.open(image) as raw:
+            with open_image(image) as raw:
                 width, height = raw.size
-        except OSError as exc:
+        except UNREADABLE_ERRORS as exc:
             raise RecipeError(f"{xml}: no <size>, and the image cannot be read: {image}: {exc}") from None
     if width <= 0 or height <= 0:
         raise RecipeError(f"{xml}: line {size.line if size else 1}: image size {width} x {height} is not positive")

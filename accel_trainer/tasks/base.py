@@ -110,7 +110,9 @@ class Task:
         )
 
     def bind_val_dataset(self, dataset: Dataset) -> None:
-        """The val set the run evaluates (the recipe's or the user's); tasks that score against it keep it."""
+        """The val set the run evaluates (the recipe's or the user's); tasks that score against it keep
+        it. The images it left out up front (`num_skipped`) count in the val records."""
+        self.num_skipped_val = getattr(dataset, "num_skipped", 0)
 
     def train_loss(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss to back-propagate and the detached values to log."""

@@ -147,6 +147,7 @@ class ClassificationTask(Task):
         train_root, val_root = self._roots()
         skip = self.recipe.data.skip_bad_images
         train = CheckedImageFolder(train_root, train_tf, skip_bad_images=skip, key="data.train.root")
+        self.num_skipped_train = train.num_skipped
         val = CheckedImageFolder(val_root, val_tf, skip_bad_images=skip, key="data.val.root")
         self.announce_split("train", train)
         self.announce_split("val", val)

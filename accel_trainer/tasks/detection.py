@@ -254,8 +254,8 @@ class DetectionTask(Task):
 
     def bind_val_dataset(self, dataset: Any) -> None:
         """Score against this dataset's own ground truth: its COCO file, or (any other dataset) its targets."""
+        super().bind_val_dataset(dataset)
         self.own_val = not isinstance(dataset, BoxDataset)
-        self.num_skipped_val = getattr(dataset, "num_skipped", 0)
         if not self.own_val:
             self._val_gt, self.val_cat_ids, self.val_classes = (
                 dataset.coco,

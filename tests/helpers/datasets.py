@@ -4,6 +4,8 @@ layer that reads them."""
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from pathlib import Path
 
 from PIL import Image
@@ -66,3 +68,20 @@ def write_voc(root: Path, images: dict[str, tuple[int, int, list[tuple]]], split
         )
     (root / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{n}\n" for n in images))
     return root
+
+
+def write_png_header(path: Path, width: int = 20000, height: int = 20000) -> Path:
+    """A PNG that claims `width` x `height` grey pixels: its header is all Pillow reads before its
+    decompression-bomb check (20000 x 20000 is over twice `PIL.Image.MAX_IMAGE_PIXELS`)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1)))
+        + chunk(b"IEND", b"")
+    )
+    return path

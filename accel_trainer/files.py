@@ -101,7 +101,6 @@ def check_output_file(path: str | os.PathLike[str], flag: str) -> None:
     if not folder.is_dir():
         raise RecipeError(f"{flag} {path}: {folder} is not a folder")
     try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise RecipeError(f"{flag} {path}: cannot create a file in {folder} ({exc.strerror or exc})") from None
+        writable_folder(folder)
+    except RecipeError as exc:
+        raise RecipeError(f"{flag} {path}: {exc}") from None

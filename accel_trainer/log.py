@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from pathlib import Path
 
 import torch
 
+from .files import open_append
+
 LOGGER_NAME = "accel_trainer"
+
+
+class _LogFile(logging.FileHandler):
+    """The text log, appended to without following a symbolic link planted at its name."""
+
+    def _open(self) -> io.TextIOWrapper:
+        return open_append(self.baseFilename)
 
 
 class _SeedStyleFormatter(logging.Formatter):
@@ -30,7 +40,7 @@ def setup_logging(log_file: Path, level: str, is_main: bool) -> logging.Logger:
     console.setFormatter(_SeedStyleFormatter())
     log.addHandler(console)
     if is_main:
-        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler = _LogFile(log_file, encoding="utf-8")
         file_handler.setFormatter(_SeedStyleFormatter())
         log.addHandler(file_handler)
     return log

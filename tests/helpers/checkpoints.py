@@ -1,8 +1,11 @@
-"""A tiny model whose state holds every kind of tensor, and a file damaged by one bit, for the
-checkpoint and weights-file tests."""
+"""A tiny model whose state holds every kind of tensor, a file damaged by one bit, and a file
+replaced with its digest rewritten (as whoever writes a checkpoint can), for the checkpoint and
+weights-file tests."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -22,3 +25,11 @@ def flip_last_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-1] ^= 0x01
     path.write_bytes(bytes(data))
+
+
+def replace_verified(folder: Path, name: str, data: bytes) -> None:
+    """Replace `folder / name` with `data` and rewrite its digest in the manifest, so it still verifies."""
+    (folder / name).write_bytes(data)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["sha256"][name] = hashlib.sha256(data).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))

@@ -12,6 +12,7 @@ that dead processes left behind are removed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -73,6 +74,8 @@ class RunLock:
         for path in self._paths:
             fd = _HELD.pop(path, None)
             if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)  # a run that ended is no holder for the next run to take over from
                 os.close(fd)  # closing drops the flock
         self._paths, self._checked = [], False
 

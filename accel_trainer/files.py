@@ -1,8 +1,10 @@
-"""Writing an output file whole or not at all.
+"""Writing an output file whole or not at all, and never through a symbolic link.
 
 A reader (or a rerun after a crash) sees the previous file or the complete new one, never a
 half-written one: the writer fills a hidden temporary sibling, which is flushed to disk and then
-renamed over the target in one step.
+renamed over the target in one step. The rename replaces a link at the target's name, not the
+file it points to, so a link planted in a work_dir cannot redirect a write elsewhere; files that
+grow (logs) are opened with O_NOFOLLOW instead.
 
 A write the user can fix (a read-only folder, a full disk) is a `RecipeError` naming the path,
 and commands check their output folder (`writable_folder`) before the work, not after it.
@@ -11,6 +13,7 @@ and commands check their output folder (`writable_folder`) before the work, not 
 from __future__ import annotations
 
 import errno
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -76,6 +79,8 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     with writing(out):
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        tmp.unlink(missing_ok=True)  # a leftover, or a link someone planted: the writer gets a fresh file
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
         try:
             yield tmp
             fsync(tmp)
@@ -104,3 +109,22 @@ def check_output_file(path: str | os.PathLike[str], flag: str) -> None:
         writable_folder(folder)
     except RecipeError as exc:
         raise RecipeError(f"{flag} {path}: {exc}") from None
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """`atomic_write` of a UTF-8 text file."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def open_append(path: str | os.PathLike[str]) -> io.TextIOWrapper:
+    """Open a UTF-8 log for appending, created if missing; a symbolic link there is refused, not followed."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise RecipeError(
+                f"{path}: is a symbolic link; remove it (files in a work_dir are written in place)"
+            ) from None
+        raise
+    return open(fd, "a", encoding="utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .files import writable_folder
+from .files import open_append, writable_folder
 
 LOGGER_NAME = "accel_trainer"
 
@@ -23,11 +24,15 @@ class _SeedStyleFormatter(logging.Formatter):
 
 
 class RunLogHandler(logging.FileHandler):
-    """The run's text log; it remembers whether a warning (or worse) went into it."""
+    """The run's text log, appended to without following a symbolic link planted at its name; it
+    remembers whether a warning (or worse) went into it."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path, encoding="utf-8")
         self.warned = False
+
+    def _open(self) -> io.TextIOWrapper:
+        return open_append(self.baseFilename)
 
     def emit(self, record: logging.LogRecord) -> None:
         self.warned = self.warned or record.levelno >= logging.WARNING

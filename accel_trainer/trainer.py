@@ -35,6 +35,7 @@ from .distributed import (
     maybe_sync_batchnorm,
     model_to_channels_last,
 )
+from .files import write_text
 from .hooks import Hook, build_hooks, tracker_run
 from .hooks.base import Stage, stage_calls
 from .hooks.logger import flat_hparams
@@ -249,7 +250,7 @@ class Trainer:
         """
         self.run_lock.hold()
         if self.accelerator.is_main_process:
-            (self.work_dir / "recipe.toml").write_text(dump_toml(self.recipe.to_dict()))
+            write_text(self.work_dir / "recipe.toml", dump_toml(self.recipe.to_dict()))
         if resume is None and self.recipe.resume_from:
             resume = self.recipe.resume_from
         if resume:

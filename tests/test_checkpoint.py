@@ -241,3 +241,20 @@ def test_prune_keeps_newest_and_protected_and_remove_takes_one(tmp_path):
     ]
     checkpoint.remove_checkpoint(tmp_path, "best_top1_epoch_2")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_1", "epoch_10", "epoch_9", "iter_5"]
+
+
+def test_removing_and_pruning_never_reach_outside_the_checkpoint_root(tmp_path):
+    root, victim = tmp_path / "checkpoints", tmp_path / "victim"
+    victim.mkdir()
+    (victim / "data.txt").write_text("keep")
+    for name in ("iter_1", "iter_2", "iter_3"):
+        (root / name).mkdir(parents=True)
+    for name in ("../victim", str(victim), "latest", ".hidden", "iter_1/.."):
+        with pytest.raises(CheckpointError, match="is not a checkpoint folder of this root; not touching it"):
+            checkpoint.remove_checkpoint(root, name)
+    (root / "iter_0").symlink_to(victim, target_is_directory=True)
+    checkpoint.prune_checkpoints(root, "iter", 2, protect=set())  # iter_1 goes, and the link iter_0 (only the link)
+    (root / "best_top1_iter_2").symlink_to(victim, target_is_directory=True)
+    checkpoint.remove_checkpoint(root, "best_top1_iter_2")
+    assert sorted(p.name for p in root.iterdir()) == ["iter_2", "iter_3"]
+    assert (victim / "data.txt").read_text() == "keep"

@@ -5,23 +5,30 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from accel_trainer import Hook, Trainer, cli
 from accel_trainer.checkpoint import format as checkpoint
+from accel_trainer.checkpoint.format import CheckpointError
 from accel_trainer.checkpoint.manager import CheckpointManager
-from accel_trainer.checkpoint.state import TrainState
+from accel_trainer.checkpoint.state import RNGState, TrainState
 from accel_trainer.errors import RecipeError
 from accel_trainer.hooks.base import PRIORITIES
 from accel_trainer.hooks.save_best import SaveBestHook
+from accel_trainer.loop.step_guard import STEM, StepGuard
 from accel_trainer.recipe.load import load_recipe
 
+from .helpers.checkpoints import replace_verified
 from .helpers.recipes import write_recipe
 
 
@@ -142,6 +149,129 @@ def test_parts_have_one_name_each_and_must_be_stateful(tmp_path):
         ckpts.add("ema", Part())
 
 
+def resumable(tmp_path: Path) -> CheckpointManager:
+    """A manager of fake model and optimizer parts, the real random generators and the NaN guard
+    (its state changed, so that every checkpoint holds nan_guard.safetensors)."""
+    ckpts = manager(tmp_path, optimizer=Part({"state": {}, "param_groups": [{"params": [0]}]}), rng=RNGState())
+    guard = StepGuard(ckpts.recipe.nan_guard, None, ckpts.train_state, ckpts)  # type: ignore[arg-type]
+    guard.lr_factor = 0.5
+    ckpts.add(STEM, guard)
+    return ckpts
+
+
+def saved_iters(ckpts: CheckpointManager, *iters: int) -> Path:
+    """Checkpoints `iter_N` of `iters`; returns the root."""
+    for it in iters:
+        ckpts.train_state.iter = it
+        ckpts.save(f"iter_{it}")
+    ckpts.wait()
+    return ckpts.root
+
+
+@pytest.mark.parametrize("kind", ["absolute", "relative"])
+def test_a_best_name_read_from_a_checkpoint_can_remove_nothing_outside_the_root(tmp_path, kind, monkeypatch, caplog):
+    monkeypatch.setattr(logging.getLogger("accel_trainer"), "propagate", True)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "data.txt").write_text("keep")
+    ckpts = resumable(tmp_path)  # its root: tmp_path/work/checkpoints
+    ckpts.train_state.best = {"key": "top1", "value": -1, "name": str(victim) if kind == "absolute" else "../../victim"}
+    root = saved_iters(ckpts, 2)
+    resumed = resumable(tmp_path)
+    with pytest.raises(CheckpointError, match=r"iter_2/trainer_state\.json: field 'best' = .*best_<metric>_epoch_N"):
+        resumed.resume(root / "iter_2")
+    with caplog.at_level(logging.WARNING):
+        resumed.resume("auto")  # the only checkpoint is damaged: skipped, a fresh start
+    assert resumed.train_state.iter == 0 and any("field 'best'" in r.getMessage() for r in caplog.records)
+    resumed.train_state.iter = 3
+    resumed.save_best("top1", 0.5)
+    resumed.wait()
+    assert (victim / "data.txt").read_text() == "keep"
+
+
+def _with_rng_field(folder: Path, **fields: object) -> None:
+    replace_verified(
+        folder, "rng.json", json.dumps({**json.loads((folder / "rng.json").read_text()), **fields}).encode()
+    )
+
+
+def _as_float64(folder: Path, name: str) -> None:
+    tensors = {k: v.double() for k, v in load_file(folder / name).items()}
+    replace_verified(folder, name, safetensors_bytes(tensors))
+
+
+def _digests_as_a_list(folder: Path) -> None:
+    digests = json.loads((folder / "manifest.json").read_text())["sha256"]
+    (folder / "manifest.json").write_text(json.dumps({"sha256": sorted(digests)}))
+
+
+def _to_dev_zero(folder: Path) -> None:
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").symlink_to("/dev/zero")
+
+
+DEEP_OPTIMIZER = '{"state": {}, "param_groups": [' + '{"a": ' * 700 + "1" + "}" * 700 + "]}"
+EMPTY_GUARD = {"lr_factor": torch.empty(0, dtype=torch.float64), "rollbacks": torch.empty(0, dtype=torch.int64)}
+# Damage that still verifies (the digests rewritten, as whoever writes a checkpoint can): the file it names, and how.
+DAMAGE: dict[str, tuple[str, Callable[[Path], None]]] = {
+    "digests-a-list": ("manifest.json", _digests_as_a_list),
+    "manifest-deep": ("manifest.json", lambda f: (f / "manifest.json").write_text("[" * 200_000)),
+    "trainer-state-deep": ("trainer_state.json", lambda f: replace_verified(f, "trainer_state.json", b"[" * 200_000)),
+    "optimizer-deep": ("optimizer.json", lambda f: replace_verified(f, "optimizer.json", DEEP_OPTIMIZER.encode())),
+    "rng-json-empty": ("rng.json", lambda f: replace_verified(f, "rng.json", b"{}")),
+    "rng-position-a-string": ("rng.json", lambda f: _with_rng_field(f, numpy_pos="3")),
+    "rng-floats": ("rng.safetensors", lambda f: _as_float64(f, "rng.safetensors")),
+    "recipe-not-toml": ("recipe.toml", lambda f: replace_verified(f, "recipe.toml", b"[model\nbackbone = ")),
+    "nan-guard-empty": (
+        "nan_guard.safetensors",
+        lambda f: replace_verified(f, f"{STEM}.safetensors", safetensors_bytes(EMPTY_GUARD)),
+    ),
+    "model-is-dev-zero": ("model.safetensors", _to_dev_zero),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_damage_that_verifies_is_skipped_by_auto_and_named_by_path(tmp_path, damage, monkeypatch, caplog):
+    monkeypatch.setattr(logging.getLogger("accel_trainer"), "propagate", True)
+    root = saved_iters(resumable(tmp_path), 2, 3)
+    (root / "latest").unlink()  # so that every folder is read to order them (as after a crash before `latest` moved)
+    file, harm = DAMAGE[damage]
+    harm(root / "iter_3")
+    with pytest.raises(CheckpointError, match=re.escape(f"{root / 'iter_3' / file}: ")):
+        resumable(tmp_path).resume(root / "iter_3")
+    again = resumable(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        again.resume("auto")
+    assert again.train_state.iter == 2 and again.last == "iter_2"
+    assert any(f"iter_3/{file}" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+def test_a_latest_file_that_names_no_folder_is_ignored_with_a_warning(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(logging.getLogger("accel_trainer"), "propagate", True)
+    root = saved_iters(resumable(tmp_path), 2, 3)
+    (root / "latest").write_bytes(b"\xff\n")
+    again = resumable(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        again.resume("auto")
+    assert again.last == "iter_3"
+    assert any(
+        "latest: holds" in r.getMessage() and "not a checkpoint folder name" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_resume_with_another_model_is_one_line_naming_what_differs(tmp_path, capsys):
+    recipe = write_recipe(tmp_path)
+    Trainer.from_recipe(recipe, overrides={"runner.max_epochs": 1, "workflow": [["train", 1]]}).fit()
+    capsys.readouterr()
+    code = cli.main([str(recipe), "--resume", "auto", "--set", "model.num_classes=5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "epoch_1/model.safetensors: the checkpoint's model does not match the recipe's (2 shapes differ" in err[0]
+    assert (
+        "fc.weight [4, 512] saved, [5, 512] here" in err[0] and "the recipe changed model.num_classes: 4 -> 5" in err[0]
+    )
+
+
 class StepCount(Hook):
     """A user hook that keeps state in checkpoints: the optimizer steps it saw."""
 
@@ -258,7 +388,7 @@ def test_disk_full_while_saving_exits_in_one_line_and_keeps_every_checkpoint(tmp
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and len(err) == 1
     assert f"{root / 'iter_4'}: cannot write the checkpoint (No space left on device)" in err[0]
-    assert sorted(p.name for p in root.iterdir()) == ["iter_2", "latest"]
+    assert sorted(p.name for p in root.iterdir()) == [".lock", "iter_2", "latest"]
     assert (root / "latest").read_text().strip() == "iter_2"
     checkpoint.verify_checkpoint(root / "iter_2")
 

@@ -16,6 +16,7 @@ import os
 import random
 import re
 import shutil
+import stat
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,7 +39,10 @@ MODEL, OPTIMIZER, RNG = "model.safetensors", "optimizer.safetensors", "rng.safet
 OPTIMIZER_JSON, RNG_JSON, TRAINER_STATE, RECIPE = "optimizer.json", "rng.json", "trainer_state.json", "recipe.toml"
 RESERVED = {"model", "optimizer", "rng"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]*")
+_BEST = re.compile(r"best_[A-Za-z0-9_.+=-]+_(epoch|iter)_\d+")  # what `CheckpointManager.save_best` names
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
+MAX_JSON_DEPTH = 32  # far deeper than anything written here; bounds what reading a damaged file may cost
 # The random generators' state as stored: tensors (rng.safetensors) and the numbers beside them (rng.json).
 RngState = tuple[dict[str, torch.Tensor], dict[str, Any]]
 
@@ -58,11 +62,68 @@ class Checkpoint:
     recipe_text: str
 
 
+def valid_name(name: object) -> bool:
+    """A checkpoint folder name: one plain entry of the checkpoint root (no separator, no leading dot)."""
+    return isinstance(name, str) and bool(_NAME.fullmatch(name)) and name != LATEST
+
+
+def valid_best_name(name: object) -> bool:
+    """A name the best checkpoint may have: `best_<metric>_epoch_N` or `best_<metric>_iter_N`."""
+    return valid_name(name) and bool(_BEST.fullmatch(str(name)))
+
+
+def _open_regular(path: Path) -> int:
+    """A read-only descriptor of `path`, which must be a regular file: a FIFO, a device (e.g. a
+    link to /dev/zero) or a folder is refused at once instead of blocking or never ending."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CheckpointError(f"{path}: not a regular file; refusing to read it")
+    return fd
+
+
+def _read_bytes(path: Path) -> bytes:
+    with open(_open_regular(path), "rb") as f:
+        return f.read()
+
+
+def nesting(value: Any) -> int:
+    """How deeply lists and objects nest in `value` (iteratively: no recursion on hostile input)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, level)
+            if level <= MAX_JSON_DEPTH:
+                stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _parse_json(path: Path, data: bytes) -> Any:
+    """A checkpoint JSON file's value; unreadable or too deeply nested is a CheckpointError naming it."""
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{path}: not readable JSON ({type(e).__name__}: {str(e)[:100]})") from None
+    if nesting(value) > MAX_JSON_DEPTH:
+        raise CheckpointError(f"{path}: nested more than {MAX_JSON_DEPTH} levels deep, so not a file written here")
+    return value
+
+
+def read_json(path: Path) -> Any:
+    """A checkpoint's JSON file, not digest-checked; a missing, non-regular or damaged one is a CheckpointError."""
+    try:
+        data = _read_bytes(path)
+    except OSError as e:
+        raise CheckpointError(f"{path}: missing or unreadable ({e.strerror or e})") from None
+    return _parse_json(path, data)
+
+
 def _sha256(path: Path) -> str:
     """Stream the file through sha256 (hashlib releases the GIL, so files hash in parallel)."""
     digest, buf = hashlib.sha256(), bytearray(_CHUNK)
     view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
+    with open(_open_regular(path), "rb", buffering=0) as f:
         while n := f.readinto(buf):
             digest.update(view[:n])
     return digest.hexdigest()
@@ -129,6 +190,23 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def _delete(path: Path) -> None:
+    """Delete a folder of this root, or a link or file: a link goes, never what it points to."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _child(ckpt_root: Path, name: str) -> Path:
+    """`ckpt_root / name`, refused unless `name` is a checkpoint folder name and the path stays in the root."""
+    path = Path(ckpt_root) / name
+    inside = path.is_symlink() or path.resolve().parent == Path(ckpt_root).resolve()
+    if not valid_name(name) or not inside:
+        raise CheckpointError(f"{ckpt_root}: {name!r} is not a checkpoint folder of this root; not touching it")
+    return path
+
+
 def _install(tmp: Path, final: Path) -> None:
     """Move the finished folder to its name; an existing one is swapped out, then deleted."""
     if not final.exists():
@@ -139,7 +217,7 @@ def _install(tmp: Path, final: Path) -> None:
         os.rename(tmp, final)
         tmp = aside
     fsync(final.parent)
-    shutil.rmtree(tmp, ignore_errors=True)
+    _delete(tmp)
 
 
 def _write_durable(path: Path, text: str) -> None:
@@ -161,9 +239,15 @@ def _write_latest(root: Path, name: str) -> None:
     fsync(root)
 
 
-def _remove(path: Path) -> None:
-    """Hide the folder with one rename first, so a crash mid-delete leaves nothing that looks like a checkpoint."""
-    hidden = path.with_name(f".del-{path.name}-{os.getpid()}")
+def _remove(ckpt_root: Path, name: str) -> None:
+    """Hide the folder with one rename first, so a crash mid-delete leaves nothing that looks like a checkpoint.
+
+    Only a checkpoint folder of `ckpt_root` is removed; a link there goes, what it points to stays."""
+    path = _child(ckpt_root, name)
+    if path.is_symlink():
+        path.unlink()
+        return
+    hidden = path.with_name(f".del-{name}-{os.getpid()}")
     os.rename(path, hidden)
     shutil.rmtree(hidden, ignore_errors=True)
 
@@ -246,6 +330,48 @@ def restore_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) ->
             torch.cuda.set_rng_state(cuda_state, device)
 
 
+def _check_rng(path: Path, tensors: dict[str, torch.Tensor], meta: Any) -> None:
+    """What `restore_rng_state` will read has the types and sizes it needs (for the generators present)."""
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path / RNG_JSON}: expected a JSON object")
+
+    def need(key: str, ok: bool, expected: str) -> None:
+        if not ok:
+            raise CheckpointError(f"{path / RNG_JSON}: field {key!r} = {meta.get(key)!r}: expected {expected}")
+
+    def integer(key: str, low: int, high: int) -> bool:
+        value = meta.get(key)
+        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+    def number(key: str) -> bool:
+        return isinstance(meta.get(key), (int, float)) and not isinstance(meta.get(key), bool)
+
+    def tensor(key: str, dtypes: tuple[torch.dtype, ...], size: int | None = None) -> None:
+        t = tensors[key]
+        if t.dtype not in dtypes or t.dim() != 1 or (size is not None and t.numel() != size):
+            raise CheckpointError(
+                f"{path / RNG}: tensor {key!r} is {t.dtype} of shape {list(t.shape)}, not a generator state"
+            )
+
+    if "python" in tensors:
+        tensor("python", (torch.int64,), 625)
+        words, index = tensors["python"][:624], int(tensors["python"][624])
+        if not (0 <= index <= 624 and bool(((words >= 0) & (words < 1 << 32)).all())):
+            raise CheckpointError(f"{path / RNG}: tensor 'python' is not a Mersenne Twister state")
+        need("python_version", integer("python_version", 0, 1 << 30), "an integer")
+        need("python_gauss_next", meta.get("python_gauss_next") is None or number("python_gauss_next"), "a number")
+    if "numpy" in tensors:
+        tensor("numpy", (torch.int64,), 624)
+        need("numpy_pos", integer("numpy_pos", 0, 624), "an integer from 0 to 624")
+        need("numpy_has_gauss", integer("numpy_has_gauss", 0, 1), "0 or 1")
+        need("numpy_cached_gaussian", number("numpy_cached_gaussian"), "a number")
+    for key in tensors:
+        if key == "torch" or key.startswith("cuda."):
+            tensor(key, (torch.uint8,))
+            if key.startswith("cuda.") and not key[5:].isdigit():
+                raise CheckpointError(f"{path / RNG}: tensor {key!r} is not named cuda.<device index>")
+
+
 Files = dict[str, "str | dict[str, torch.Tensor]"]
 
 
@@ -268,7 +394,7 @@ def prepare_checkpoint(
     """A checkpoint's files in memory, ready for `write_checkpoint`. With `staging` (a dict the
     caller keeps between saves and does not touch while a write is in flight), every tensor is
     copied to host memory, so training may go on while another thread writes them."""
-    if not _NAME.fullmatch(name) or name == LATEST:
+    if not valid_name(name):
         raise ValueError(f"checkpoint name {name!r}: use letters, digits and _.+=- (not starting with '.')")
     extras = extra_tensors or {}
     for stem in extras:
@@ -298,6 +424,8 @@ def prepare_checkpoint(
 def write_checkpoint(ckpt_root: Path, name: str, files: Files, *, update_latest: bool = True) -> Path:
     """Write `<ckpt_root>/<name>/` completely or not at all, then point `latest` at it (if `update_latest`)."""
     ckpt_root = Path(ckpt_root)
+    if not valid_name(name):
+        raise ValueError(f"checkpoint name {name!r}: use letters, digits and _.+=- (not starting with '.')")
     tmp, final = ckpt_root / f".tmp-{name}-{os.getpid()}", ckpt_root / name
     try:
         ckpt_root.mkdir(parents=True, exist_ok=True)
@@ -352,17 +480,21 @@ def save_checkpoint(
 
 
 def _read_manifest(path: Path) -> dict[str, str]:
+    """`manifest.json`'s digests: an object mapping file names of this folder to sha256 hex strings."""
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a checkpoint folder")
-    try:
-        digests = json.loads((path / MANIFEST).read_text(encoding="utf-8"))["sha256"]
-    except FileNotFoundError:
-        raise CheckpointError(f"{path / MANIFEST}: missing, so the checkpoint is incomplete") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{path / MANIFEST}: damaged ({e})") from None
-    for name in digests:
-        if not isinstance(name, str) or Path(name).name != name or name.startswith("."):
-            raise CheckpointError(f"{path / MANIFEST}: lists {name!r}, which is not a file of this folder")
+    where = path / MANIFEST
+    if not where.exists():
+        raise CheckpointError(f"{where}: missing, so the checkpoint is incomplete")
+    manifest = read_json(where)
+    digests = manifest.get("sha256") if isinstance(manifest, dict) else None
+    if not isinstance(digests, dict):
+        raise CheckpointError(f"{where}: damaged (expected an object with a 'sha256' object of file digests)")
+    for name, digest in digests.items():
+        if Path(name).name != name or name.startswith("."):
+            raise CheckpointError(f"{where}: lists {name!r}, which is not a file of this folder")
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise CheckpointError(f"{where}: the digest of {name!r} is not a sha256 hex string")
     return digests
 
 
@@ -377,7 +509,10 @@ def verify_checkpoint(path: Path, names: Iterable[str] | None = None) -> dict[st
         if not (path / name).is_file():
             raise CheckpointError(f"{path / name}: missing (listed in {MANIFEST})")
     with ThreadPoolExecutor(min(8, len(names) or 1)) as pool:
-        actual = dict(zip(names, pool.map(_sha256, (path / n for n in names))))
+        try:
+            actual = dict(zip(names, pool.map(_sha256, (path / n for n in names))))
+        except OSError as e:
+            raise CheckpointError(f"{e.filename}: unreadable ({e.strerror or e})") from None
     for name in names:
         if actual[name] != expected[name]:
             raise CheckpointError(f"{path / name}: sha256 mismatch, the file is damaged or was changed after saving")
@@ -385,8 +520,9 @@ def verify_checkpoint(path: Path, names: Iterable[str] | None = None) -> dict[st
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """A safetensors file's tensors; an unreadable file is a CheckpointError naming it."""
+    """A safetensors file's tensors; an unreadable file (or not a regular one) is a CheckpointError naming it."""
     try:
+        os.close(_open_regular(Path(path)))
         return load_file(path)
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
@@ -429,11 +565,12 @@ def _read_file(path: Path, digest: str | None) -> Any:
             raise CheckpointError(f"{path}: sha256 mismatch, the file is damaged or was changed after saving")
     if path.suffix == ".safetensors":
         return read_tensors(path)
+    if path.suffix == ".json":
+        return read_json(path)
     try:
-        text = path.read_text(encoding="utf-8")
-        return json.loads(text) if path.suffix == ".json" else text
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise CheckpointError(f"{path}: not readable {'JSON' if path.suffix == '.json' else 'text'} ({e})") from None
+        return _read_bytes(path).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not readable text ({getattr(e, 'strerror', None) or e})") from None
 
 
 def load_checkpoint(path: Path, *, verify: bool = True) -> Checkpoint:
@@ -454,6 +591,7 @@ def load_checkpoint(path: Path, *, verify: bool = True) -> Checkpoint:
     if OPTIMIZER_JSON in content:
         optimizer_state = _read_optimizer(path, content[OPTIMIZER_JSON], content.get(OPTIMIZER, {}))
     rng = (content[RNG], content[RNG_JSON]) if RNG in content and RNG_JSON in content else ({}, {})
+    _check_rng(path, *rng)
     extras = {
         n[: -len(".safetensors")]: content[n]
         for n in sorted(content)
@@ -473,11 +611,28 @@ def load_checkpoint(path: Path, *, verify: bool = True) -> Checkpoint:
 def _order(path: Path) -> tuple[int, bool]:
     """Newest first: the saved iteration (else the last number in the name), then having optimizer state."""
     try:
-        step = int(json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))["iter"])
-    except (OSError, ValueError, KeyError, TypeError):
+        step = read_json(path / TRAINER_STATE)["iter"]
+    except (CheckpointError, KeyError, TypeError, IndexError):
+        step = None
+    if not isinstance(step, int) or isinstance(step, bool):
         numbers = re.findall(r"\d+", path.name)
         step = int(numbers[-1]) if numbers else -1
     return step, (path / OPTIMIZER).exists()
+
+
+def read_latest(ckpt_root: Path) -> str:
+    """The folder name `latest` holds; '' without one, and (with a warning) when it holds no checkpoint name."""
+    latest_file = Path(ckpt_root) / LATEST
+    if not latest_file.exists():
+        return ""
+    try:
+        latest = _read_bytes(latest_file).decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError, CheckpointError) as e:
+        latest = f"<unreadable: {getattr(e, 'strerror', None) or e}>"
+    if not valid_name(latest):
+        logger.warning("%s: holds %.80r, not a checkpoint folder name; ignoring it", latest_file, latest)
+        return ""
+    return latest
 
 
 def candidates(ckpt_root: Path) -> list[Path]:
@@ -485,10 +640,9 @@ def candidates(ckpt_root: Path) -> list[Path]:
     ckpt_root = Path(ckpt_root)
     if not ckpt_root.is_dir():
         return []
-    latest_file = ckpt_root / LATEST
-    latest = latest_file.read_text(encoding="utf-8").strip() if latest_file.is_file() else ""
-    first = [ckpt_root / latest] if _NAME.fullmatch(latest) else []
-    others = [p for p in ckpt_root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != latest]
+    latest = read_latest(ckpt_root)
+    first = [ckpt_root / latest] if latest else []
+    others = [p for p in ckpt_root.iterdir() if p.is_dir() and valid_name(p.name) and p.name != latest]
     return first + sorted(others, key=_order, reverse=True)
 
 
@@ -511,10 +665,10 @@ def find_resumable(ckpt_root: Path, need_optimizer: bool = False) -> Path | None
 
 
 def remove_checkpoint(ckpt_root: Path, name: str) -> None:
-    """Remove the checkpoint folder `name`, if it exists."""
-    path = Path(ckpt_root) / name
-    if path.is_dir():
-        _remove(path)
+    """Remove the checkpoint folder `name` of `ckpt_root`, if it exists; any other name is a CheckpointError."""
+    path = _child(Path(ckpt_root), name)
+    if path.is_dir() or path.is_symlink():
+        _remove(Path(ckpt_root), name)
 
 
 _TEMPORARY = re.compile(r"\.(tmp|old|del)-.+-(\d+)")
@@ -542,10 +696,7 @@ def remove_stale_temporaries(ckpt_root: Path) -> list[Path]:
     for path in ckpt_root.iterdir():
         m = _TEMPORARY.fullmatch(path.name)
         if m and not _alive(int(m[2])):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            _delete(path)
             removed.append(path)
     return removed
 
@@ -559,7 +710,7 @@ def prune_checkpoints(ckpt_root: Path, prefix: str, keep: int, protect: set[str]
     numbered = [(int(m[1]), p) for p in ckpt_root.iterdir() if p.is_dir() and (m := pattern.fullmatch(p.name))]
     for _, path in sorted(numbered, reverse=True)[keep:]:
         if path.name not in protect:
-            _remove(path)
+            _remove(ckpt_root, path.name)
 
 
 def read_recipe_text(path: str | Path) -> str:
@@ -569,13 +720,13 @@ def read_recipe_text(path: str | Path) -> str:
         raise RecipeError(
             f"{path}: not a checkpoint folder (no {RECIPE}); expected e.g. work_dirs/cls/checkpoints/epoch_8"
         )
-    return recipe_file.read_text(encoding="utf-8")
+    return _read_file(recipe_file, None)
 
 
 def read_trainer_state(path: str | Path) -> dict[str, Any] | None:
     """A checkpoint folder's `trainer_state.json` (e.g. its class names), not digest-checked; None where there is none."""
     state_file = Path(path) / TRAINER_STATE
-    return json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else None
+    return read_json(state_file) if state_file.is_file() else None
 
 
 def load_extra_tensors(path: str | Path, stem: str) -> dict[str, torch.Tensor] | None:

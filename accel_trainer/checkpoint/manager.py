@@ -284,29 +284,64 @@ class CheckpointManager:
     # ----------------------------------------------------------------- reading
 
     def find_resumable(self) -> Path | None:
-        """The newest checkpoint that verifies and holds optimizer state (`best_*` folders do not)."""
+        """The newest checkpoint that verifies, reads back whole and holds optimizer state (`best_*`
+        folders do not); damaged ones are skipped with a warning."""
         self.wait()
-        return format.find_resumable(self.root, need_optimizer=True)
+        for path in format.candidates(self.root):
+            try:
+                if self._readable(path) is not None:
+                    return path
+            except CheckpointError as e:
+                logger.warning("skipping checkpoint %s: %s", path, e)
+        return None
+
+    def _readable(self, path: Path) -> tuple[format.Checkpoint, dict[str, Any], dict[str, Any]] | None:
+        """`path` read and checked against this run (see `_check`); None for a weights-only folder."""
+        if format.OPTIMIZER_JSON not in format.verify_checkpoint(path, []):
+            logger.warning("skipping checkpoint %s: weights only (no optimizer state), so it cannot be resumed", path)
+            return None
+        ckpt = format.load_checkpoint(path)
+        return (ckpt, *self._check(path, ckpt))
 
     def resume(self, path: str | Path | None = None) -> None:
         """Continue from a checkpoint: every part is restored from it.
 
         `None` picks the newest resumable checkpoint under `root`; `"auto"` does too, but starts
-        fresh when there is none (what a requeued job passes every time).
+        fresh when there is none (what a requeued job passes every time). A damaged folder is
+        skipped with a warning there; a named `path` that is damaged is a CheckpointError naming
+        the file. Either way a checkpoint whose model does not fit the recipe's is a RecipeError.
         """
-        if path is None or path == "auto":
-            found = self.find_resumable()
-            if found is None and path == "auto":
-                logger.info("--resume auto: no resumable checkpoint under %s; starting fresh", self.root)
+        if path is not None and path != "auto":
+            path = Path(path)
+            ckpt = format.load_checkpoint(path)
+            self._restore(path, ckpt, *self._check(path, ckpt))
+            return
+        self.wait()
+        begun: CheckpointError | None = None  # a part was restored from a folder that then failed
+        for found in format.candidates(self.root):
+            try:
+                checked = self._readable(found)
+                if checked is None:
+                    continue
+                self._restore(found, *checked)
                 return
-            if found is None:
-                raise RecipeError(f"--resume: no complete checkpoint under {self.root}")
-            path = found
-        path = Path(path)
-        ckpt = format.load_checkpoint(path)
+            except _PartFailed as e:
+                begun = e
+                logger.warning("skipping checkpoint %s: %s", found, e)
+            except CheckpointError as e:
+                logger.warning("skipping checkpoint %s: %s", found, e)
+        if begun is not None:  # the parts are no longer fresh, so no fresh start either
+            raise begun
+        if path is None:
+            raise RecipeError(f"--resume: no complete checkpoint under {self.root}")
+        logger.info("--resume auto: no resumable checkpoint under %s; starting fresh", self.root)
+
+    def _check(self, path: Path, ckpt: format.Checkpoint) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Everything a restore reads, checked before any part changes: trainer_state.json, the
+        saved recipe, the runner type and the model's tensors. Returns the state and the recipe."""
         state = _checked_state(ckpt.trainer_state, path / format.TRAINER_STATE)
-        optimizer = self.states.get(OPTIMIZER)
-        if optimizer is not None and ckpt.optimizer_state is None:
+        saved_recipe = _saved_recipe(path / format.RECIPE, ckpt.recipe_text)
+        if OPTIMIZER in self.states and ckpt.optimizer_state is None:
             raise RecipeError(
                 f"{path}: saved without optimizer state (save_optimizer = false); use --load-from for weights"
             )
@@ -314,25 +349,42 @@ class CheckpointManager:
             raise RecipeError(
                 f"{path}: saved by an {'epoch' if state['by_epoch'] else 'iteration'}-based run; runner.type differs"
             )
-        for name, part in self._tensor_parts().items():
-            part.load_state_dict(ckpt.model_state if name == MODEL else ckpt.extra_tensors.get(name, {}))
-        if optimizer is not None:
+        _check_model(path / format.MODEL, ckpt.model_state, self.states[MODEL].state_dict(), saved_recipe, self.recipe)
+        return state, saved_recipe
+
+    def _restore(self, path: Path, ckpt: format.Checkpoint, state: dict[str, Any], saved_recipe: dict) -> None:
+        """Hand every part its state; one that does not take it is a `_PartFailed` naming the file."""
+
+        def load(file: str, part: Stateful, value: Any) -> None:
             try:
-                optimizer.load_state_dict(ckpt.optimizer_state)
+                part.load_state_dict(value)
             except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
-                raise CheckpointError(f"{path / format.OPTIMIZER_JSON}: does not fit this optimizer ({e})") from None
+                raise _PartFailed(f"{path / file}: does not fit this run ({e})") from None
+
+        for name, part in self._tensor_parts().items():
+            if name == MODEL:
+                load(format.MODEL, part, ckpt.model_state)
+            else:
+                load(f"{name}.safetensors", part, ckpt.extra_tensors.get(name, {}))
+        optimizer = self.states.get(OPTIMIZER)
+        if optimizer is not None:
+            load(format.OPTIMIZER_JSON, optimizer, ckpt.optimizer_state)
         self.train_state.load_state_dict(state)
         scaler = self.states.get(SCALER)
         if scaler is not None and state["scaler"]:
-            scaler.load_state_dict(state["scaler"])
-        changes = recipe_changes(tomllib.loads(ckpt.recipe_text), self.recipe.to_dict())
+            load(format.TRAINER_STATE, scaler, state["scaler"])
+        changes = recipe_changes(saved_recipe, self.recipe.to_dict())
         if changes:
             logger.warning("the recipe changed since %s was saved:\n%s", path, "\n".join(changes))
         rng = self.states.get(RNG)
         if rng is not None:
-            rng.load_state_dict({"tensors": ckpt.rng[0], "meta": ckpt.rng[1]})
+            load(format.RNG, rng, {"tensors": ckpt.rng[0], "meta": ckpt.rng[1]})
         self.last = path.name
         logger.info("resumed from %s at epoch %d, iter %d", path, self.train_state.epoch_shown, self.train_state.iter)
+
+
+class _PartFailed(CheckpointError):
+    """A part refused its state after others took theirs (so a fallback must restore them all again)."""
 
 
 def _checked_state(state: Any, where: Path) -> dict[str, Any]:
@@ -350,7 +402,56 @@ def _checked_state(state: Any, where: Path) -> dict[str, Any]:
             raise CheckpointError(f"{where}: field {key!r} = {state[key]!r}: expected {expected}")
     if min(state["epoch"], state["iter"], state["inner_iter"]) < 0:
         raise CheckpointError(f"{where}: fields 'epoch', 'iter', 'inner_iter' must be >= 0")
+    best = state["best"]
+    if best:
+        value = best.get("value")
+        # The best folder is removed when a better one is saved: its name must be one of this root's.
+        if not (
+            isinstance(best.get("key"), str)
+            and (value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)))
+            and format.valid_best_name(best.get("name"))
+        ):
+            raise CheckpointError(
+                f"{where}: field 'best' = {str(best)[:200]}: expected {{key, value, name}} with name "
+                "best_<metric>_epoch_N or best_<metric>_iter_N"
+            )
     return state
+
+
+def _saved_recipe(where: Path, text: str) -> dict[str, Any]:
+    """The recipe a checkpoint was saved with, as a table (for the report of what changed since)."""
+    try:
+        recipe = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{where}: not readable TOML ({type(e).__name__}: {str(e)[:100]})") from None
+    if format.nesting(recipe) > format.MAX_JSON_DEPTH:
+        raise CheckpointError(f"{where}: nested more than {format.MAX_JSON_DEPTH} levels deep")
+    return recipe
+
+
+def _check_model(where: Path, saved: Mapping[str, Any], here: Any, saved_recipe: dict, recipe: Recipe) -> None:
+    """A resume continues the same model: the saved tensors must be the model's, name for name and
+    shape for shape. Otherwise one line says which differ and which recipe keys changed the model."""
+    if not isinstance(here, Mapping):
+        return
+    shape = {k: list(v.shape) for k, v in here.items() if isinstance(v, torch.Tensor)}
+    differ = [
+        f"{k} {list(v.shape)} saved, {shape[k]} here"
+        for k, v in saved.items()
+        if k in shape and list(v.shape) != shape[k]
+    ]
+    missing, unexpected = [k for k in shape if k not in saved], [k for k in saved if k not in shape]
+    if not (differ or missing or unexpected):
+        return
+    details = differ[:3] + [f"{k} not saved" for k in missing[:3]] + [f"{k} not in this model" for k in unexpected[:3]]
+    model_keys = [c.strip() for c in recipe_changes(saved_recipe.get("model", {}), recipe.to_dict().get("model", {}))]
+    changed = f"; the recipe changed model.{', model.'.join(model_keys[:3])}" if model_keys else ""
+    raise RecipeError(
+        f"{where}: the checkpoint's model does not match the recipe's ({len(differ)} shapes differ, "
+        f"{len(missing)} tensors missing, {len(unexpected)} unexpected: {'; '.join(details)}){changed}. "
+        "A resume keeps the model: resume with the recipe it was saved with, or start a new run "
+        "from its weights with --load-from"
+    )
 
 
 def _refuse_non_finite(where: Path, groups: dict[str, dict[str, torch.Tensor]]) -> None:

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from ..checkpoint.format import load_extra_tensors
+from ..files import write_text
 from ..hooks.ema import EMA_STEM, evaluate_ema_weights
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def evaluate_command(trainer, weights: str | None) -> int:
     if trainer.accelerator.is_main_process:
         out = Path(trainer.work_dir) / "eval"
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_text(out / "metrics.json", json.dumps(results, indent=2) + "\n")
         write_predictions = getattr(trainer.task, "write_predictions", None)
         if write_predictions is not None:
             write_predictions(out / "predictions.bbox.json")

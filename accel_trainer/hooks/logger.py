@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import RecipeError, did_you_mean
+from ..files import open_append
 from ..plotting import write_run_curves
 from ..recipe.checks import is_number
 from .base import PRIORITIES, Hook, TrainerView
@@ -110,7 +111,7 @@ class TextLoggerHook(LoggerHook):
             self._append_json({"mode": "run", "resumed_at_iter": trainer.iter})
 
     def _append_json(self, record: dict[str, Any]) -> None:
-        with self.json_path.open("a", encoding="utf-8") as f:
+        with open_append(self.json_path) as f:
             f.write(json.dumps(record) + "\n")
 
     def write_train(self, trainer: TrainerView, record: dict[str, Any]) -> None:

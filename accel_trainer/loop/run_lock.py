@@ -1,20 +1,26 @@
-"""One training run per work_dir: two runs writing the same checkpoints would destroy each other's.
+"""One training run per work_dir and per checkpoint folder: two runs writing the same checkpoints
+would destroy each other's.
 
-The lock is an `flock` on `<work_dir>/.lock`, held by the main process for the whole run. The
-kernel drops it when that process dies, however it dies, so a killed run's lock is taken over by
-the next run without anyone deleting files. The file records the holder's pid and host for the
-message a second run prints; a run that ends as it should empties it, so only a run that died
-leaves a record for the next one to warn about. Once the lock is held, temporary checkpoint
-folders that dead processes left behind are removed.
+The lock is an `flock` on `<work_dir>/.lock` and on `<checkpoint root>/.lock` (the same folder
+unless `checkpoint_config.out_dir` puts it elsewhere, where runs of other work_dirs may meet),
+held by the main process for the whole run. The kernel drops it when that process dies, however
+it dies, so a killed run's lock is taken over by the next run without anyone deleting files. The
+file records the holder's pid, host and work_dir for the message a second run prints; it is
+opened without following a symbolic link. A run that ends as it should empties it, so only a
+run that died leaves a record for the next one to warn about. Once the locks are held, temporary
+checkpoint folders that dead processes left behind are removed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import logging
 import os
 import socket
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +43,8 @@ _HELD: dict[str, int] = {}
 
 
 class RunLock:
-    """Holds the work_dir lock from the start of `fit` to the end of the run (every process learns the outcome).
+    """Holds the work_dir and checkpoint folder locks from the start of `fit` to the end of the run
+    (every process learns the outcome).
 
     The Trainer calls `hold` before it resumes or writes anything into the work_dir, so a refused
     second run changes nothing of the first, and `release` once the run's last checkpoint is in
@@ -49,7 +56,7 @@ class RunLock:
         self.work_dir = Path(work_dir)
         self.accelerator = accelerator
         self.checkpoints = checkpoints
-        self._path = ""
+        self._paths: list[str] = []
         self._checked = False  # on every process, so all of them take part in the same broadcast
 
     def hold(self) -> None:
@@ -70,30 +77,57 @@ class RunLock:
             raise RecipeError(error[0])
 
     def release(self) -> None:
-        """The run ended as it should (finished, or stopped by a signal with its checkpoint): its
-        record is emptied, so the next run does not take it for one that died."""
-        fd = _HELD.pop(self._path, None)
-        if fd is not None:
-            os.ftruncate(fd, 0)
-            os.close(fd)  # closing drops the flock
-        self._path, self._checked = "", False
+        for path in self._paths:
+            fd = _HELD.pop(path, None)
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)  # a run that ended is no holder for the next run to take over from
+                os.close(fd)  # closing drops the flock
+        self._paths, self._checked = [], False
 
     def _acquire(self) -> str:
-        """'' when held; otherwise the one-line reason."""
-        path = self.work_dir / LOCK
-        self._path = str(path.resolve())
-        if self._path in _HELD:
+        """'' when both are held; otherwise the one-line reason (and neither is)."""
+        folders = {
+            "work_dir": (self.work_dir, "choose another --work-dir"),
+            "checkpoint folder": (
+                Path(self.checkpoints.root),
+                "choose another checkpoint_config.out_dir or --work-dir",
+            ),
+        }
+        for what, (folder, way_out) in folders.items():
+            error = self._lock(folder / LOCK, what, way_out)
+            if error:
+                self.release()
+                return error
+        for stale in self.checkpoints.remove_stale_temporaries():
+            logger.warning("removed %s, a checkpoint left half-written by a process that is gone", stale)
+        return ""
+
+    def _lock(self, path: Path, what: str, way_out: str) -> str:
+        key = str(path.resolve())
+        if key in _HELD:
+            if key not in self._paths:
+                self._paths.append(key)
             return ""
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return f"{path}: is a symbolic link; the run lock must be a plain file (remove the link)"
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return f"{path}: not a regular file; the run lock must be a plain file (remove it)"
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
+            other = f" with work_dir {holder['work_dir']}" if isinstance(holder.get("work_dir"), str) else ""
             return (
-                f"{path}: work_dir is in use by another run (pid {holder.get('pid', '?')} on "
-                f"{holder.get('host', '?')}); wait for it to end or choose another --work-dir"
+                f"{path}: {what} is in use by another run (pid {holder.get('pid', '?')} on "
+                f"{holder.get('host', '?')}{other}); wait for it to end or {way_out}"
             )
         previous = _read_holder(fd)
         if previous.get("pid"):
@@ -103,21 +137,21 @@ class RunLock:
                 previous["pid"],
                 previous.get("host", "?"),
             )
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "work_dir": str(self.work_dir.resolve())}
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
         except OSError:
             os.close(fd)  # not held: a later run in this process must not find its own lock in the way
             raise
-        _HELD[self._path] = fd
-        for stale in self.checkpoints.remove_stale_temporaries():
-            logger.warning("removed %s, a checkpoint left half-written by a process that is gone", stale)
+        _HELD[key] = fd
+        self._paths.append(key)
         return ""
 
 
 def _read_holder(fd: int) -> dict[str, Any]:
     try:
         holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return holder if isinstance(holder, dict) else {}

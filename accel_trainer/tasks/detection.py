@@ -32,6 +32,7 @@ from ..data.coco import (
 )
 from ..data.mosaic import Mosaic
 from ..errors import RecipeError
+from ..files import write_text
 from ..recipe.root import Recipe
 from .base import PIXEL_DECIMALS, SCORE_DECIMALS, OnnxGraph, Task
 from .detector import build_detector
@@ -401,7 +402,7 @@ class DetectionTask(Task):
 
     def write_predictions(self, path: str | Path) -> None:
         """The last evaluation's detections as a COCO results JSON (what COCO.loadRes reads)."""
-        Path(path).write_text(json.dumps(self.predictions))
+        write_text(path, json.dumps(self.predictions))
 
     # ----------------------------------------------------------------- predict, export, visualize
 

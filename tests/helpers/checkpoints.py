@@ -1,8 +1,11 @@
-"""A tiny model whose state holds every kind of tensor, and a file damaged by one bit, for the
-checkpoint and weights-file tests."""
+"""A tiny model whose state holds every kind of tensor, a file damaged by one bit, and a file
+replaced with its digest rewritten (as whoever writes a checkpoint can), for the checkpoint and
+weights-file tests."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -47,3 +50,11 @@ def custom_model_checkpoint(tmp_path: Path) -> Path:
     trainer = Trainer(recipe, model=tiny_classifier())
     trainer.fit()
     return trainer.checkpoints.root / "epoch_1"
+
+
+def replace_verified(folder: Path, name: str, data: bytes) -> None:
+    """Replace `folder / name` with `data` and rewrite its digest in the manifest, so it still verifies."""
+    (folder / name).write_bytes(data)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["sha256"][name] = hashlib.sha256(data).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))

@@ -154,8 +154,8 @@ def resumable(tmp_path: Path) -> CheckpointManager:
     (its state changed, so that every checkpoint holds nan_guard.safetensors)."""
     ckpts = manager(tmp_path, optimizer=Part({"state": {}, "param_groups": [{"params": [0]}]}), rng=RNGState())
     guard = StepGuard(ckpts.recipe.nan_guard, None, ckpts.train_state, ckpts)  # type: ignore[arg-type]
-    guard.lr_factor = 0.5
-    ckpts.add(STEM, guard)
+    guard.lr_factor = 0.5  # the guard adds itself as the part `nan_guard`
+    assert ckpts.states[STEM] is guard
     return ckpts
 
 

@@ -3,9 +3,9 @@
 timm's RandAugment / AutoAugment / AugMix map their top magnitudes to posterize with 0 bits kept
 (`PosterizeIncreasing` at magnitude 10, which `mstd` sampling reaches; AutoAugment's `v0` policy).
 Pillow up to 12 turned 0 bits into a black image; Pillow 13 raises "bits must be between or equal
-to 1 and 8" instead, so a default run (`rand-m9-mstd0.5-inc1`) dies after a few thousand images.
-No timm release guards this, and bounding Pillow below 13 would hold back a library that gets
-security fixes, so the op is given only what Pillow accepts: 0 bits is the black image timm's
+to 1 and 8" instead, so a default run (`rand-m9-mstd0.5-inc1`) dies at about one image in 400.
+timm (up to 1.0.31) passes the 0 on, and bounding Pillow below 13 would hold back a library that
+gets security fixes, so the op is given only what Pillow accepts: 0 bits is the black image timm's
 policies were written for (what Pillow 12 gave), 1 to 8 go to timm's own op unchanged.
 """
 

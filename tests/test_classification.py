@@ -7,8 +7,10 @@ import torch
 from timm.loss import SoftTargetCrossEntropy
 
 from accel_trainer import Trainer, load_recipe
+from accel_trainer.recipe.data_section import AugmentCfg
 from accel_trainer.tasks.classification import ClassificationTask
 
+from .helpers.recipes import write_recipe
 from .helpers.records import read_records
 
 
@@ -63,3 +65,14 @@ def test_top5_is_reported_only_with_more_than_5_classes(tiny_recipe, num_classes
     )
     metrics = task.compute_metrics()
     assert task.metric_keys == keys and {"top1", "top5"} & metrics.keys() == set(keys)
+
+
+def test_a_short_run_with_the_default_augmentation(tmp_path):
+    # The README's classification defaults as they are (no [data.augment] table: timm's RandAugment
+    # "rand-m9-mstd0.5-inc1", colour jitter, label smoothing): a fresh install must train with them.
+    # 800 draws at seed 0 reach a posterize that keeps 0 bits, which Pillow 13 refuses.
+    recipe = load_recipe(write_recipe(tmp_path, data={"augment": None, "shapes": {"num_train": 400}}))
+    assert recipe.data.augment == AugmentCfg()
+    trainer = Trainer(recipe)
+    trainer.fit()
+    assert trainer.iter == 2 * 25

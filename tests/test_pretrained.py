@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -105,6 +108,66 @@ def test_offline_and_not_cached_is_one_line_before_anything_is_built(offline_hub
     assert "\n" not in err and err.startswith("accel-trainer: error: model.pretrained: resnet10t.c3_in1k")
     assert str(offline_hub) in err and "network" in err and "local .safetensors" in err
     assert not (tmp_path / "work").exists()
+
+
+class CountingHub:
+    """A hub endpoint that accepts connections and closes each without an answer: a network that
+    does not work, where every request for a repo file (`/resolve/`) is counted."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.file_requests = 0
+        self.sleeps: list[float] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:  # closed
+                return
+            with conn:
+                self.file_requests += b"/resolve/" in conn.recv(4096).split(b"\r\n")[0]
+
+
+@pytest.fixture
+def unreachable_hub(tmp_path, monkeypatch):
+    """An empty hub cache, huggingface_hub online (no HF_HUB_OFFLINE) at an endpoint that never
+    answers; its retry sleeps are recorded instead of slept."""
+    cache = tmp_path / "hf" / "hub"
+    cache.mkdir(parents=True)
+    hub = CountingHub()
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf_constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(
+        hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}"
+    )
+    monkeypatch.setattr(time, "sleep", hub.sleeps.append)
+    yield cache, hub
+    hub.server.close()
+
+
+def test_an_unreachable_hub_fails_at_once_with_one_line(unreachable_hub, tmp_path, capsys):
+    # Online but no network: one request, no retries (huggingface_hub's backoff took about a minute).
+    cache, hub = unreachable_hub
+    recipe = write_recipe(tmp_path)
+    assert main([str(recipe), "--set", "model.pretrained=true"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        f"accel-trainer: error: model.pretrained: cannot get resnet10t.c3_in1k from the hub into {cache}"
+    )
+    assert "\n" not in err and err.endswith("download it once with network access or give a local weights file")
+    assert (hub.file_requests, hub.sleeps) == (1, [])
+
+
+def test_cached_weights_are_read_without_asking_the_hub(unreachable_hub):
+    cache, hub = unreachable_hub
+    planted = plant_hub_weights(cache, REPO_ID)
+    model = build_detector(ModelCfg(task="detection", backbone="resnet10t", num_classes=4, pretrained=True))
+    assert torch.equal(model.backbone.body.conv1[0].weight, planted["conv1.0.weight"])
+    assert (hub.file_requests, hub.sleeps) == (0, [])
 
 
 def test_hub_prefix_and_tag_for_another_architecture(offline_hub):

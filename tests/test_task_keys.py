@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from accel_trainer import load_recipe
+from accel_trainer.cli import main
 from accel_trainer.errors import RecipeError
 from accel_trainer.recipe.data_section import VOC_CLASSES
 from accel_trainer.recipe.reading import dump_toml
@@ -49,6 +50,19 @@ def test_a_written_lr_config_gets_no_default_warmup(tmp_path):
         write_recipe(tmp_path, SCRATCH_DET), {"lr_config": {"policy": "step", "step": [8, 11]}}, check_files=False
     )
     assert recipe.lr_config == {"policy": "step", "step": [8, 11]}
+
+
+def test_setting_one_lr_config_key_keeps_the_default_warmup_of_the_rest(tmp_path, capsys):
+    # `--set lr_config.warmup_iters=4` on a detector without [lr_config] used to leave a table of
+    # one key ("lr_config.policy is missing"); the other keys keep the task's defaults.
+    path = write_recipe(tmp_path, SCRATCH_DET)
+    recipe = load_recipe(path, {"lr_config.warmup_iters": 4}, check_files=False)
+    assert recipe.lr_config == {"policy": "fixed", "warmup": "linear", "warmup_iters": 4, "warmup_ratio": 0.001}
+    assert main([str(path), "--set", "lr_config.warmup_iters=4", "--print-recipe"]) == 0
+    assert 'policy = "fixed"' in capsys.readouterr().out
+    written = write_recipe(tmp_path, SCRATCH_DET, name="step.toml", lr_config={"policy": "step", "step": [8]})
+    recipe = load_recipe(written, {"lr_config.gamma": 0.5}, check_files=False)
+    assert recipe.lr_config == {"policy": "step", "step": [8], "gamma": 0.5}  # a written table: no warmup added
 
 
 def test_classification_keeps_timm_defaults_and_prints_no_detection_keys():

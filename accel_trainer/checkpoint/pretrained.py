@@ -3,8 +3,10 @@
 `true` means timm's default pretrained tag of `model.backbone` (`resnest50d` -> `resnest50d.in1k`),
 a string is a tagged timm name (`"resnest50d.in1k"`), a hub repo (`"hf-hub:timm/resnest50d.in1k"`)
 or a local `.safetensors` / `.pth` / `.pth.tar` file. Hub weights come through timm's own loader
-(`timm.models.load_state_dict_from_hf`), so the huggingface_hub cache, `HF_HOME` and
-`HF_HUB_OFFLINE` behave as they do for `timm.create_model(..., pretrained=True)`. The tensors are
+(`timm.models.load_state_dict_from_hf`), so the huggingface_hub cache, `HF_HOME`, `HF_ENDPOINT`
+and `HF_HUB_OFFLINE` behave as they do for `timm.create_model(..., pretrained=True)`, except that
+weights already in the cache are read from it without asking the hub, and a hub that does not
+answer one request is an error at once (huggingface_hub would retry for about a minute). The tensors are
 then fitted by key with a report (loaded, missing, unexpected, shape mismatches) instead of being
 loaded silently; weights that do not cover the trunk are a RecipeError naming the source.
 """
@@ -18,7 +20,8 @@ from pathlib import Path
 import timm
 import torch
 from huggingface_hub import constants as hf_constants
-from huggingface_hub import try_to_load_from_cache
+from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+from huggingface_hub.errors import HfHubHTTPError
 from torch import nn
 
 from ..errors import RecipeError
@@ -124,15 +127,37 @@ def fetch(source: PretrainedSource) -> dict[str, torch.Tensor]:
     if source.kind == "file":
         return load_weights(source.location)
     check_available(source.name, HUB_PREFIX + source.location)
+    cached = _cached_file(source.location)
+    if cached:  # the file timm's loader would pick, already here: no request to the hub
+        return load_weights(cached)
+    _check_reachable(source)
     try:
         return timm.models.load_state_dict_from_hf(source.location, weights_only=True)
     except OSError as exc:  # huggingface_hub's network and cache errors are OSErrors
-        raise RecipeError(
-            f"model.pretrained: cannot get {source.name} from the hub into {_cache_dir()}: "
-            f"{str(exc).splitlines()[0]}; download it once with network access or give a local weights file"
-        ) from None
+        raise _cannot_get(source, exc) from None
     except (RuntimeError, ValueError) as exc:
         raise RecipeError(f"model.pretrained: {source.name} from the hub is not a plain weights file ({exc})") from None
+
+
+def _check_reachable(source: PretrainedSource) -> None:
+    """One request to the hub, without huggingface_hub's retries: a hub that cannot be reached
+    (no network, a refused or reset connection, a timeout) fails now instead of after a minute of
+    backoff. An answer of any status means it is there; timm's loader then does the rest."""
+    repo_id, _, revision = source.location.partition("@")
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, HUB_FILES[0], revision=revision or None))
+    except HfHubHTTPError:
+        return
+    except Exception as exc:  # the transport's own errors; their classes depend on huggingface_hub's version
+        raise _cannot_get(source, exc) from None
+
+
+def _cannot_get(source: PretrainedSource, exc: Exception) -> RecipeError:
+    reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return RecipeError(
+        f"model.pretrained: cannot get {source.name} from the hub into {_cache_dir()}: "
+        f"{reason}; download it once with network access or give a local weights file"
+    )
 
 
 def load_into(

@@ -201,7 +201,9 @@ def _trackers(loggers: tuple[HookSpec, ...]) -> list[str]:
 def build_hooks(recipe: Recipe, specs: HookSpecs, schedule: ScheduleSpec, progress: bool | None = None) -> list[Hook]:
     """The hooks a recipe asks for: built from its sections, its hook tables (`specs`) and its
     schedules; progress bars when `progress` (None: when stdout is a terminal)."""
-    hooks: list[Hook] = [ScheduleHook(schedule)]
+    # The class-count check is always on; `custom_hooks = [{type = "NumClassCheckHook"}]` (mmcv's
+    # runtime configs name it) is accepted and adds nothing.
+    hooks: list[Hook] = [ScheduleHook(schedule), NumClassCheckHook()]
     if recipe.freeze.epochs:
         hooks.append(FreezeHook(recipe.freeze.modules, recipe.freeze.epochs, recipe.freeze.batch_size))
     ev = recipe.evaluation
@@ -211,7 +213,7 @@ def build_hooks(recipe: Recipe, specs: HookSpecs, schedule: ScheduleSpec, progre
         hooks.append(EMAHook(recipe.ema.decay, recipe.ema.warmup, recipe.ema.update_interval, recipe.ema.eval))
     if ev.save_best:
         hooks.append(SaveBestHook(ev.save_best, ev.rule, ev.greater_keys, ev.less_keys))
-    hooks += [spec.build() for spec in (*specs.loggers, *specs.custom)]
+    hooks += [spec.build() for spec in (*specs.loggers, *specs.custom) if spec.cls is not NumClassCheckHook]
     if progress_enabled(progress):
         hooks += [TrainProgressHook(), ValProgressHook()]
     return hooks

@@ -1,4 +1,7 @@
-"""Stops a run whose dataset has a different number of classes than the model's head."""
+"""Stops a run whose dataset has a different number of classes than the model's head, before it trains.
+
+Always on (`build_hooks` adds it): a head with fewer outputs than the data's classes fails mid-run
+on a label out of range, one with more trains silently on classes that never appear."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ import tomli_w
 
 from ..errors import RecipeError
 from .root import Recipe
+from .task_keys import keep_table_defaults
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -159,7 +160,8 @@ def read_recipe(
     """Read, merge, override and check (section by section) a recipe file (`check_files`: see `Recipe.from_dict`)."""
     path = Path(path)
     raw = load_raw(path)
-    data = _strip_delete(apply_overrides(raw, overrides or {}))
+    overrides = overrides or {}
+    data = _strip_delete(keep_table_defaults(raw, apply_overrides(raw, overrides), overrides))
     if work_dir is not None:
         data["work_dir"] = str(work_dir)
     if not data.get("work_dir"):

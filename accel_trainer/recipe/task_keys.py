@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import re
 import typing
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import RecipeError
@@ -162,6 +163,20 @@ def fill_task_defaults(raw: dict) -> dict:
                 break
         else:
             table.setdefault(leaf, copy.deepcopy(value))
+    return out
+
+
+def keep_table_defaults(files: dict, data: dict, overrides: Mapping[str, Any]) -> dict:
+    """`data` (the recipe files' `files` with `overrides` applied) where `--set` keys create a table
+    the files leave out and that the task fills in whole (a detector's `lr_config`): the task's
+    default table under them, so setting one key keeps the defaults of the rest. A whole table given
+    by `--set` replaces the default, as a table in a file does."""
+    task = _choice(data, "model.task", ModelCfg, "task") or "classification"
+    out = data
+    for name, table in TASK_DEFAULTS[task].items():
+        keys = [k for k in overrides if k == name or k.startswith(name + ".")]
+        if isinstance(table, dict) and name not in files and keys and name not in keys:
+            out = {**out, name: {**copy.deepcopy(table), **out[name]}}
     return out
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import default_collate
 
 from ..checkpoint.pretrained import load_into, resolve
+from ..data.augment import train_transform
 from ..data.imagefolder import UNREADABLE, CheckedImageFolder
 from ..errors import RecipeError
 from ..recipe.root import Recipe
@@ -114,9 +115,8 @@ class ClassificationTask(Task):
         """The recipe's train and val transforms (timm's): PIL image -> normalised tensor."""
         d = self.recipe.data
         aug = d.augment
-        train_tf = create_transform(
+        train_tf = train_transform(  # timm's, safe for Pillow 13's posterize (see data/augment.py)
             d.img_size,
-            is_training=True,
             scale=(aug.scale[0], aug.scale[1]),
             hflip=aug.hflip,
             color_jitter=aug.color_jitter,

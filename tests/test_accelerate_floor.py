@@ -64,6 +64,7 @@ FIRST_VERSION = {
     "Accelerator.gradient_accumulation_steps": "1.0.0",
     "Accelerator.init_trackers": "1.0.0",
     "Accelerator.init_trackers(config, init_kwargs)": "1.0.0",
+    "Accelerator.is_local_main_process": "1.0.0",
     "Accelerator.is_main_process": "1.0.0",
     "Accelerator.mixed_precision": "1.0.0",
     "Accelerator.num_processes": "1.0.0",

@@ -16,7 +16,6 @@ import os
 import random
 import re
 import shutil
-import stat
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import RecipeError
-from ..files import fsync
+from ..files import fsync, open_regular
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +74,8 @@ def valid_best_name(name: object) -> bool:
 def _open_regular(path: Path) -> int:
     """A read-only descriptor of `path`, which must be a regular file: a FIFO, a device (e.g. a
     link to /dev/zero) or a folder is refused at once instead of blocking or never ending."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
+    fd = open_regular(path)
+    if fd is None:
         raise CheckpointError(f"{path}: not a regular file; refusing to read it")
     return fd
 

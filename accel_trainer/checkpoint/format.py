@@ -644,24 +644,6 @@ def candidates(ckpt_root: Path) -> list[Path]:
     return first + sorted(others, key=_order, reverse=True)
 
 
-def find_resumable(ckpt_root: Path, need_optimizer: bool = False) -> Path | None:
-    """The newest checkpoint that verifies: `latest` first, then the others; damaged ones are skipped with a warning.
-
-    With `need_optimizer`, weights-only folders (`best_*`, save_optimizer = false) are skipped too, also with a warning.
-    """
-    for path in candidates(ckpt_root):
-        try:
-            names = verify_checkpoint(path)
-        except CheckpointError as e:
-            logger.warning("skipping checkpoint %s: %s", path, e)
-            continue
-        if need_optimizer and OPTIMIZER_JSON not in names:
-            logger.warning("skipping checkpoint %s: weights only (no optimizer state), so it cannot be resumed", path)
-            continue
-        return path
-    return None
-
-
 def remove_checkpoint(ckpt_root: Path, name: str) -> None:
     """Remove the checkpoint folder `name` of `ckpt_root`, if it exists; any other name is a CheckpointError."""
     path = _child(Path(ckpt_root), name)

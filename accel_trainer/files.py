@@ -1,4 +1,4 @@
-"""Writing an output file whole or not at all, and never through a symbolic link.
+"""Writing an output file whole or not at all and never through a symbolic link; reading only regular files.
 
 A reader (or a rerun after a crash) sees the previous file or the complete new one, never a
 half-written one: the writer fills a hidden temporary sibling, which is flushed to disk and then
@@ -10,7 +10,8 @@ Reading goes through `open_regular`: only a regular file is read as data or a ch
 a FIFO or a device planted under a data or checkpoint name is refused at once, never read for ever.
 
 A write the user can fix (a read-only folder, a full disk) is a `RecipeError` naming the path,
-and commands check their output folder (`writable_folder`) before the work, not after it.
+and commands check their output folder (`writable_folder`) or file (`check_output_file`) before
+the work, not after it.
 """
 
 from __future__ import annotations

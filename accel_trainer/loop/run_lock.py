@@ -68,7 +68,7 @@ class RunLock:
         if self.accelerator.is_main_process:
             try:
                 error[0] = self._acquire()
-            except RecipeError as exc:  # a read-only or full work_dir: every process stops with this line
+            except RecipeError as exc:  # a read-only or full folder: every process stops with this line
                 error[0] = str(exc)
         if self.accelerator.num_processes > 1:
             broadcast_object_list(error)

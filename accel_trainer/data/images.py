@@ -18,6 +18,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..files import open_regular
+
 # What reading a damaged, hostile or non-image file raises (a DecompressionBombError is turned
 # into an OSError by `open_image`).
 UNREADABLE_ERRORS = (OSError, SyntaxError, ValueError)
@@ -34,15 +36,10 @@ def is_regular_file(path: str | os.PathLike[str]) -> bool:
 @contextmanager
 def open_image(path: str | os.PathLike[str]) -> Iterator[Image.Image]:
     """Pillow's lazy image of a regular file; anything else, or a decompression bomb, is an OSError."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError("not a regular file (a FIFO, device or socket is never read as an image)")
-        file = os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-    with file:
+    fd = open_regular(path)
+    if fd is None:
+        raise OSError("not a regular file (a FIFO, device or socket is never read as an image)")
+    with os.fdopen(fd, "rb") as file:
         try:
             image = Image.open(file)
         except Image.DecompressionBombError as exc:

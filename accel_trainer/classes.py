@@ -6,7 +6,6 @@ model never needs its dataset: ImageFolder's folder names, or a COCO file's cate
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -31,8 +30,3 @@ def resolve_classes(saved: dict[str, list] | None, num_classes: int, source: str
         logger.warning("%s: no class names saved for its %d classes; labels are the class indices", source, num_classes)
         saved = {"names": [str(i) for i in range(num_classes)]}
     return {"names": list(saved["names"]), "category_ids": list(saved.get("category_ids", range(num_classes)))}
-
-
-def classes_metadata(classes: dict[str, list]) -> str:
-    """The JSON string stored in export metadata (safetensors and ONNX metadata hold strings only)."""
-    return json.dumps(classes)

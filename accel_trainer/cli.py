@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         # The machine's state, not a bug: a folder not writable, a full disk, met where no check named it.
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"accel-trainer: error: {where}{exc.strerror}", file=sys.stderr)
+        print(f"accel-trainer: error: {where}{WRITE_FAILURES[exc.errno]}", file=sys.stderr)
         return RecipeError.exit_code
     except KeyboardInterrupt:
         print("accel-trainer: interrupted", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Writing an output file whole or not at all, and never through a symbolic link.
+"""Writing an output file whole or not at all and never through a symbolic link; reading only regular files.
 
 A reader (or a rerun after a crash) sees the previous file or the complete new one, never a
 half-written one: the writer fills a hidden temporary sibling, which is flushed to disk and then
@@ -6,8 +6,12 @@ renamed over the target in one step. The rename replaces a link at the target's 
 file it points to, so a link planted in a work_dir cannot redirect a write elsewhere; files that
 grow (logs) are opened with O_NOFOLLOW instead.
 
+Reading goes through `open_regular`: only a regular file is read as data or a checkpoint file, so
+a FIFO or a device planted under a data or checkpoint name is refused at once, never read for ever.
+
 A write the user can fix (a read-only folder, a full disk) is a `RecipeError` naming the path,
-and commands check their output folder (`writable_folder`) before the work, not after it.
+and commands check their output folder (`writable_folder`) or file (`check_output_file`) before
+the work, not after it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,6 +64,17 @@ def writable_folder(folder: str | os.PathLike[str]) -> Path:
             os.close(fd)
             os.unlink(probe)
     return folder
+
+
+def open_regular(path: str | os.PathLike[str]) -> int | None:
+    """A read-only descriptor of `path` when it is a regular file (or a link to one), else None (and
+    nothing left open). It is opened without blocking and checked on the descriptor, so a FIFO or a
+    device (a link to /dev/zero) is refused at once and cannot be swapped in between check and read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        return fd
+    os.close(fd)
+    return None
 
 
 def fsync(path: Path) -> None:

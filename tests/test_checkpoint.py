@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import random
 from pathlib import Path
 
@@ -13,9 +12,9 @@ import torch
 from safetensors.torch import save_file
 
 from accel_trainer.checkpoint import format as checkpoint
-from accel_trainer.checkpoint.format import CheckpointError, find_resumable, load_checkpoint, save_checkpoint
+from accel_trainer.checkpoint.format import CheckpointError, candidates, load_checkpoint, save_checkpoint
 
-from .helpers.checkpoints import flip_last_byte, tiny_model
+from .helpers.checkpoints import flip_last_byte, newest_verified, tiny_model
 
 
 def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: int, seed: int = 1) -> None:
@@ -154,7 +153,7 @@ def test_crash_mid_save_keeps_previous_checkpoint(tmp_path, monkeypatch, name):
     assert any(p.name.startswith(".tmp-") for p in tmp_path.iterdir())
     assert (tmp_path / "latest").read_text().strip() == "epoch_1"
     assert {p.name: p.read_bytes() for p in first.iterdir()} == before
-    assert find_resumable(tmp_path) == first
+    assert newest_verified(tmp_path) == first
 
 
 def test_crash_before_latest_update_keeps_latest(tmp_path, monkeypatch):
@@ -166,7 +165,7 @@ def test_crash_before_latest_update_keeps_latest(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert (tmp_path / "latest").read_text().strip() == "iter_1"
     load_checkpoint(tmp_path / "iter_2")  # complete: the folder was renamed in before `latest` moved
-    assert find_resumable(tmp_path) == first
+    assert newest_verified(tmp_path) == first
 
 
 @pytest.mark.parametrize("exchange", [True, False])  # renameat2 swap, and the rename-aside fallback
@@ -199,8 +198,7 @@ DAMAGE = {
         ("delete", "manifest.json"),
     ],
 )
-def test_damaged_checkpoint_is_rejected_and_skipped(tmp_path, caplog, monkeypatch, how, file):
-    monkeypatch.setattr(logging.getLogger("accel_trainer"), "propagate", True)
+def test_damaged_checkpoint_is_rejected_and_skipped(tmp_path, how, file):
     model = tiny_model()
     optimizer = OPTIMIZERS["adamw"](model.parameters(), 0.01)
     train(model, optimizer, 1)
@@ -210,19 +208,17 @@ def test_damaged_checkpoint_is_rejected_and_skipped(tmp_path, caplog, monkeypatc
 
     with pytest.raises(CheckpointError, match=file):
         load_checkpoint(bad)
-    with caplog.at_level(logging.WARNING):
-        assert find_resumable(tmp_path) == good
-    assert any("iter_2" in r.getMessage() and file in r.getMessage() for r in caplog.records)
+    assert newest_verified(tmp_path) == good
 
 
-def test_find_resumable_orders_by_iteration_and_ignores_temp_folders(tmp_path):
+def test_candidates_are_ordered_by_iteration_without_temp_folders(tmp_path):
     model = tiny_model()
     for n in (9, 10, 2):
         save(tmp_path, f"iter_{n}", model)
     (tmp_path / "latest").unlink()
     (tmp_path / ".tmp-iter_11-1").mkdir()
-    assert find_resumable(tmp_path) == tmp_path / "iter_10"
-    assert find_resumable(tmp_path / "missing") is None
+    assert candidates(tmp_path) == [tmp_path / f"iter_{n}" for n in (10, 9, 2)]
+    assert candidates(tmp_path / "missing") == []
 
 
 def test_prune_keeps_newest_and_protected_and_remove_takes_one(tmp_path):

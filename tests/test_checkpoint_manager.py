@@ -28,7 +28,7 @@ from accel_trainer.hooks.save_best import SaveBestHook
 from accel_trainer.loop.step_guard import STEM, StepGuard
 from accel_trainer.recipe.load import load_recipe
 
-from .helpers.checkpoints import replace_verified
+from .helpers.checkpoints import flip_last_byte, replace_verified
 from .helpers.recipes import write_recipe
 
 
@@ -166,6 +166,19 @@ def saved_iters(ckpts: CheckpointManager, *iters: int) -> Path:
         ckpts.save(f"iter_{it}")
     ckpts.wait()
     return ckpts.root
+
+
+def test_auto_resume_skips_weights_only_and_damaged_checkpoints(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(logging.getLogger("accel_trainer"), "propagate", True)
+    ckpts = resumable(tmp_path)
+    root = saved_iters(ckpts, 2, 3)
+    ckpts.save("best_top1_iter_4", save_optimizer=False)
+    ckpts.wait()
+    flip_last_byte(root / "iter_3" / "model.safetensors")
+    with caplog.at_level(logging.WARNING):
+        assert resumable(tmp_path).find_resumable() == root / "iter_2"
+    assert "best_top1_iter_4: weights only (no optimizer state)" in caplog.text
+    assert f"{root / 'iter_3' / 'model.safetensors'}: sha256 mismatch" in caplog.text
 
 
 @pytest.mark.parametrize("kind", ["absolute", "relative"])

@@ -168,4 +168,4 @@ def test_a_folder_that_cannot_be_written_is_one_line_wherever_it_is_met(monkeypa
 
     monkeypatch.setattr(schedule, "run", read_only_mount)
     assert main(["schedule", "x.toml"]) == 2
-    assert capsys.readouterr().err == "accel-trainer: error: /mnt/ro/out.png: Read-only file system\n"
+    assert capsys.readouterr().err == "accel-trainer: error: /mnt/ro/out.png: not writable (read-only file system)\n"

@@ -59,3 +59,10 @@ def test_a_checkpoint_of_a_model_of_ones_own_exports_whole_not_as_a_backbone(tmp
     assert main(["export", str(ckpt), "--out", str(tmp_path / "m.onnx")]) == 2
     assert "model=your_model" in capsys.readouterr().err
     assert main(["export", str(ckpt), "--out", str(tmp_path / "m.safetensors")]) == 0
+
+
+def test_an_out_path_that_is_a_folder_is_refused_before_the_checkpoint_is_read(tmp_path, capsys):
+    out = tmp_path / "model.safetensors"
+    out.mkdir()
+    assert main(["export", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"--out {out}: is a folder; expected a file name")

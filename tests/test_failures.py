@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import re
 import shutil
@@ -16,10 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from accel_trainer import Trainer, cli
-from accel_trainer.checkpoint import format as checkpoint
 
 from .helpers import REPO
 from .helpers.recipes import write_recipe
@@ -29,25 +26,6 @@ ONE_EPOCH = {
     "workflow": [["train", 1]],
     "checkpoint_config": {"by_epoch": False, "interval": 2},
 }
-
-
-def save(root: Path, name: str, iter: int, optimizer: bool = True) -> Path:
-    model = torch.nn.Linear(2, 2)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1) if optimizer else None
-    return checkpoint.save_checkpoint(
-        root, name, model_state=model.state_dict(), trainer_state={"iter": iter}, recipe_text="", optimizer=opt
-    )
-
-
-def test_auto_resume_skips_weights_only_and_damaged_checkpoints(tmp_path, caplog):
-    good = save(tmp_path, "epoch_1", 8)
-    save(tmp_path, "best_top1_epoch_2", 16, optimizer=False)
-    damaged = save(tmp_path, "epoch_2", 16)
-    (damaged / "model.safetensors").write_bytes(b"garbage")
-    with caplog.at_level(logging.WARNING):
-        assert checkpoint.find_resumable(tmp_path, need_optimizer=True) == good
-    assert "best_top1_epoch_2: weights only (no optimizer state)" in caplog.text
-    assert "epoch_2" in caplog.text
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from accel_trainer import Hook, Trainer
-from accel_trainer.checkpoint import format as checkpoint
 from accel_trainer.errors import RecipeError
 from accel_trainer.loop.preemption import SIGNALS, TIMEOUT_ENV, Preemption, is_launcher
 
@@ -106,7 +105,7 @@ def test_a_stop_signal_ends_the_run_after_the_next_step_with_its_checkpoint(tiny
     assert stopped.value.code == 128 + signum and trainer.iter == 11
     root = trainer.checkpoints.root
     assert (root / "latest").read_text().strip() == name
-    assert checkpoint.find_resumable(root, need_optimizer=True) == root / name
+    assert trainer.checkpoints.find_resumable() == root / name
     assert handlers() == before
 
 

@@ -18,6 +18,7 @@ from accel_trainer.errors import RecipeError
 from accel_trainer.loop.run_lock import RunLock
 from accel_trainer.recipe.load import load_recipe
 
+from .helpers.filesystem import read_only
 from .helpers.recipes import write_recipe
 
 ONE_PROCESS = SimpleNamespace(is_main_process=True, num_processes=1)
@@ -73,6 +74,17 @@ def test_a_full_disk_at_the_lock_write_is_one_line_and_holds_nothing(tmp_path, m
         lock.hold()
     with open(tmp_path / ".lock") as other:
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the failed run holds no lock
+
+
+def test_a_read_only_checkpoint_folder_is_named_and_the_work_dir_lock_let_go(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    work = tmp_path / "work"
+    lock = RunLock(work, ONE_PROCESS, SimpleNamespace(root=shared / "checkpoints", remove_stale_temporaries=list))
+    with read_only(shared), pytest.raises(RecipeError, match=rf"^{shared}/checkpoints/\.lock: not writable"):
+        lock.hold()
+    with open(work / ".lock") as own:
+        fcntl.flock(own, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the refused run let go of its work_dir
 
 
 def test_a_finished_run_leaves_no_record_for_the_next_one_to_warn_about(tmp_path, capsys):

@@ -16,7 +16,6 @@ import os
 import random
 import re
 import shutil
-import stat
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import RecipeError
-from ..files import fsync
+from ..files import fsync, open_regular
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +74,8 @@ def valid_best_name(name: object) -> bool:
 def _open_regular(path: Path) -> int:
     """A read-only descriptor of `path`, which must be a regular file: a FIFO, a device (e.g. a
     link to /dev/zero) or a folder is refused at once instead of blocking or never ending."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
+    fd = open_regular(path)
+    if fd is None:
         raise CheckpointError(f"{path}: not a regular file; refusing to read it")
     return fd
 
@@ -644,24 +642,6 @@ def candidates(ckpt_root: Path) -> list[Path]:
     first = [ckpt_root / latest] if latest else []
     others = [p for p in ckpt_root.iterdir() if p.is_dir() and valid_name(p.name) and p.name != latest]
     return first + sorted(others, key=_order, reverse=True)
-
-
-def find_resumable(ckpt_root: Path, need_optimizer: bool = False) -> Path | None:
-    """The newest checkpoint that verifies: `latest` first, then the others; damaged ones are skipped with a warning.
-
-    With `need_optimizer`, weights-only folders (`best_*`, save_optimizer = false) are skipped too, also with a warning.
-    """
-    for path in candidates(ckpt_root):
-        try:
-            names = verify_checkpoint(path)
-        except CheckpointError as e:
-            logger.warning("skipping checkpoint %s: %s", path, e)
-            continue
-        if need_optimizer and OPTIMIZER_JSON not in names:
-            logger.warning("skipping checkpoint %s: weights only (no optimizer state), so it cannot be resumed", path)
-            continue
-        return path
-    return None
 
 
 def remove_checkpoint(ckpt_root: Path, name: str) -> None:

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ..errors import RecipeError
-from ..files import atomic_write, writable_folder
+from ..files import atomic_write, check_output_file
 from ..recipe.reading import tomllib
 from .arguments import add_progress_arg
 
@@ -35,7 +35,7 @@ def export_command(
         raise RecipeError(f"--out {out}: expected a .safetensors or .onnx file")
     if check and not out.endswith(".onnx"):
         raise RecipeError("--check compares an ONNX file with PyTorch; use it with --out FILE.onnx")
-    writable_folder(Path(out).parent)  # before the work, not after it
+    check_output_file(out, "--out")  # before the work, not after it
     loaded = load_checkpoint(Path(ckpt))
     classes = loaded.trainer_state.get("classes")
     if out.endswith(".onnx"):

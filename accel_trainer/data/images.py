@@ -19,6 +19,8 @@ from typing import BinaryIO
 
 from PIL import Image
 
+from ..files import open_regular
+
 # What reading a damaged, hostile or non-image file raises (a DecompressionBombError is turned
 # into an OSError by `open_image`).
 UNREADABLE_ERRORS = (OSError, SyntaxError, ValueError)
@@ -33,15 +35,11 @@ def is_regular_file(path: str | os.PathLike[str]) -> bool:
 
 
 def _regular_file(path: str | os.PathLike[str]) -> BinaryIO:
-    """`path` opened for reading if it is a regular file, checked on the open descriptor."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError("not a regular file (a FIFO, device or socket is never read as an image)")
-        return open(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    """`path` opened for reading if it is a regular file (see `files.open_regular`), else an OSError."""
+    fd = open_regular(path)
+    if fd is None:
+        raise OSError("not a regular file (a FIFO, device or socket is never read as an image)")
+    return open(fd, "rb")
 
 
 def _pillow_open(file: BinaryIO) -> Image.Image:

@@ -67,9 +67,8 @@ class RunLock:
         error = [""]
         if self.accelerator.is_main_process:
             try:
-                with writing(self.work_dir / LOCK):
-                    error[0] = self._acquire()
-            except RecipeError as exc:  # a read-only or full work_dir: every process stops with this line
+                error[0] = self._acquire()
+            except RecipeError as exc:  # a read-only or full folder: every process stops with this line
                 error[0] = str(exc)
         if self.accelerator.num_processes > 1:
             broadcast_object_list(error)
@@ -86,7 +85,8 @@ class RunLock:
         self._paths, self._checked = [], False
 
     def _acquire(self) -> str:
-        """'' when both are held; otherwise the one-line reason (and neither is)."""
+        """'' when both are held; otherwise the one-line reason, or a RecipeError naming the lock that
+        could not be written (and neither is held)."""
         folders = {
             "work_dir": (self.work_dir, "choose another --work-dir"),
             "checkpoint folder": (
@@ -95,7 +95,12 @@ class RunLock:
             ),
         }
         for what, (folder, way_out) in folders.items():
-            error = self._lock(folder / LOCK, what, way_out)
+            try:
+                with writing(folder / LOCK):
+                    error = self._lock(folder / LOCK, what, way_out)
+            except BaseException:
+                self.release()
+                raise
             if error:
                 self.release()
                 return error

@@ -58,3 +58,17 @@ def replace_verified(folder: Path, name: str, data: bytes) -> None:
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["sha256"][name] = hashlib.sha256(data).hexdigest()
     (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def newest_verified(root: Path) -> Path | None:
+    """The newest checkpoint folder (in the order `--resume auto` tries them) whose digests verify:
+    what a crash during a save must leave behind."""
+    from accel_trainer.checkpoint.format import CheckpointError, candidates, verify_checkpoint
+
+    for path in candidates(root):
+        try:
+            verify_checkpoint(path)
+        except CheckpointError:
+            continue
+        return path
+    return None

@@ -21,6 +21,7 @@ import functools
 import inspect
 import logging
 import re
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -319,11 +320,20 @@ def _rejected(cls: type, path: str, error: Exception) -> RecipeError:
 def _class_settings(cls: type[torch.optim.Optimizer], kwargs: Mapping[str, Any], path: str) -> dict[str, Any]:
     """The settings as the class resolves them, its own defaults filled in (Adam's betas, SGD's
     momentum = 0), from its constructor run over no parameters: it checks the values (a negative lr)
-    before any model exists."""
+    before any model exists.
+
+    torch wraps `Optimizer.add_param_group` so that torch.compile skips it, and that wrapper imports
+    torch._dynamo (about a second) on its first call; here the constructor calls the same method
+    unwrapped (same checks), so checking a recipe costs no more than importing torch."""
+    optimizer = cls.__new__(cls)
+    if cls.add_param_group is torch.optim.Optimizer.add_param_group:
+        unwrapped = getattr(cls.add_param_group, "__wrapped__", cls.add_param_group)
+        optimizer.add_param_group = types.MethodType(unwrapped, optimizer)  # type: ignore[method-assign]
     try:
-        return dict(cls([{"params": []}], **kwargs).defaults)
+        cls.__init__(optimizer, [{"params": []}], **kwargs)
     except (ValueError, TypeError, IndexError) as e:
         raise _rejected(cls, path, e) from e
+    return dict(optimizer.defaults)
 
 
 @dataclass(frozen=True)

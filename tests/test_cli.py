@@ -140,6 +140,23 @@ def test_help_imports_no_torch():
     assert proc.stdout == "[]\n"
 
 
+def test_checking_a_recipe_imports_no_compiler_model_zoo_or_image_library(tiny_recipe):
+    """`--print-recipe` and `schedule` cost about an `import torch`: torch._dynamo (which torch's
+    optimizer constructor imports on its first call), timm, torchvision and Pillow stay unloaded."""
+    code = (
+        "import os, sys\n"
+        "from accel_trainer.cli import main\n"
+        f"assert main([{str(tiny_recipe)!r}, '--print-recipe']) == 0\n"
+        f"assert main(['schedule', {str(tiny_recipe)!r}, '--iters-per-epoch', '2', '--num-processes', '1',"
+        " '--csv', os.devnull]) == 0\n"
+        "heavy = ('torch._dynamo', 'timm', 'torchvision', 'PIL')\n"
+        "print(sorted(name for name in heavy if name in sys.modules), file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines()[-1] == "[]", proc.stderr
+
+
 def test_a_folder_that_cannot_be_written_is_one_line_wherever_it_is_met(monkeypatch, capsys):
     import errno
 

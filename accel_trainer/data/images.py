@@ -15,6 +15,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image
 
@@ -33,22 +34,30 @@ def is_regular_file(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-@contextmanager
-def open_image(path: str | os.PathLike[str]) -> Iterator[Image.Image]:
-    """Pillow's lazy image of a regular file; anything else, or a decompression bomb, is an OSError."""
+def _regular_file(path: str | os.PathLike[str]) -> BinaryIO:
+    """`path` opened for reading if it is a regular file (see `files.open_regular`), else an OSError."""
     fd = open_regular(path)
     if fd is None:
         raise OSError("not a regular file (a FIFO, device or socket is never read as an image)")
-    with os.fdopen(fd, "rb") as file:
-        try:
-            image = Image.open(file)
-        except Image.DecompressionBombError as exc:
-            raise OSError(f"{exc} (the limit is twice PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS})") from None
-        with image:
-            yield image
+    return open(fd, "rb")
+
+
+def _pillow_open(file: BinaryIO) -> Image.Image:
+    try:
+        return Image.open(file)
+    except Image.DecompressionBombError as exc:
+        raise OSError(f"{exc} (the limit is twice PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS})") from None
+
+
+@contextmanager
+def open_image(path: str | os.PathLike[str]) -> Iterator[Image.Image]:
+    """Pillow's lazy image of a regular file; anything else, or a decompression bomb, is an OSError."""
+    with _regular_file(path) as file, _pillow_open(file) as image:
+        yield image
 
 
 def read_rgb(path: str | os.PathLike[str] | Path) -> Image.Image:
-    """The decoded RGB image of `path` (see `open_image` for what is refused)."""
-    with open_image(path) as raw:
-        return raw.convert("RGB")
+    """The decoded RGB image of `path` (see `open_image` for what is refused). Called for every
+    training sample, so it opens the file directly rather than through `open_image`'s generator."""
+    with _regular_file(path) as file, _pillow_open(file) as image:
+        return image.convert("RGB")

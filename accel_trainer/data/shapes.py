@@ -22,9 +22,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +240,8 @@ def _polygon(label: int, cx: float, cy: float, radius: float, angle: float) -> l
 
 
 def _shape_mask(size: int, label: int, cx: float, cy: float, radius: float, angle: float) -> np.ndarray:
+    from PIL import Image, ImageDraw  # not at import: checking a recipe does not draw
+
     mask = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(mask)
     if CLASSES[label] == "circle":
@@ -254,6 +259,8 @@ def _random_mask(rng: np.random.Generator, size: int, label: int, radius: float)
 
 def _line_mask(rng: np.random.Generator, size: int) -> np.ndarray:
     """A thin random stroke: background clutter that the classifier has to look past."""
+    from PIL import Image, ImageDraw
+
     mask = Image.new("L", (size, size), 0)
     start, end = rng.uniform(0.0, size, size=(2, 2))
     ImageDraw.Draw(mask).line([tuple(start), tuple(end)], fill=1, width=1)
@@ -268,6 +275,8 @@ def _compose(
     shapes: list[tuple[np.ndarray, np.ndarray]],
 ) -> Image.Image:
     """Paint (mask, colour) shapes over the base colour, then add lighting and sensor noise."""
+    from PIL import Image
+
     image = np.broadcast_to(base, (size, size, 3)).copy()
     for mask, colour in shapes:
         image[mask] = colour

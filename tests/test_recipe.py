@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from accel_trainer import RecipeError, load_recipe
@@ -154,6 +156,18 @@ def test_recipe_changes_lists_changed_added_and_removed_keys():
         "  optimizer.lr: 0.1 -> 0.01",
         "  runner.max_epochs: 2 -> '(unset)'",
     ]
+
+
+def test_a_saved_recipe_is_compared_as_this_version_resolves_it(tiny_recipe):
+    from accel_trainer.recipe.reading import recipe_changes, resolved_again
+
+    now = load_recipe(tiny_recipe, check_files=False).to_dict()
+    saved = copy.deepcopy(now)
+    saved["runner"]["max_iters"] = 0  # how an epoch runner's recipe was saved before it left the key out
+    assert recipe_changes(saved, now) == ["  runner.max_iters: 0 -> '(unset)'"]
+    assert recipe_changes(resolved_again(saved), now) == []
+    saved["runner"]["max_epochs"] = 7
+    assert recipe_changes(resolved_again(saved), now) == [f"  runner.max_epochs: 7 -> {now['runner']['max_epochs']!r}"]
 
 
 ITER_RUN = {"runner.type": "IterBasedRunner", "runner.max_epochs": 0}

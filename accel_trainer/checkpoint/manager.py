@@ -32,7 +32,7 @@ import torch
 from accelerate.utils import broadcast_object_list
 
 from ..errors import RecipeError
-from ..recipe.reading import dump_toml, recipe_changes, tomllib
+from ..recipe.reading import dump_toml, recipe_changes, resolved_again, tomllib
 from . import format
 from .format import CheckpointError
 from .state import OptimizerState, RNGState, Stateful, TrainState
@@ -373,7 +373,7 @@ class CheckpointManager:
         scaler = self.states.get(SCALER)
         if scaler is not None and state["scaler"]:
             load(format.TRAINER_STATE, scaler, state["scaler"])
-        changes = recipe_changes(saved_recipe, self.recipe.to_dict())
+        changes = recipe_changes(resolved_again(saved_recipe), self.recipe.to_dict())
         if changes:
             logger.warning("the recipe changed since %s was saved:\n%s", path, "\n".join(changes))
         rng = self.states.get(RNG)

@@ -214,6 +214,16 @@ def flatten(data: Mapping, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def resolved_again(saved: dict) -> dict:
+    """A checkpoint's recipe as this version resolves it, so that what only changed form (a key the
+    resolved recipe now leaves out, such as an epoch runner's `max_iters`) is not reported as a
+    change; as saved when it no longer passes today's checks."""
+    try:
+        return Recipe.from_dict(copy.deepcopy(saved), check_files=False).to_dict()
+    except RecipeError:
+        return saved
+
+
 def recipe_changes(saved: Mapping, now: Mapping) -> list[str]:
     """`key: old -> new` lines for every leaf that differs between two resolved recipes (work_dir aside)."""
     old, new = flatten(saved), flatten(now)

@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from .errors import RecipeError
 
@@ -144,3 +145,16 @@ def open_append(path: str | os.PathLike[str]) -> io.TextIOWrapper:
             ) from None
         raise
     return open(fd, "a", encoding="utf-8")
+
+
+def nesting(value: Any, limit: int) -> int:
+    """How deeply lists and dicts nest in a value read from a file (the top one is level 1), found
+    without recursion and without looking below `limit + 1` levels, so a hostile file costs little."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, level)
+            if level <= limit:
+                stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest

@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import RecipeError
-from ..files import fsync, open_regular
+from ..files import fsync, nesting, open_regular
 
 logger = logging.getLogger(__name__)
 
@@ -85,25 +85,13 @@ def _read_bytes(path: Path) -> bytes:
         return f.read()
 
 
-def nesting(value: Any) -> int:
-    """How deeply lists and objects nest in `value` (iteratively: no recursion on hostile input)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, (list, dict)):
-            deepest = max(deepest, level)
-            if level <= MAX_JSON_DEPTH:
-                stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
-    return deepest
-
-
 def _parse_json(path: Path, data: bytes) -> Any:
     """A checkpoint JSON file's value; unreadable or too deeply nested is a CheckpointError naming it."""
     try:
         value = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: not readable JSON ({type(e).__name__}: {str(e)[:100]})") from None
-    if nesting(value) > MAX_JSON_DEPTH:
+    if nesting(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise CheckpointError(f"{path}: nested more than {MAX_JSON_DEPTH} levels deep, so not a file written here")
     return value
 

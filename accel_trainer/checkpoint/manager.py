@@ -32,6 +32,7 @@ import torch
 from accelerate.utils import broadcast_object_list
 
 from ..errors import RecipeError
+from ..files import nesting
 from ..recipe.reading import dump_toml, recipe_changes, resolved_again, tomllib
 from . import format
 from .format import CheckpointError
@@ -424,7 +425,7 @@ def _saved_recipe(where: Path, text: str) -> dict[str, Any]:
         recipe = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError) as e:
         raise CheckpointError(f"{where}: not readable TOML ({type(e).__name__}: {str(e)[:100]})") from None
-    if format.nesting(recipe) > format.MAX_JSON_DEPTH:
+    if nesting(recipe, format.MAX_JSON_DEPTH) > format.MAX_JSON_DEPTH:
         raise CheckpointError(f"{where}: nested more than {format.MAX_JSON_DEPTH} levels deep")
     return recipe
 

@@ -16,6 +16,7 @@ from typing import Any
 import tomli_w
 
 from ..errors import RecipeError
+from ..files import nesting
 from .root import Recipe
 from .task_keys import keep_table_defaults
 
@@ -139,16 +140,9 @@ def apply_overrides(data: dict, overrides: Mapping[str, Any]) -> dict:
 
 
 def _check_depth(value: Any, where: str) -> None:
-    """Refuse tables or lists nested deeper than MAX_DEPTH (checked without recursion)."""
-    stack = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise RecipeError(f"{where}: tables or lists nested more than {MAX_DEPTH} deep; no recipe key is that deep")
-        if isinstance(item, Mapping):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
+    """Refuse tables or lists nested deeper than MAX_DEPTH below the top (checked without recursion)."""
+    if nesting(value, MAX_DEPTH + 1) > MAX_DEPTH + 1:
+        raise RecipeError(f"{where}: tables or lists nested more than {MAX_DEPTH} deep; no recipe key is that deep")
 
 
 def read_recipe(

@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from .errors import RecipeError
 
 # Why a write failed, for the errors that are the machine's state rather than a bug.
@@ -158,3 +160,11 @@ def nesting(value: Any, limit: int) -> int:
             if level <= limit:
                 stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
     return deepest
+
+
+def writer_alive(pid: int) -> bool:
+    """Whether the process that named a temporary file or folder after its pid still runs here."""
+    try:
+        return psutil.pid_exists(pid)
+    except (OverflowError, ValueError):  # a pid no process can have
+        return False

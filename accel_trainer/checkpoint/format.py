@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import RecipeError
-from ..files import fsync, nesting, open_regular
+from ..files import fsync, nesting, open_regular, writer_alive
 
 logger = logging.getLogger(__name__)
 
@@ -642,16 +642,6 @@ def remove_checkpoint(ckpt_root: Path, name: str) -> None:
 _TEMPORARY = re.compile(r"\.(tmp|old|del)-.+-(\d+)")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
-
-
 def remove_stale_temporaries(ckpt_root: Path) -> list[Path]:
     """Remove `.tmp-`, `.old-` and `.del-` leftovers (folders or `latest` files) of processes that are gone.
 
@@ -663,7 +653,7 @@ def remove_stale_temporaries(ckpt_root: Path) -> list[Path]:
     removed = []
     for path in ckpt_root.iterdir():
         m = _TEMPORARY.fullmatch(path.name)
-        if m and not _alive(int(m[2])):
+        if m and not writer_alive(int(m[2])):
             _delete(path)
             removed.append(path)
     return removed

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..files import writer_alive
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -154,16 +156,6 @@ def _host_hash() -> str:
     return hashlib.sha256(f"{socket.gethostname()}/{namespace}".encode()).hexdigest()[:8]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 def remove_stale_temps(cache_dir: Path) -> list[str]:
     """Remove the temporary set folders of generations that were killed; return their names.
 
@@ -179,7 +171,7 @@ def remove_stale_temps(cache_dir: Path) -> list[str]:
             if match is None or not entry.is_dir(follow_symlinks=False):
                 continue
             pid, writer_host = match.groups()
-            gone = pid is not None and writer_host == host and not _alive(int(pid))
+            gone = pid is not None and writer_host == host and not writer_alive(int(pid))
             if gone or now - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER_S:
                 shutil.rmtree(entry.path, ignore_errors=True)
                 removed.append(entry.name)

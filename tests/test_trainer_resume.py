@@ -57,14 +57,21 @@ def run(
     return run_group([sys.executable, "-m", "accel_trainer", str(recipe), *args], env)
 
 
-def kill_hook(tmp_path: Path, kill_at: int, signal: str = "SIGKILL", rank: int = -1, workers: bool = False) -> str:
+def kill_hook(
+    tmp_path: Path, kill_at: int, signal: str = "SIGKILL", rank: int = -1, workers: bool = False, settled: bool = False
+) -> str:
     (tmp_path / "kill_hook.py").write_text(KILL_HOOK)
-    args = f'iter = {kill_at}, signal = "{signal}", rank = {rank}, workers = {str(workers).lower()}'
+    args = (
+        f'iter = {kill_at}, signal = "{signal}", rank = {rank}, workers = {str(workers).lower()}, '
+        f"settled = {str(settled).lower()}"
+    )
     return f'custom_hooks=[{{type = "kill_hook:KillAt", {args}}}]'
 
 
-def kill_and_resume(tmp_path: Path, name: str, kill_at: int, sets: list[str], ddp: bool = False) -> Path:
-    killed = run(tmp_path, name, [*sets, kill_hook(tmp_path, kill_at)], ddp=ddp)
+def kill_and_resume(
+    tmp_path: Path, name: str, kill_at: int, sets: list[str], ddp: bool = False, settled: bool = False
+) -> Path:
+    killed = run(tmp_path, name, [*sets, kill_hook(tmp_path, kill_at, settled=settled)], ddp=ddp)
     assert killed.returncode != 0, "the kill hook did not fire"
     resumed = run(tmp_path, name, sets, "--resume", ddp=ddp)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -116,7 +123,8 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, reference, wor
 
 def test_resume_from_an_epoch_end_checkpoint_starts_the_next_epoch(tmp_path, reference):
     sets = ["checkpoint_config.by_epoch=true", "checkpoint_config.interval=1"]
-    work = kill_and_resume(tmp_path, "epoch_end", kill_at=10, sets=sets)
+    # Killed once epoch_1 is on disk: what is tested is where the resume starts, not a kill mid-write.
+    work = kill_and_resume(tmp_path, "epoch_end", kill_at=10, sets=sets, settled=True)
     assert_identical(final_weights(work, "epoch_2"), reference)
     records = [json.loads(line) for p in sorted(work.glob("*.log.json")) for line in p.read_text().splitlines()]
     train_iters = [(r["epoch"], r["iter"]) for r in records if r["mode"] == "train"]

@@ -17,9 +17,11 @@ from accel_trainer import Hook
 class KillAt(Hook):
     # Sends `signal` to this process after iteration `iter`, on process `rank` (-1: all), in the first
     # attempt of an elastic launch only; with `workers`, to its data-loader workers first (from another
-    # process), as a scheduler that signals every process of the job does.
-    def __init__(self, iter, signal="SIGKILL", rank=-1, workers=False):
+    # process), as a scheduler that signals every process of the job does; with `settled`, once the
+    # checkpoint being written in the background is complete.
+    def __init__(self, iter, signal="SIGKILL", rank=-1, workers=False, settled=False):
         self.at, self.signal, self.rank, self.workers = iter, getattr(signal_module, signal), rank, workers
+        self.settled = settled
     def after_train_iter(self, trainer):
         first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
         if trainer.iter == self.at and first_attempt and self.rank in (-1, trainer.accelerator.process_index):
@@ -27,6 +29,8 @@ class KillAt(Hook):
                 pids = [str(child.pid) for child in psutil.Process().children()]
                 assert pids, "no data-loader workers to signal"
                 subprocess.run(["kill", "-s", self.signal.name, *pids], check=True)
+            if self.settled:
+                trainer.checkpoints.wait()
             os.kill(os.getpid(), self.signal)
 
 signal_module = signal
